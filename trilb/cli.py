@@ -1,0 +1,132 @@
+"""The ``trilb`` command line: serve, check, demo.
+
+Owns argument parsing, exit statuses and the pidfile. Overrides only what
+CONVENTIONS.md allows (config path, worker count, log level); everything else comes
+from the TOML file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from trilb import __version__
+from trilb.config.load import load_config
+from trilb.config.schema import Config
+from trilb.errors import ConfigError, StartupError
+from trilb.obs.logging import setup_logging
+
+if TYPE_CHECKING:
+    from trilb.master.arbiter import Arbiter
+
+log = logging.getLogger("trilb")
+
+EXIT_CONFIG = 2  # the config is invalid
+EXIT_STARTUP = 1  # the config is valid but could not be served (port taken...)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="trilb", description="Layer 4 / Layer 7 load balancer")
+    p.add_argument("--version", action="version", version=f"trilb {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the load balancer")
+    serve.add_argument("-c", "--config", required=True, help="the TOML config file")
+    serve.add_argument("--workers", type=int, help="override global.workers")
+    serve.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--pidfile", help="write the master's PID here")
+    check = sub.add_parser("check", help="validate a config file and exit")
+    check.add_argument("-c", "--config", required=True)
+    demo = sub.add_parser("demo", help="run trilb in front of built-in demo backends")
+    demo.add_argument("--port", type=int, default=0, help="frontend port (default: any free)")
+    demo.add_argument("--workers", type=int, default=2)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "check":
+        return _check(args.config)
+    if args.command == "demo":
+        from trilb.demo import run_demo
+
+        return run_demo(args.port, args.workers)
+    status: int = serve(args.config, args.workers, args.log_level, args.pidfile)
+    return status
+
+
+def _check(path: str) -> int:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"trilb: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{path}: ok: {config.summary()}")
+    return 0
+
+
+def serve(
+    path: str, workers: int | None = None, log_level: str | None = None, pidfile: str | None = None
+) -> int:
+    """Validate, bind, fork and supervise until stopped; returns the exit status."""
+    setup_logging("master", log_level or "info")
+    try:
+        config = load_config(path, workers=workers)
+    except ConfigError as exc:
+        print(f"trilb: error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if log_level:
+        config = dataclasses.replace(
+            config, global_=dataclasses.replace(config.global_, log_level=log_level)
+        )
+    setup_logging("master", config.global_.log_level)
+    return run_master(path, config, workers, pidfile)
+
+
+def run_master(
+    path: str,
+    config: Config,
+    workers: int | None,
+    pidfile: str | None,
+    on_started: Callable[[Arbiter], None] | None = None,
+) -> int:
+    """Bind, fork and supervise; ``on_started`` runs once the workers are forked."""
+    from trilb.master.arbiter import Arbiter
+
+    arbiter = Arbiter(path, config, workers)
+    try:
+        if pidfile:
+            _write_pidfile(pidfile)
+        arbiter.start()
+    except StartupError as exc:
+        print(f"trilb: error: {exc}", file=sys.stderr)
+        arbiter.sockets.close_all()
+        _remove_pidfile(pidfile)
+        return EXIT_STARTUP
+    log.info("trilb %s started, pid %d", __version__, os.getpid())
+    if on_started is not None:
+        on_started(arbiter)
+    try:
+        return arbiter.run()
+    finally:
+        _remove_pidfile(pidfile)
+
+
+def _write_pidfile(pidfile: str) -> None:
+    try:
+        with open(pidfile, "w") as f:
+            f.write(f"{os.getpid()}\n")
+    except OSError as exc:
+        raise StartupError(f"cannot write pidfile {pidfile}: {exc.strerror}") from None
+
+
+def _remove_pidfile(pidfile: str | None) -> None:
+    if pidfile:
+        try:
+            os.unlink(pidfile)
+        except OSError:
+            pass

@@ -1,0 +1,1 @@
+"""Configuration: the TOML contract, validated into frozen objects."""

@@ -1,0 +1,96 @@
+"""``trilb demo``: trilb in front of built-in backends, with no config file to write.
+
+Owns the demo's set-up: backend processes, a generated config, the hints it prints.
+The serving itself is the ordinary master (cli.run_master).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+from typing import TYPE_CHECKING
+
+from trilb.config.load import load_config
+
+if TYPE_CHECKING:
+    from trilb.master.arbiter import Arbiter
+
+NAMES = ("A", "B")
+
+
+def _start_backend(name: str) -> tuple[subprocess.Popen[bytes], int]:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    port: int = sock.getsockname()[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trilb.demo.backend", "--fd", str(sock.fileno()), "--name", name],
+        pass_fds=[sock.fileno()],
+    )
+    sock.close()
+    return proc, port
+
+
+def _config_text(port: int, workers: int, backends: list[int]) -> str:
+    servers = ", ".join(
+        f'{{ address = "127.0.0.1:{p}", name = "demo-{n}" }}'
+        for n, p in zip(NAMES, backends, strict=True)
+    )
+    return f"""# written by `trilb demo`: edit it and send SIGHUP to the master to reload
+[global]
+workers = {workers}
+grace = "2s"
+
+[frontends.demo]
+mode = "tcp"
+bind = "127.0.0.1:{port}"
+default_backend = "demo"
+
+[backends.demo]
+balance = "roundrobin"
+servers = [{servers}]
+"""
+
+
+def _hints(arbiter: Arbiter, path: str, backends: list[int]) -> None:
+    fe = next(iter(arbiter.current.config.frontends.values()))
+    addr = arbiter.sockets.actual(fe.binds[0])
+    names = " and ".join(f"{n} (127.0.0.1:{p})" for n, p in zip(NAMES, backends, strict=True))
+    print(
+        f"""
+trilb demo: a TCP (Layer 4) load balancer on {addr}, in front of demo backends {names}.
+Try, in another terminal:
+  curl http://{addr}/                      # run it a few times: A and B take turns
+  nc {addr.host} {addr.port}                        # type a line: the backend echoes it
+  kill -HUP {os.getpid()}                        # reload {path} without dropping a connection
+Press Ctrl-C to stop.
+""",
+        flush=True,
+    )
+
+
+def run_demo(port: int, workers: int) -> int:
+    """Start the demo backends and trilb in front of them; returns the exit status."""
+    from trilb.cli import run_master
+    from trilb.obs.logging import setup_logging
+
+    setup_logging("master", "info")
+    procs = []
+    try:
+        ports = []
+        for name in NAMES:
+            proc, backend_port = _start_backend(name)
+            procs.append(proc)
+            ports.append(backend_port)
+        fd, path = tempfile.mkstemp(prefix="trilb-demo-", suffix=".toml")
+        with os.fdopen(fd, "w") as f:
+            f.write(_config_text(port, workers, ports))
+        config = load_config(path)
+        return run_master(path, config, None, None, lambda a: _hints(a, path, ports))
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=5)

@@ -1,0 +1,1 @@
+"""Layer 4 proxying: TCP relay (and later UDP, PROXY protocol)."""

@@ -1,0 +1,131 @@
+"""A ``mode = "tcp"`` frontend: accept, pick a server, connect (retrying), relay.
+
+Owns the per-connection flow of L4 TCP and its logging. The bytes are moved by
+l4/pump.py, the connect edge is l4/connect.py, the choice of server is balance/.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+
+import trio
+from trio.lowlevel import wait_readable
+
+from trilb.balance.algorithms import ServerSlot
+from trilb.balance.backend import BackendState
+from trilb.config.schema import Frontend
+from trilb.errors import UpstreamError
+from trilb.l4.connect import open_tcp
+from trilb.l4.idle import IdleSweeper
+from trilb.l4.pump import Pools, Traffic, relay
+
+log = logging.getLogger(__name__)
+
+# accept() failing for lack of file descriptors is retried after this pause rather
+# than in a hot loop (the kernel keeps queueing meanwhile).
+ACCEPT_PAUSE = 0.1
+# "no server available" is logged at most once per this many seconds per frontend,
+# with the count of the ones not logged.
+LOG_INTERVAL = 5.0
+
+
+class TcpFrontend:
+    """One TCP frontend inside one worker."""
+
+    def __init__(
+        self, config: Frontend, backend: BackendState, pools: Pools, sweeper: IdleSweeper
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.pools = pools
+        self.sweeper = sweeper
+        self.limiter = trio.Semaphore(config.maxconn)
+        self.active = 0
+        self._unserved = 0
+        self._unserved_logged_at = -LOG_INTERVAL
+
+    async def serve(self, listener: socket.socket, handlers: trio.Nursery) -> None:
+        """Accept until cancelled; each connection runs in ``handlers``."""
+        while True:
+            await self.limiter.acquire()
+            while True:
+                try:
+                    conn, peer = listener.accept()
+                    break
+                except BlockingIOError:
+                    await wait_readable(listener)
+                except OSError as exc:
+                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                        log.error("frontend %s: accept: %s", self.config.name, exc.strerror)
+                        await trio.sleep(ACCEPT_PAUSE)
+                    # other errors (ECONNABORTED...) concern that one connection only
+            handlers.start_soon(self.handle, conn, peer)
+
+    async def handle(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        self.active += 1
+        try:
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            picked = await self._connect(peer)
+            if picked is not None:
+                server, slot = picked
+                slot.active += 1
+                try:
+                    with server:
+                        await self._relay(conn, server, peer)
+                finally:
+                    slot.active -= 1
+        finally:
+            conn.close()
+            self.active -= 1
+            self.limiter.release()
+
+    async def _connect(self, peer: tuple[str, int]) -> tuple[socket.socket, ServerSlot] | None:
+        backend = self.backend
+        timeout = backend.config.connect_timeout
+        failures = []
+        key = socket.inet_pton(_family(peer[0]), peer[0]) if backend.hashes_source else None
+        for slot in backend.attempts(key):
+            address = backend.config.servers[slot.index].address
+            try:
+                sock = await open_tcp(address, timeout)
+            except UpstreamError as exc:
+                failures.append(f"{slot.name} {exc.kind}")
+                log.debug("frontend %s: server %s: %s", self.config.name, slot.name, exc)
+                continue
+            return sock, slot
+        self._log_unserved(peer, failures)
+        return None
+
+    async def _relay(self, conn: socket.socket, server: socket.socket, peer: object) -> None:
+        traffic = Traffic()
+        with trio.CancelScope() as scope:
+            watched = self.sweeper.watch(traffic, scope, self.config.idle_timeout)
+            try:
+                await relay(conn, server, self.pools, traffic, self.config.splice)
+            finally:
+                self.sweeper.unwatch(watched)
+        if scope.cancelled_caught:
+            log.debug("frontend %s: %s idle, closed", self.config.name, peer)
+        elif traffic.error is not None:
+            log.debug("frontend %s: %s aborted: %s", self.config.name, peer, traffic.error)
+
+    def _log_unserved(self, peer: tuple[str, int], failures: list[str]) -> None:
+        self._unserved += 1
+        now = trio.current_time()
+        if now - self._unserved_logged_at < LOG_INTERVAL:
+            return
+        tried = ", ".join(failures) or "no server up"
+        more = f" (+{self._unserved - 1} more since last report)" if self._unserved > 1 else ""
+        log.warning(
+            "frontend %s: no server available for %s:%d, closed (%s)%s",
+            self.config.name, peer[0], peer[1], tried, more,
+        )  # fmt: skip
+        self._unserved = 0
+        self._unserved_logged_at = now
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET

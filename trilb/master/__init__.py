@@ -1,0 +1,1 @@
+"""The master process: sockets, fork, supervision, reload. Never imports trio."""

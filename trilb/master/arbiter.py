@@ -1,0 +1,324 @@
+"""The master: forks workers into slots, supervises them, reloads, stops.
+
+Theory of operation. The master is plain synchronous Python that never runs an event
+loop (and never imports trio), so fork() is always safe here: the pre-fork pattern
+of gunicorn's arbiter and HAProxy's master-worker mode.
+
+- Slots. ``global.workers`` gives N slots. Each slot owns one listening socket per bind
+  address (master/sockets.py). A worker serves exactly one slot.
+- Generations. Start-up creates generation 1. SIGHUP re-reads the config; if it is
+  invalid (or a new address cannot be bound) the error is logged and nothing changes.
+  Otherwise generation n+1 is forked on the same sockets; when all its workers say
+  they are ready (a byte on a pipe), every older generation gets SIGTERM and drains:
+  it stops accepting, its connections get ``grace`` seconds, and it is SIGKILLed at
+  that deadline (plus a margin) so old workers never pile up. Since accept queues
+  live in sockets shared by both generations, no connection is refused or reset.
+- Respawn. A worker of the current generation that exits is forked again into its
+  slot after a back-off that doubles while workers die young, so a crash loop does
+  not spin the CPU; the slot's socket stayed open in the master all along.
+- Stop. SIGTERM/SIGINT: every worker gets SIGTERM and drains as above; the master
+  waits for them and exits 0. A second stop signal kills the workers at once.
+
+Signals arrive as bytes on a pipe (master/signals.py) and the loop handles them as
+data. The handle_<command> methods are the unit of behaviour; tests call them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import select
+import signal
+import time
+from dataclasses import dataclass, field
+
+from trilb.config.load import load_config
+from trilb.config.schema import Config
+from trilb.errors import ConfigError, StartupError
+from trilb.master.signals import SignalPipe, reset_in_child
+from trilb.master.sockets import SocketSet
+from trilb.obs.logging import flush_logging
+
+log = logging.getLogger(__name__)
+
+# First respawn delay, doubled per young death up to the cap: fast recovery from a
+# one-off crash, bounded CPU for a worker that crashes at start.
+BACKOFF_MIN = 0.05
+BACKOFF_MAX = 10.0
+# A worker that lived this long was healthy: its next death starts back-off afresh.
+HEALTHY_AFTER = 5.0
+# A new generation that is not ready in this time replaces the old one anyway, so a
+# reload never waits forever on a stuck worker.
+READY_TIMEOUT = 15.0
+# Extra time past ``grace`` before SIGKILL: workers cancel their own connections at
+# ``grace`` and need a moment to exit.
+KILL_MARGIN = 2.0
+
+
+@dataclass(eq=False)
+class Generation:
+    number: int
+    config: Config
+    slots: int
+    started: float
+    draining_until: float | None = None
+    children: dict[int, Child] = field(default_factory=dict)
+
+
+@dataclass(eq=False)
+class Child:
+    pid: int
+    slot: int
+    generation: Generation
+    started: float
+    ready_fd: int | None
+
+
+def resolve_workers(config: Config) -> int:
+    """The slot count: ``global.workers``, or one per CPU this process may use."""
+    if config.global_.workers is not None:
+        return config.global_.workers
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+class Arbiter:
+    """Owns the workers, the sockets and the generations of one ``trilb serve``."""
+
+    def __init__(self, config_path: str, config: Config, workers: int | None = None) -> None:
+        self.config_path = config_path
+        self.workers_override = workers
+        self.sockets = SocketSet()
+        self.generations: list[Generation] = []
+        self.children: dict[int, Child] = {}
+        self.respawn_at: dict[int, float] = {}  # slot -> when to fork it again
+        self.failures: dict[int, int] = {}  # slot -> young deaths in a row
+        self.stopping = False
+        self.stop_deadline: float | None = None
+        self.signals: SignalPipe | None = None
+        self._pending = config
+
+    @property
+    def current(self) -> Generation:
+        return self.generations[-1]
+
+    def start(self) -> None:
+        """Bind every socket, then fork generation 1.
+
+        Raises:
+          StartupError: a socket could not be bound; nothing was forked.
+        """
+        config = self._pending
+        slots = resolve_workers(config)
+        self.sockets.ensure(config, slots)
+        self.signals = SignalPipe()
+        self._new_generation(config, slots)
+
+    def run(self) -> int:
+        """Supervise until stopped; returns the exit status."""
+        assert self.signals is not None
+        while not (self.stopping and not self.children):
+            waiting = [c.ready_fd for c in self.children.values() if c.ready_fd is not None]
+            try:
+                readable, _, _ = select.select(
+                    [self.signals.read_fd, *waiting], [], [], self._timeout()
+                )
+            except InterruptedError:
+                readable = []
+            for sig in self.signals.read():
+                self.handle_signal(sig)
+            for fd in readable:
+                if fd != self.signals.read_fd:
+                    self.handle_ready(fd)
+            self.reap()
+            self.tick(time.monotonic())
+        self.sockets.close_all()
+        self.signals.close()
+        log.info("stopped")
+        return 0
+
+    def _timeout(self) -> float:
+        now = time.monotonic()
+        times = [*self.respawn_at.values()]
+        times += [g.draining_until for g in self.generations if g.draining_until is not None]
+        if self.stop_deadline is not None:
+            times.append(self.stop_deadline)
+        return max(0.0, min([now + 1.0, *times]) - now)
+
+    # -- commands ---------------------------------------------------------------
+
+    def handle_signal(self, sig: int) -> None:
+        if sig in (signal.SIGTERM, signal.SIGINT):
+            self.handle_stop(signal.Signals(sig).name)
+        elif sig == signal.SIGHUP:
+            self.handle_reload()
+
+    def handle_reload(self) -> bool:
+        """Re-read the config; start a new generation only if it is valid."""
+        if self.stopping:
+            return False
+        log.info("reloading %s", self.config_path)
+        try:
+            config = load_config(self.config_path, workers=self.workers_override)
+            slots = resolve_workers(config)
+            self.sockets.ensure(config, slots)
+        except (ConfigError, StartupError) as exc:
+            log.error("reload rejected, still serving the previous config: %s", exc)
+            return False
+        self._new_generation(config, slots)
+        return True
+
+    def handle_stop(self, why: str) -> None:
+        if self.stopping:
+            log.warning("%s again: killing workers now", why)
+            self._signal_all(signal.SIGKILL)
+            return
+        self.stopping = True
+        grace = self.current.config.global_.grace
+        log.info("%s: stopping, in-flight connections have %.1fs", why, grace)
+        self.respawn_at.clear()
+        self._signal_all(signal.SIGTERM)
+        self.stop_deadline = time.monotonic() + grace + KILL_MARGIN
+
+    def handle_ready(self, fd: int) -> None:
+        """A worker wrote its ready byte (or died before doing so: EOF)."""
+        for child in self.children.values():
+            if child.ready_fd == fd:
+                os.close(fd)
+                child.ready_fd = None
+                log.debug("worker %d pid %d ready", child.slot + 1, child.pid)
+                return
+
+    def handle_child_exit(self, pid: int, status: int) -> None:
+        child = self.children.pop(pid, None)
+        if child is None:
+            return
+        gen = child.generation
+        gen.children.pop(child.slot, None)
+        if child.ready_fd is not None:
+            os.close(child.ready_fd)
+        lived = time.monotonic() - child.started
+        expected = self.stopping or gen is not self.current
+        level = logging.INFO if expected else logging.ERROR
+        log.log(level, "worker %d pid %d %s", child.slot + 1, pid, _describe(status))
+        if not expected:
+            young = lived < HEALTHY_AFTER
+            fails = self.failures.get(child.slot, 0) + 1 if young else 0
+            self.failures[child.slot] = fails
+            delay = min(BACKOFF_MIN * 2**fails, BACKOFF_MAX)
+            self.respawn_at[child.slot] = time.monotonic() + delay
+            if fails > 1:
+                log.warning("worker %d died young %d times, respawn in %.2fs", child.slot + 1,
+                            fails, delay)  # fmt: skip
+        if not gen.children and gen is not self.current:
+            self.generations.remove(gen)
+            self.sockets.retire((g.config, g.slots) for g in self.generations)
+
+    # -- the loop's chores ------------------------------------------------------
+
+    def reap(self) -> None:
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            self.handle_child_exit(pid, status)
+
+    def tick(self, now: float) -> None:
+        for slot, when in list(self.respawn_at.items()):
+            if when <= now:
+                del self.respawn_at[slot]
+                if slot < self.current.slots and slot not in self.current.children:
+                    self._spawn(self.current, slot)
+        cur = self.current
+        ready = all(c.ready_fd is None for c in cur.children.values())
+        if ready or now - cur.started > READY_TIMEOUT:
+            for gen in self.generations[:-1]:
+                if gen.draining_until is None:
+                    self._drain(gen, now)
+        for gen in self.generations:
+            if gen.draining_until is not None and now > gen.draining_until:
+                for child in gen.children.values():
+                    log.warning("worker %d pid %d past its grace period: killed",
+                                child.slot + 1, child.pid)  # fmt: skip
+                    _kill(child.pid, signal.SIGKILL)
+                gen.draining_until = None if not gen.children else now + KILL_MARGIN
+        if self.stop_deadline is not None and now > self.stop_deadline:
+            self._signal_all(signal.SIGKILL)
+            self.stop_deadline = now + KILL_MARGIN
+
+    def _drain(self, gen: Generation, now: float) -> None:
+        log.info("generation %d: draining %d worker(s)", gen.number, len(gen.children))
+        gen.draining_until = now + gen.config.global_.grace + KILL_MARGIN
+        for child in gen.children.values():
+            _kill(child.pid, signal.SIGTERM)
+        if not gen.children:
+            self.generations.remove(gen)
+            self.sockets.retire((g.config, g.slots) for g in self.generations)
+
+    def _signal_all(self, sig: int) -> None:
+        for pid in self.children:
+            _kill(pid, sig)
+
+    # -- forking ----------------------------------------------------------------
+
+    def _new_generation(self, config: Config, slots: int) -> None:
+        number = self.generations[-1].number + 1 if self.generations else 1
+        gen = Generation(number, config, slots, time.monotonic())
+        self.generations.append(gen)
+        self.respawn_at.clear()
+        log.info("generation %d: starting %d worker(s): %s", number, slots, config.summary())
+        for slot in range(slots):
+            self._spawn(gen, slot)
+
+    def _spawn(self, gen: Generation, slot: int) -> None:
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        flush_logging()
+        try:
+            pid = os.fork()
+        except OSError as exc:
+            os.close(ready_r)
+            os.close(ready_w)
+            log.error("cannot fork worker %d: %s", slot + 1, exc.strerror)
+            self.respawn_at[slot] = time.monotonic() + BACKOFF_MAX
+            return
+        if pid == 0:
+            os.close(ready_r)
+            os._exit(self._child_main(gen, slot, ready_w))
+        os.close(ready_w)
+        child = Child(pid, slot, gen, time.monotonic(), ready_r)
+        self.children[pid] = child
+        gen.children[slot] = child
+
+    def _child_main(self, gen: Generation, slot: int, ready_fd: int) -> int:
+        """Runs in the forked worker; never returns to the master's loop."""
+        try:
+            assert self.signals is not None
+            reset_in_child(self.signals)
+            for child in self.children.values():
+                if child.ready_fd is not None:
+                    os.close(child.ready_fd)
+            listeners = self.sockets.for_slot(gen.config, slot)
+            self.sockets.close_except(s for socks in listeners.values() for s in socks)
+            from trilb.worker.main import run_worker  # trio is imported only after fork
+
+            return run_worker(gen.config, slot, gen.number, listeners, ready_fd)
+        except BaseException:
+            log.exception("worker %d crashed", slot + 1)
+            return 1
+        finally:
+            flush_logging()
+
+
+def _kill(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"killed by {signal.Signals(os.WTERMSIG(status)).name}"
+    return f"exited with status {os.waitstatus_to_exitcode(status)}"

@@ -1,0 +1,158 @@
+"""The listening sockets: one SO_REUSEPORT socket per (bind address, worker slot).
+
+Theory of operation. The kernel spreads new connections over the sockets of a
+reuseport group by hashing the 4-tuple, and each socket has its own accept queue.
+When a socket of the group is closed, Linux resets the connections still queued on it
+(unless net.ipv4.tcp_migrate_req=1 moves them). So the master, not the workers,
+creates every socket before forking and keeps it open for the life of its slot:
+
+- a worker that dies leaves its slot's socket open in the master; connections keep
+  queueing on it and its respawned successor accepts them, nothing is reset;
+- on reload the new generation inherits the very same sockets, so the old and new
+  workers of a slot accept from one queue while the old one drains;
+- a socket is closed only when its address leaves the config or the slot count
+  shrinks, after every worker that used it has exited.
+
+SO_REUSEPORT has a trap: a second program of the same user that also sets it joins
+our group silently instead of failing. Before binding an address we do not hold yet,
+we bind a probe socket without SO_REUSEPORT, which fails with EADDRINUSE when anyone
+listens there. This module owns sockets only; it does not fork or serve.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+from collections.abc import Iterable
+
+from trilb.config.schema import Address, Config
+from trilb.errors import StartupError
+
+log = logging.getLogger(__name__)
+
+Key = tuple[Address, int]  # (configured bind address, worker slot)
+
+
+class SocketSet:
+    """Every listening socket the master holds, keyed by (configured address, slot)."""
+
+    def __init__(self) -> None:
+        self._socks: dict[Key, socket.socket] = {}
+        # A bind to port 0 gets its port from the kernel once; every slot and every
+        # later generation reuse that port.
+        self._actual: dict[Address, Address] = {}
+
+    def actual(self, configured: Address) -> Address:
+        return self._actual.get(configured, configured)
+
+    def ensure(self, config: Config, slots: int) -> None:
+        """Create the sockets ``config`` needs for ``slots`` workers; all or nothing.
+
+        Raises:
+          StartupError: an address is taken or not permitted; names the config key.
+        """
+        created: list[Key] = []
+        try:
+            for path, addr, backlog in _binds(config):
+                for slot in range(slots):
+                    if (addr, slot) not in self._socks:
+                        self._socks[(addr, slot)] = self._listen(path, addr, backlog)
+                        created.append((addr, slot))
+        except BaseException:
+            for key in created:
+                self._socks.pop(key).close()
+            raise
+
+    def _listen(self, path: str, addr: Address, backlog: int) -> socket.socket:
+        actual = self._actual.get(addr)
+        if actual is None:
+            _probe(path, addr)
+            actual = addr
+        try:
+            sock = _reuseport_socket(actual)
+            sock.listen(backlog)
+        except OSError as exc:
+            raise StartupError(_bind_error(path, actual, exc)) from None
+        if addr not in self._actual:
+            self._actual[addr] = Address(addr.host, sock.getsockname()[1])
+            log.info("listening on %s (%s)", self._actual[addr], path.rsplit(".bind", 1)[0])
+        return sock
+
+    def for_slot(self, config: Config, slot: int) -> dict[str, list[socket.socket]]:
+        """The sockets of one slot, grouped by frontend name."""
+        out: dict[str, list[socket.socket]] = {}
+        for fe in config.frontends.values():
+            out[fe.name] = [self._socks[(addr, slot)] for addr in fe.binds]
+        return out
+
+    def retire(self, keep: Iterable[tuple[Config, int]]) -> None:
+        """Close sockets no live generation needs: ``keep`` is (config, slots) pairs."""
+        wanted = {(addr, s) for cfg, n in keep for _, addr, _ in _binds(cfg) for s in range(n)}
+        for key in [k for k in self._socks if k not in wanted]:
+            log.info("closing listener %s slot %d", self.actual(key[0]), key[1] + 1)
+            self._socks.pop(key).close()
+            if not any(k[0] == key[0] for k in self._socks):
+                self._actual.pop(key[0], None)
+
+    def close_except(self, keep: Iterable[socket.socket]) -> None:
+        """In a forked child: close this process's copy of every socket but ``keep``.
+
+        A child that kept other slots' sockets would keep them alive after the master
+        closes them, and connections would queue where nobody accepts.
+        """
+        keep_ids = {id(s) for s in keep}
+        for sock in self._socks.values():
+            if id(sock) not in keep_ids:
+                sock.close()
+
+    def close_all(self) -> None:
+        for sock in self._socks.values():
+            sock.close()
+        self._socks.clear()
+
+
+def _binds(config: Config) -> Iterable[tuple[str, Address, int]]:
+    for fe in config.frontends.values():
+        for i, addr in enumerate(fe.binds):
+            path = f"frontends.{fe.name}.bind" + (f"[{i}]" if len(fe.binds) > 1 else "")
+            yield path, addr, fe.backlog
+
+
+def _reuseport_socket(addr: Address) -> socket.socket:
+    sock = socket.socket(addr.family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if addr.family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(addr.sockaddr)
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def _probe(path: str, addr: Address) -> None:
+    if addr.port == 0:
+        return
+    probe = socket.socket(addr.family, socket.SOCK_STREAM)
+    try:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if addr.family == socket.AF_INET6:
+            probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        probe.bind(addr.sockaddr)
+    except OSError as exc:
+        raise StartupError(_bind_error(path, addr, exc)) from None
+    finally:
+        probe.close()
+
+
+def _bind_error(path: str, addr: Address, exc: OSError) -> str:
+    reason = {
+        errno.EADDRINUSE: "address already in use",
+        errno.EACCES: "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
+        errno.EADDRNOTAVAIL: "address not available on this host",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    return f"{path}: cannot listen on {addr}: {reason}"

@@ -1,0 +1,1 @@
+"""Observability: logging setup (and later metrics, admin)."""

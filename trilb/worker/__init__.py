@@ -1,0 +1,1 @@
+"""A worker process: one trio.run serving its slot's listeners."""

@@ -1,0 +1,74 @@
+"""What a worker serves: its slot's listeners, until SIGTERM, then the drain.
+
+Owns the worker's task tree: an accept nursery (one task per listening socket) inside
+a handler nursery (one task per connection), so that draining is "cancel accepting,
+give the handlers ``grace`` seconds, then cancel them". Also the ready byte the master
+waits for before retiring an older generation.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+
+import trio
+
+from trilb.balance.backend import BackendState
+from trilb.config.schema import Config
+from trilb.l4.idle import MAX_TICK, IdleSweeper
+from trilb.l4.pump import Pools
+from trilb.l4.tcp import TcpFrontend
+
+log = logging.getLogger(__name__)
+
+
+async def serve_worker(
+    config: Config, listeners: dict[str, list[socket.socket]], ready_fd: int
+) -> None:
+    """Serve until SIGTERM, then drain within ``global.grace`` and return."""
+    backends = {name: BackendState(b) for name, b in config.backends.items()}
+    pools = Pools()
+    idle = [fe.idle_timeout for fe in config.frontends.values()]
+    sweeper = IdleSweeper(tick=min([MAX_TICK, *(t / 4 for t in idle)]))
+    frontends = [
+        TcpFrontend(fe, backends[fe.default_backend], pools, sweeper)
+        for fe in config.frontends.values()
+    ]
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async with trio.open_nursery() as handlers:
+            handlers.start_soon(sweeper.serve)
+            async with trio.open_nursery() as accepting:
+                for fe in frontends:
+                    for sock in listeners[fe.config.name]:
+                        accepting.start_soon(fe.serve, sock, handlers)
+                _notify_ready(ready_fd)
+                async for _ in signals:
+                    break
+                accepting.cancel_scope.cancel()
+            for socks in listeners.values():
+                for sock in socks:
+                    sock.close()  # our copy only: the master keeps the socket and its queue
+            active = sum(fe.active for fe in frontends)
+            log.info("stopped accepting; draining %d connection(s)", active)
+            await _drain(frontends, config.global_.grace)
+            handlers.cancel_scope.cancel()
+    pools.close()
+
+
+async def _drain(frontends: list[TcpFrontend], grace: float) -> None:
+    with trio.move_on_after(grace) as scope:
+        while any(fe.active for fe in frontends):
+            await trio.sleep(0.05)
+    if scope.cancelled_caught:
+        left = sum(fe.active for fe in frontends)
+        log.warning("grace period over: closing %d connection(s)", left)
+
+
+def _notify_ready(fd: int) -> None:
+    try:
+        os.write(fd, b"r")
+        os.close(fd)
+    except OSError:
+        pass  # the master is gone; PR_SET_PDEATHSIG will stop us
