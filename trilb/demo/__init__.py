@@ -63,9 +63,9 @@ def _hints(arbiter: Arbiter, path: str, backends: list[int]) -> None:
         f"""
 trilb demo: a TCP (Layer 4) load balancer on {addr}, in front of demo backends {names}.
 Try, in another terminal:
-  curl http://{addr}/                      # run it a few times: A and B take turns
-  nc {addr.host} {addr.port}                        # type a line: the backend echoes it
-  kill -HUP {os.getpid()}                        # reload {path} without dropping a connection
+  curl http://{addr}/     # a few times: backends A and B take turns
+  nc {addr.host} {addr.port}     # type a line: the backend echoes it
+  kill -HUP {os.getpid()}     # reload {path} without dropping a connection
 Press Ctrl-C to stop.
 """,
         flush=True,
@@ -79,6 +79,7 @@ def run_demo(port: int, workers: int) -> int:
 
     setup_logging("master", "info")
     procs = []
+    path = ""
     try:
         ports = []
         for name in NAMES:
@@ -94,3 +95,5 @@ def run_demo(port: int, workers: int) -> int:
         for proc in procs:
             proc.terminate()
             proc.wait(timeout=5)
+        if path:
+            os.unlink(path)

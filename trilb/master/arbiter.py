@@ -185,7 +185,8 @@ class Arbiter:
             if child.ready_fd == fd:
                 os.close(fd)
                 child.ready_fd = None
-                log.debug("worker %d pid %d ready", child.slot + 1, child.pid)
+                log.info("worker %d pid %d ready (generation %d)", child.slot + 1, child.pid,
+                         child.generation.number)  # fmt: skip
                 return
 
     def handle_child_exit(self, pid: int, status: int) -> None:

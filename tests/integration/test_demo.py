@@ -1,0 +1,48 @@
+"""The README's demo command: `trilb demo` answers with no config file."""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def _http_get(port: int) -> bytes:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")
+        chunks = []
+        while data := s.recv(4096):
+            chunks.append(data)
+    return b"".join(chunks)
+
+
+def test_demo_starts_two_backends_behind_trilb_and_prints_what_to_try():
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trilb", "demo"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        lines = []
+        deadline = time.monotonic() + 15
+        while "Ctrl-C" not in "".join(lines) and time.monotonic() < deadline:
+            lines.append(proc.stdout.readline())
+        text = "".join(lines)
+        match = re.search(r"curl http://127\.0\.0\.1:(\d+)/", text)
+        assert match, text
+        port = int(match.group(1))
+        assert f"nc 127.0.0.1 {port}" in text
+        bodies = [_http_get(port) for _ in range(4)]
+        assert all(b.startswith(b"HTTP/1.1 200 OK") for b in bodies)
+        names = {b.rsplit(b"backend ", 1)[1].strip() for b in bodies}
+        assert names == {b"A", b"B"}
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
