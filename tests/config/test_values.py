@@ -102,6 +102,7 @@ def test_address_str_and_family() -> None:
         ("127.0.0.1:65536", "port must be a number from 0 to 65535"),
         ("127.0.0.1:-1", "port must be a number"),
         ("127.0.0.1:http", "port must be a number"),
+        ("127.0.0.1:\u00b2", "port must be a number"),  # str.isdigit() is true, int() fails
         ("::1:80", "needs brackets"),
         ("fe80::1:80", "needs brackets"),
         ("[::1:80", "unbalanced brackets"),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import tomllib
 from collections.abc import Callable
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -147,14 +148,8 @@ def load_config(file: str | os.PathLike[str], *, workers: int | None = None) -> 
         exc.file = name
         raise
     if workers is not None:
-        g = config.global_
-        config = Config(
-            source=name,
-            global_=Global(workers=workers, grace=g.grace, log_level=g.log_level),
-            admin=config.admin,
-            frontends=config.frontends,
-            backends=config.backends,
-        )
+        workers = _int(1, 1024)(workers, "--workers")
+        config = replace(config, global_=replace(config.global_, workers=workers))
     return config
 
 

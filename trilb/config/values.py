@@ -63,7 +63,7 @@ def parse_address(value: object, path: str, *, resolve: bool = False) -> Address
         host = host[1:-1]
     elif ":" in host:
         raise ConfigError(path, f'an IPv6 address needs brackets, as in "[::1]:80": {value!r}')
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
+    if not (port_text.isascii() and port_text.isdigit()) or not 0 <= int(port_text) <= 65535:
         raise ConfigError(path, f"port must be a number from 0 to 65535 in {value!r}")
     port = int(port_text)
     try:

@@ -1,13 +1,23 @@
-"""Idle timeouts for relayed connections, checked by one sweeper task per worker.
+"""Per-connection timeouts without cancel scopes: one sweeper task per worker.
 
-A deadline per syscall would cost a cancel-scope update on every chunk relayed.
-Instead each connection exposes a byte counter; the sweeper looks at every counter
-once per tick and cancels a connection whose counter has not moved for its idle
-timeout. Precision is one tick, which is what an idle timeout needs. This module owns
-the sweep only; what a connection does when cancelled is its owner's business.
+A trio cancel scope per connection (or worse, a deadline per syscall) costs more
+than the rest of a short connection's Python work. Instead:
+
+- idle timeout: each relayed connection exposes a byte counter; the sweeper looks at
+  every counter once per tick and aborts a connection whose counter has not moved for
+  its idle timeout;
+- connect timeout: a connecting socket is registered with its deadline; past it, the
+  sweeper wakes the waiting task with trio.lowlevel.notify_closing, which makes its
+  wait raise ClosedResourceError (l4/connect.py turns that into a timeout).
+
+Precision is one tick, which is what these timeouts need. This module owns the sweep;
+what an aborted connection does is its owner's business.
 """
 
 from __future__ import annotations
+
+import socket
+from typing import Protocol
 
 import trio
 
@@ -18,28 +28,55 @@ from trilb.l4.pump import Traffic
 MAX_TICK = 1.0
 
 
+class Abortable(Protocol):
+    @property
+    def traffic(self) -> Traffic: ...
+
+    def abort(self) -> None: ...
+
+
 class Watched:
     """One connection under watch."""
 
-    __slots__ = ("idle", "last_seen", "scope", "since", "traffic")
+    __slots__ = ("aborted", "conn", "idle", "last_seen", "since")
 
-    def __init__(self, traffic: Traffic, scope: trio.CancelScope, idle: float, now: float) -> None:
-        self.traffic = traffic
-        self.scope = scope
+    def __init__(self, conn: Abortable, idle: float, now: float) -> None:
+        self.conn = conn
         self.idle = idle
-        self.last_seen = traffic.total
+        self.last_seen = conn.traffic.total
         self.since = now
+        self.aborted = False
+
+
+class Connecting:
+    """One connect under watch."""
+
+    __slots__ = ("deadline", "expired", "sock")
+
+    def __init__(self, sock: socket.socket, deadline: float) -> None:
+        self.sock = sock
+        self.deadline = deadline
+        self.expired = False
 
 
 class IdleSweeper:
-    """Cancels connections that moved no byte for their idle timeout."""
+    """Aborts idle connections and expires slow connects."""
 
     def __init__(self, tick: float = MAX_TICK) -> None:
         self.tick = tick
         self.watched: set[Watched] = set()
+        self.connecting: set[Connecting] = set()
 
-    def watch(self, traffic: Traffic, scope: trio.CancelScope, idle: float) -> Watched:
-        w = Watched(traffic, scope, idle, trio.current_time())
+    def watch_connect(self, sock: socket.socket, timeout: float) -> Connecting:
+        c = Connecting(sock, trio.current_time() + timeout)
+        self.connecting.add(c)
+        return c
+
+    def unwatch_connect(self, c: Connecting) -> None:
+        self.connecting.discard(c)
+
+    def watch(self, conn: Abortable, idle: float) -> Watched:
+        w = Watched(conn, idle, trio.current_time())
         self.watched.add(w)
         return w
 
@@ -47,17 +84,23 @@ class IdleSweeper:
         self.watched.discard(w)
 
     def sweep(self, now: float) -> int:
-        """Cancel the idle ones; returns how many were cancelled."""
-        cancelled = 0
+        """Abort the idle ones and expire late connects; returns how many."""
+        aborted = 0
+        for c in self.connecting:
+            if now >= c.deadline and not c.expired:
+                c.expired = True
+                trio.lowlevel.notify_closing(c.sock)
+                aborted += 1
         for w in self.watched:
-            total = w.traffic.total
+            total = w.conn.traffic.total
             if total != w.last_seen:
                 w.last_seen = total
                 w.since = now
-            elif now - w.since >= w.idle and not w.scope.cancel_called:
-                w.scope.cancel()
-                cancelled += 1
-        return cancelled
+            elif now - w.since >= w.idle and not w.aborted:
+                w.aborted = True
+                w.conn.abort()
+                aborted += 1
+        return aborted
 
     async def serve(self) -> None:
         while True:

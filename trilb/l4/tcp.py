@@ -18,8 +18,8 @@ from trilb.balance.backend import BackendState
 from trilb.config.schema import Frontend
 from trilb.errors import UpstreamError
 from trilb.l4.connect import open_tcp
-from trilb.l4.idle import IdleSweeper
-from trilb.l4.pump import Pools, Traffic, relay
+from trilb.l4.idle import IdleSweeper, Watched
+from trilb.l4.pump import Link, Pools, Traffic
 
 log = logging.getLogger(__name__)
 
@@ -41,46 +41,72 @@ class TcpFrontend:
         self.backend = backend
         self.pools = pools
         self.sweeper = sweeper
-        self.limiter = trio.Semaphore(config.maxconn)
         self.active = 0
+        # Set while the accept loop waits for a connection to end (at maxconn).
+        self._room: trio.Event | None = None
         self._unserved = 0
         self._unserved_logged_at = -LOG_INTERVAL
 
     async def serve(self, listener: socket.socket, handlers: trio.Nursery) -> None:
-        """Accept until cancelled; each connection runs in ``handlers``."""
+        """Accept until cancelled; each connection's tasks run in ``handlers``."""
+        maxconn = self.config.maxconn
         while True:
-            await self.limiter.acquire()
-            while True:
-                try:
-                    conn, peer = listener.accept()
-                    break
-                except BlockingIOError:
-                    await wait_readable(listener)
-                except OSError as exc:
-                    if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                        log.error("frontend %s: accept: %s", self.config.name, exc.strerror)
-                        await trio.sleep(ACCEPT_PAUSE)
-                    # other errors (ECONNABORTED...) concern that one connection only
-            handlers.start_soon(self.handle, conn, peer)
+            if self.active >= maxconn:
+                # Not accepting leaves new connections in the kernel's queue.
+                self._room = trio.Event()
+                await self._room.wait()
+            try:
+                conn, peer = listener.accept()
+            except BlockingIOError:
+                await wait_readable(listener)
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("frontend %s: accept: %s", self.config.name, exc.strerror)
+                    await trio.sleep(ACCEPT_PAUSE)
+                continue  # other errors (ECONNABORTED...) concern that one connection only
+            self.active += 1
+            handlers.start_soon(self.handle, conn, peer, handlers)
 
-    async def handle(self, conn: socket.socket, peer: tuple[str, int]) -> None:
-        self.active += 1
+    async def handle(
+        self, conn: socket.socket, peer: tuple[str, int], handlers: trio.Nursery
+    ) -> None:
+        """Connect to a server and relay; the reverse direction runs in ``handlers``."""
         try:
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             picked = await self._connect(peer)
-            if picked is not None:
-                server, slot = picked
-                slot.active += 1
-                try:
-                    with server:
-                        await self._relay(conn, server, peer)
-                finally:
-                    slot.active -= 1
-        finally:
-            conn.close()
-            self.active -= 1
-            self.limiter.release()
+        except BaseException:
+            self._closed(conn)
+            raise
+        if picked is None:
+            self._closed(conn)
+            return
+        server, slot = picked
+        slot.active += 1
+        link = _Link(conn, server, self.pools, Traffic(), self.config.splice, self._link_done)
+        link.slot = slot
+        link.watched = self.sweeper.watch(link, self.config.idle_timeout)
+        handlers.start_soon(link.reverse)
+        await link.forward()
+
+    def _link_done(self, link: Link) -> None:
+        assert isinstance(link, _Link)
+        link.slot.active -= 1
+        self.sweeper.unwatch(link.watched)
+        link.server.close()
+        if link.watched.aborted:
+            log.debug("frontend %s: connection idle, closed", self.config.name)
+        elif link.traffic.error is not None:
+            log.debug("frontend %s: connection aborted: %s", self.config.name, link.traffic.error)
+        self._closed(link.client)
+
+    def _closed(self, conn: socket.socket) -> None:
+        conn.close()
+        self.active -= 1
+        if self._room is not None:
+            self._room.set()
+            self._room = None
 
     async def _connect(self, peer: tuple[str, int]) -> tuple[socket.socket, ServerSlot] | None:
         backend = self.backend
@@ -90,7 +116,7 @@ class TcpFrontend:
         for slot in backend.attempts(key):
             address = backend.config.servers[slot.index].address
             try:
-                sock = await open_tcp(address, timeout)
+                sock = await open_tcp(address, timeout, self.sweeper)
             except UpstreamError as exc:
                 failures.append(f"{slot.name} {exc.kind}")
                 log.debug("frontend %s: server %s: %s", self.config.name, slot.name, exc)
@@ -98,19 +124,6 @@ class TcpFrontend:
             return sock, slot
         self._log_unserved(peer, failures)
         return None
-
-    async def _relay(self, conn: socket.socket, server: socket.socket, peer: object) -> None:
-        traffic = Traffic()
-        with trio.CancelScope() as scope:
-            watched = self.sweeper.watch(traffic, scope, self.config.idle_timeout)
-            try:
-                await relay(conn, server, self.pools, traffic, self.config.splice)
-            finally:
-                self.sweeper.unwatch(watched)
-        if scope.cancelled_caught:
-            log.debug("frontend %s: %s idle, closed", self.config.name, peer)
-        elif traffic.error is not None:
-            log.debug("frontend %s: %s aborted: %s", self.config.name, peer, traffic.error)
 
     def _log_unserved(self, peer: tuple[str, int], failures: list[str]) -> None:
         self._unserved += 1
@@ -125,6 +138,14 @@ class TcpFrontend:
         )  # fmt: skip
         self._unserved = 0
         self._unserved_logged_at = now
+
+
+class _Link(Link):
+    """A Link plus what the TCP frontend needs back when it ends."""
+
+    __slots__ = ("slot", "watched")
+    slot: ServerSlot
+    watched: Watched
 
 
 def _family(host: str) -> socket.AddressFamily:

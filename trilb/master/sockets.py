@@ -31,7 +31,10 @@ from trilb.errors import StartupError
 
 log = logging.getLogger(__name__)
 
-Key = tuple[Address, int]  # (configured bind address, worker slot)
+# A listener's identity: its configured address, plus its key path when the port is 0
+# (two frontends may both ask the kernel for "any port" and must not share a socket).
+Bind = tuple[Address, str]
+Key = tuple[Bind, int]  # (listener, worker slot)
 
 
 class SocketSet:
@@ -41,10 +44,15 @@ class SocketSet:
         self._socks: dict[Key, socket.socket] = {}
         # A bind to port 0 gets its port from the kernel once; every slot and every
         # later generation reuse that port.
-        self._actual: dict[Address, Address] = {}
+        self._actual: dict[Bind, Address] = {}
 
-    def actual(self, configured: Address) -> Address:
-        return self._actual.get(configured, configured)
+    def actual(self, configured: Address, path: str = "") -> Address:
+        """The address a configured bind really listens on (port 0 resolved)."""
+        if configured.port == 0:
+            for (addr, bind_path), actual in self._actual.items():
+                if addr == configured and (not path or bind_path == path):
+                    return actual
+        return configured
 
     def ensure(self, config: Config, slots: int) -> None:
         """Create the sockets ``config`` needs for ``slots`` workers; all or nothing.
@@ -53,47 +61,51 @@ class SocketSet:
           StartupError: an address is taken or not permitted; names the config key.
         """
         created: list[Key] = []
+        known = set(self._actual)
         try:
-            for path, addr, backlog in _binds(config):
+            for path, bind, backlog in _binds(config):
                 for slot in range(slots):
-                    if (addr, slot) not in self._socks:
-                        self._socks[(addr, slot)] = self._listen(path, addr, backlog)
-                        created.append((addr, slot))
+                    if (bind, slot) not in self._socks:
+                        self._socks[(bind, slot)] = self._listen(path, bind, backlog)
+                        created.append((bind, slot))
         except BaseException:
             for key in created:
                 self._socks.pop(key).close()
+            for bind in set(self._actual) - known:
+                del self._actual[bind]
             raise
 
-    def _listen(self, path: str, addr: Address, backlog: int) -> socket.socket:
-        actual = self._actual.get(addr)
+    def _listen(self, path: str, bind: Bind, backlog: int) -> socket.socket:
+        actual = self._actual.get(bind)
         if actual is None:
-            _probe(path, addr)
-            actual = addr
+            _probe(path, bind[0])
+            actual = bind[0]
         try:
             sock = _reuseport_socket(actual)
             sock.listen(backlog)
         except OSError as exc:
             raise StartupError(_bind_error(path, actual, exc)) from None
-        if addr not in self._actual:
-            self._actual[addr] = Address(addr.host, sock.getsockname()[1])
-            log.info("listening on %s (%s)", self._actual[addr], path.rsplit(".bind", 1)[0])
+        if bind not in self._actual:
+            self._actual[bind] = Address(actual.host, sock.getsockname()[1])
+            log.info("listening on %s (%s)", self._actual[bind], path.rsplit(".bind", 1)[0])
         return sock
 
     def for_slot(self, config: Config, slot: int) -> dict[str, list[socket.socket]]:
         """The sockets of one slot, grouped by frontend name."""
         out: dict[str, list[socket.socket]] = {}
         for fe in config.frontends.values():
-            out[fe.name] = [self._socks[(addr, slot)] for addr in fe.binds]
+            out[fe.name] = [self._socks[(bind, slot)] for _, bind, _ in _binds(config, fe.name)]
         return out
 
     def retire(self, keep: Iterable[tuple[Config, int]]) -> None:
         """Close sockets no live generation needs: ``keep`` is (config, slots) pairs."""
-        wanted = {(addr, s) for cfg, n in keep for _, addr, _ in _binds(cfg) for s in range(n)}
+        wanted = {(bind, s) for cfg, n in keep for _, bind, _ in _binds(cfg) for s in range(n)}
         for key in [k for k in self._socks if k not in wanted]:
-            log.info("closing listener %s slot %d", self.actual(key[0]), key[1] + 1)
+            bind, slot = key
+            log.info("closing listener %s slot %d", self._actual.get(bind, bind[0]), slot + 1)
             self._socks.pop(key).close()
-            if not any(k[0] == key[0] for k in self._socks):
-                self._actual.pop(key[0], None)
+            if not any(k[0] == bind for k in self._socks):
+                self._actual.pop(bind, None)
 
     def close_except(self, keep: Iterable[socket.socket]) -> None:
         """In a forked child: close this process's copy of every socket but ``keep``.
@@ -112,11 +124,14 @@ class SocketSet:
         self._socks.clear()
 
 
-def _binds(config: Config) -> Iterable[tuple[str, Address, int]]:
+def _binds(config: Config, frontend: str | None = None) -> Iterable[tuple[str, Bind, int]]:
+    """The listeners of ``config`` (or of one frontend): (key path, identity, backlog)."""
     for fe in config.frontends.values():
+        if frontend is not None and fe.name != frontend:
+            continue
         for i, addr in enumerate(fe.binds):
             path = f"frontends.{fe.name}.bind" + (f"[{i}]" if len(fe.binds) > 1 else "")
-            yield path, addr, fe.backlog
+            yield path, (addr, path if addr.port == 0 else ""), fe.backlog
 
 
 def _reuseport_socket(addr: Address) -> socket.socket:
