@@ -19,7 +19,7 @@ from trilb.config.schema import Frontend
 from trilb.errors import UpstreamError
 from trilb.l4.connect import open_tcp
 from trilb.l4.idle import IdleSweeper, Watched
-from trilb.l4.pump import Link, Pools, Traffic
+from trilb.l4.reactor import Link, Reactor
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +35,13 @@ class TcpFrontend:
     """One TCP frontend inside one worker."""
 
     def __init__(
-        self, config: Frontend, backend: BackendState, pools: Pools, sweeper: IdleSweeper
+        self, config: Frontend, backend: BackendState, reactor: Reactor, sweeper: IdleSweeper
     ) -> None:
         self.config = config
         self.backend = backend
-        self.pools = pools
+        self.reactor = reactor
         self.sweeper = sweeper
+        self._links: dict[Link, tuple[ServerSlot, Watched]] = {}
         self.active = 0
         # Set while the accept loop waits for a connection to end (at maxconn).
         self._room: trio.Event | None = None
@@ -84,18 +85,23 @@ class TcpFrontend:
             return
         server, slot = picked
         slot.active += 1
-        link = _Link(conn, server, self.pools, Traffic(), self.config.splice, self._link_done)
-        link.slot = slot
-        link.watched = self.sweeper.watch(link, self.config.idle_timeout)
-        handlers.start_soon(link.reverse)
-        await link.forward()
+        link = self.reactor.add(conn, server, self.config.splice, self._link_done)
+        if not link.closed:
+            self._links[link] = (slot, self.sweeper.watch(link, self.config.idle_timeout))
+        else:
+            slot.active -= 1
+            server.close()
+            self._closed(conn)
 
     def _link_done(self, link: Link) -> None:
-        assert isinstance(link, _Link)
-        link.slot.active -= 1
-        self.sweeper.unwatch(link.watched)
+        entry = self._links.pop(link, None)
+        if entry is None:
+            return  # ended inside reactor.add(): handle() cleans up
+        slot, watched = entry
+        slot.active -= 1
+        self.sweeper.unwatch(watched)
         link.server.close()
-        if link.watched.aborted:
+        if watched.aborted:
             log.debug("frontend %s: connection idle, closed", self.config.name)
         elif link.traffic.error is not None:
             log.debug("frontend %s: connection aborted: %s", self.config.name, link.traffic.error)
@@ -138,14 +144,6 @@ class TcpFrontend:
         )  # fmt: skip
         self._unserved = 0
         self._unserved_logged_at = now
-
-
-class _Link(Link):
-    """A Link plus what the TCP frontend needs back when it ends."""
-
-    __slots__ = ("slot", "watched")
-    slot: ServerSlot
-    watched: Watched
 
 
 def _family(host: str) -> socket.AddressFamily:

@@ -19,6 +19,7 @@ from trilb.balance.backend import BackendState
 from trilb.config.schema import Config
 from trilb.l4.idle import MAX_TICK, IdleSweeper
 from trilb.l4.pump import Pools
+from trilb.l4.reactor import Reactor
 from trilb.l4.tcp import TcpFrontend
 
 log = logging.getLogger(__name__)
@@ -32,13 +33,15 @@ async def serve_worker(
     pools = Pools()
     idle = [fe.idle_timeout for fe in config.frontends.values()]
     sweeper = IdleSweeper(tick=min([MAX_TICK, *(t / 4 for t in idle)]))
+    reactor = Reactor(pools)
     frontends = [
-        TcpFrontend(fe, backends[fe.default_backend], pools, sweeper)
+        TcpFrontend(fe, backends[fe.default_backend], reactor, sweeper)
         for fe in config.frontends.values()
     ]
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as handlers:
             handlers.start_soon(sweeper.serve)
+            handlers.start_soon(reactor.serve)
             async with trio.open_nursery() as accepting:
                 for fe in frontends:
                     for sock in listeners[fe.config.name]:

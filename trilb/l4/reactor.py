@@ -1,0 +1,182 @@
+"""Relaying established TCP connections from one edge-triggered epoll per worker.
+
+Theory of operation. Measured on this project's 2-core box, a trio wait costs about
+10 µs of Python (a task switch, an epoll_ctl to re-arm trio's one-shot registration,
+an outcome object), a nursery about 50 µs and a cancel scope about 11 µs; relaying a
+small request and its response through two trio tasks needed at least two waits per
+message, and trio's scheduler, not the syscalls, was most of a worker's CPU. So once
+a connection is established (accept, balancing and connect stay in trio tasks, where
+deadlines and retries read naturally), both sockets are handed to the Reactor:
+
+- each socket is registered once, edge-triggered, for input and output; one trio task
+  waits on the reactor's epoll fd and, when it is readable, calls the pump of each
+  ready socket's directions (l4/pump.py): no task switch and no re-arming per event;
+- a direction that spent its budget is resumed after the reactor task has yielded to
+  trio once, so bulk transfers cannot starve accepts, connects or other links;
+- a link ends when both directions have relayed their end of stream, or at once on a
+  socket error (both peers get a reset), an idle timeout or the drain deadline
+  (``abort``); its owner's ``on_done`` then closes the sockets.
+
+Cancellation: the reactor task lives in the worker's handler nursery; cancelling it
+(the drain deadline) aborts every link it still holds.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+from collections.abc import Callable
+
+from trio.lowlevel import checkpoint, wait_readable
+
+from trilb.l4.pump import Direction, Pools, Traffic
+
+# Events taken from the epoll fd per poll() call.
+MAX_EVENTS = 512
+_LINGER_RESET = struct.pack("ii", 1, 0)
+_HUP = select.EPOLLRDHUP | select.EPOLLHUP
+_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+_OUT = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+_MASK = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+
+
+class Link:
+    """An established client/server pair relayed by a Reactor."""
+
+    __slots__ = (
+        "__weakref__",
+        "client",
+        "closed",
+        "down",
+        "on_done",
+        "pools",
+        "reactor",
+        "server",
+        "traffic",
+        "up",
+        "use_splice",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        reactor: Reactor,
+        client: socket.socket,
+        server: socket.socket,
+        use_splice: bool,
+        on_done: Callable[[Link], None],
+    ) -> None:
+        self.reactor = reactor
+        self.pools = reactor.pools
+        self.client = client
+        self.server = server
+        self.use_splice = use_splice
+        self.on_done = on_done
+        self.traffic = Traffic()
+        self.closed = False
+        cfd, sfd = client.fileno(), server.fileno()
+        self.up = Direction(self, cfd, sfd, True)
+        self.down = Direction(self, sfd, cfd, False)
+
+    def later(self, d: Direction) -> None:
+        self.reactor.later.append(d)
+
+    def half_closed(self, d: Direction) -> None:
+        try:
+            (self.server if d is self.up else self.client).shutdown(socket.SHUT_WR)
+        except OSError:
+            pass  # the peer is gone; its own direction will notice
+        if self.up.done and self.down.done:
+            self.close()
+
+    def fail(self, exc: OSError) -> None:
+        """A socket error: both peers get a reset."""
+        if self.closed:
+            return
+        self.traffic.error = exc
+        for sock in (self.client, self.server):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
+            except OSError:
+                pass
+        self.close()
+
+    def abort(self) -> None:
+        """End the link now (idle timeout, drain deadline)."""
+        self.close()
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.reactor.remove(self)
+        self.up.release(self.pools)
+        self.down.release(self.pools)
+        self.on_done(self)
+
+
+class Reactor:
+    """One per worker: the epoll fd, its dispatch task, and the links it relays."""
+
+    def __init__(self, pools: Pools) -> None:
+        self.pools = pools
+        self.ep = select.epoll()
+        # fd -> (direction reading it, direction writing it)
+        self.fds: dict[int, tuple[Direction, Direction]] = {}
+        self.links: set[Link] = set()
+        self.later: list[Direction] = []
+
+    def add(
+        self,
+        client: socket.socket,
+        server: socket.socket,
+        use_splice: bool,
+        on_done: Callable[[Link], None],
+    ) -> Link:
+        """Start relaying a connected pair; the first bytes move right away."""
+        link = Link(self, client, server, use_splice, on_done)
+        self.links.add(link)
+        self.fds[link.up.src] = (link.up, link.down)
+        self.fds[link.down.src] = (link.down, link.up)
+        self.ep.register(link.up.src, _MASK)
+        self.ep.register(link.down.src, _MASK)
+        link.up.pump()
+        if not link.closed:
+            link.down.pump()
+        return link
+
+    def remove(self, link: Link) -> None:
+        self.links.discard(link)
+        for fd in (link.up.src, link.down.src):
+            if self.fds.pop(fd, None) is not None:
+                try:
+                    self.ep.unregister(fd)
+                except OSError:
+                    pass
+
+    async def serve(self) -> None:
+        """Dispatch readiness until cancelled; then abort every link."""
+        ep = self.ep
+        fds = self.fds
+        try:
+            while True:
+                if self.later:
+                    await checkpoint()
+                else:
+                    await wait_readable(ep.fileno())
+                for fd, ev in ep.poll(0, MAX_EVENTS):
+                    sides = fds.get(fd)
+                    if sides is None:
+                        continue  # its link ended earlier in this batch
+                    if ev & _IN:
+                        sides[0].pump(ev & _HUP)
+                    if ev & _OUT and sides[1].left:
+                        sides[1].pump()
+                if self.later:
+                    later, self.later = self.later, []
+                    for d in later:
+                        d.pump()
+        finally:
+            for link in list(self.links):
+                link.abort()
+            ep.close()
