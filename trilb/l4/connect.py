@@ -39,10 +39,14 @@ async def open_tcp(
       The connected socket, non-blocking, with TCP_NODELAY set. The caller owns it.
 
     Raises:
-      UpstreamError: refused, timed out or unreachable; always retryable, since no
-        byte was sent.
+      UpstreamError: refused, timed out or unreachable (retryable, since no byte was
+        sent), or kind "local" when this process cannot open a socket (not retryable).
     """
-    sock = socket.socket(address.family, socket.SOCK_STREAM)
+    try:
+        sock = socket.socket(address.family, socket.SOCK_STREAM)
+    except OSError as exc:
+        # Out of descriptors or memory: another server would not do better.
+        raise UpstreamError("local", f"cannot open a socket: {exc.strerror}", False) from None
     ok = False
     try:
         sock.setblocking(False)

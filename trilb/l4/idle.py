@@ -26,6 +26,8 @@ from trilb.l4.pump import Traffic
 # The longest a sweep waits: idle timeouts are seconds to minutes, and a tick costs
 # one pass over the open connections.
 MAX_TICK = 1.0
+# The shortest: below it the sweep itself would cost more than the timeouts are worth.
+MIN_TICK = 0.01
 
 
 class Abortable(Protocol):
@@ -86,12 +88,13 @@ class IdleSweeper:
     def sweep(self, now: float) -> int:
         """Abort the idle ones and expire late connects; returns how many."""
         aborted = 0
-        for c in self.connecting:
+        for c in list(self.connecting):
             if now >= c.deadline and not c.expired:
                 c.expired = True
                 trio.lowlevel.notify_closing(c.sock)
                 aborted += 1
-        for w in self.watched:
+        # Copies: an abort runs its owner's callback, which unwatches at once.
+        for w in list(self.watched):
             total = w.conn.traffic.total
             if total != w.last_seen:
                 w.last_seen = total

@@ -258,6 +258,8 @@ class Direction:
         self.link.half_closed(self)
 
     def release(self, pools: Pools) -> None:
+        """Give the pipe and buffer back; the direction never pumps again."""
+        self.done = True
         if self.pipe is not None:
             pools.put_pipe(self.pipe, self.left == 0)
             self.pipe = None

@@ -53,9 +53,12 @@ class TcpFrontend:
         maxconn = self.config.maxconn
         while True:
             if self.active >= maxconn:
-                # Not accepting leaves new connections in the kernel's queue.
-                self._room = trio.Event()
+                # Not accepting leaves new connections in the kernel's queue. Every
+                # listener of the frontend waits on the same event.
+                if self._room is None:
+                    self._room = trio.Event()
                 await self._room.wait()
+                continue
             try:
                 conn, peer = listener.accept()
             except BlockingIOError:
@@ -126,6 +129,8 @@ class TcpFrontend:
             except UpstreamError as exc:
                 failures.append(f"{slot.name} {exc.kind}")
                 log.debug("frontend %s: server %s: %s", self.config.name, slot.name, exc)
+                if not exc.retryable:
+                    break
                 continue
             return sock, slot
         self._log_unserved(peer, failures)

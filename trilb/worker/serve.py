@@ -17,7 +17,7 @@ import trio
 
 from trilb.balance.backend import BackendState
 from trilb.config.schema import Config
-from trilb.l4.idle import MAX_TICK, IdleSweeper
+from trilb.l4.idle import MAX_TICK, MIN_TICK, IdleSweeper
 from trilb.l4.pump import Pools
 from trilb.l4.reactor import Reactor
 from trilb.l4.tcp import TcpFrontend
@@ -31,8 +31,10 @@ async def serve_worker(
     """Serve until SIGTERM, then drain within ``global.grace`` and return."""
     backends = {name: BackendState(b) for name, b in config.backends.items()}
     pools = Pools()
-    idle = [fe.idle_timeout for fe in config.frontends.values()]
-    sweeper = IdleSweeper(tick=min([MAX_TICK, *(t / 4 for t in idle)]))
+    timeouts = [fe.idle_timeout for fe in config.frontends.values()]
+    timeouts += [b.connect_timeout for b in config.backends.values()]
+    # A quarter of the shortest timeout: each fires at most 25% late.
+    sweeper = IdleSweeper(tick=max(MIN_TICK, min([MAX_TICK, *(t / 4 for t in timeouts)])))
     reactor = Reactor(pools)
     frontends = [
         TcpFrontend(fe, backends[fe.default_backend], reactor, sweeper)
