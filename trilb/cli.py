@@ -2,13 +2,12 @@
 
 Owns argument parsing, exit statuses and the pidfile. Overrides only what
 CONVENTIONS.md allows (config path, worker count, log level); everything else comes
-from the TOML file.
+from the TOML file. It does not supervise anything itself: that is master/arbiter.py.
 """
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import logging
 import os
 import sys
@@ -75,16 +74,12 @@ def serve(
     """Validate, bind, fork and supervise until stopped; returns the exit status."""
     setup_logging("master", log_level or "info")
     try:
-        config = load_config(path, workers=workers)
+        config = load_config(path, workers=workers, log_level=log_level)
     except ConfigError as exc:
         print(f"trilb: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    if log_level:
-        config = dataclasses.replace(
-            config, global_=dataclasses.replace(config.global_, log_level=log_level)
-        )
     setup_logging("master", config.global_.log_level)
-    return run_master(path, config, workers, pidfile)
+    return run_master(path, config, workers, pidfile, log_level=log_level)
 
 
 def run_master(
@@ -93,11 +88,12 @@ def run_master(
     workers: int | None,
     pidfile: str | None,
     on_started: Callable[[Arbiter], None] | None = None,
+    log_level: str | None = None,
 ) -> int:
     """Bind, fork and supervise; ``on_started`` runs once the workers are forked."""
     from trilb.master.arbiter import Arbiter
 
-    arbiter = Arbiter(path, config, workers)
+    arbiter = Arbiter(path, config, workers, log_level)
     try:
         if pidfile:
             _write_pidfile(pidfile)

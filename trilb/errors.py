@@ -3,7 +3,8 @@
 ConfigError ends at the command line (exit status 2 with its key path); StartupError
 ends start-up before any worker is forked; UpstreamError ends in the proxy that picks
 another server or gives up. Raw OSError and trio errors are translated into these at
-one edge per I/O type, never scattered.
+one edge per I/O type, never scattered. This module defines the types only; it does
+not map errors to exit codes or HTTP statuses (cli.py and the L7 proxy do).
 """
 
 from __future__ import annotations

@@ -479,3 +479,28 @@ def test_directory_is_not_a_config(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(tmp_path)
     assert str(info.value).startswith(f"{tmp_path}: cannot read config")
+
+
+@pytest.mark.parametrize(
+    ("key", "table"),
+    [("idle_timeout", "frontends.db"), ("connect_timeout", "backends.pg")],
+)
+def test_a_zero_timeout_is_rejected(tmp_path: Path, key: str, table: str) -> None:
+    text = FRONTEND + BACKEND
+    header = f"[{table}]\n"
+    text = text.replace(header, f'{header}{key} = "0s"\n')
+    path = tmp_path / "zero.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert info.value.path == f"{table}.{key}"
+    assert "above zero" in str(info.value)
+
+
+def test_a_file_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.toml"
+    path.write_bytes(("# caf\xe9\n" + FRONTEND + BACKEND).encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert "not UTF-8" in str(info.value)
+    assert str(path) in str(info.value)

@@ -81,20 +81,21 @@ def free_port() -> int:
 class Trilb:
     """A running `trilb serve` master, its config file and its stderr log."""
 
-    def __init__(self, tmp: Path, config: str, workers: int = 2) -> None:
+    def __init__(self, tmp: Path, config: str, workers: int | None = 2, ready: int = 2) -> None:
+        """``workers=None`` leaves the count to the config; ``ready`` is then how many."""
         self.tmp = tmp
         self.config_path = tmp / "trilb.toml"
         self.config_path.write_text(config)
         self.log_path = tmp / "trilb.log"
         self.pidfile = tmp / "trilb.pid"
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "trilb", "serve", "-c", str(self.config_path),
-             "--workers", str(workers), "--pidfile", str(self.pidfile)],
-            stdout=self._log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
+        argv = [sys.executable, "-m", "trilb", "serve", "-c", str(self.config_path),
+                "--pidfile", str(self.pidfile)]  # fmt: skip
+        if workers is not None:
+            argv += ["--workers", str(workers)]
+        self.proc = subprocess.Popen(argv, stdout=self._log, stderr=subprocess.STDOUT)
         self.wait_log("started", START_TIMEOUT)
-        self.wait_ready(workers)
+        self.wait_ready(workers or ready)
 
     @property
     def pid(self) -> int:
@@ -169,8 +170,8 @@ def backends() -> Iterator[list[Backend]]:
 def trilb_factory(tmp_path: Path) -> Iterator[object]:
     started: list[Trilb] = []
 
-    def start(config: str, workers: int = 2) -> Trilb:
-        t = Trilb(tmp_path, config, workers)
+    def start(config: str, workers: int | None = 2, ready: int = 2) -> Trilb:
+        t = Trilb(tmp_path, config, workers, ready)
         started.append(t)
         return t
 

@@ -203,3 +203,30 @@ def test_sigterm_lets_an_open_connection_finish_then_exits_zero(
     assert t.children() == []
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_a_reload_to_fewer_workers_leaves_no_connection_unanswered(
+    trilb_factory: Factory, backends: list[Backend]
+):
+    port = free_port()
+    config = tcp_config(port, [b.address for b in backends]).replace(
+        "[global]", "[global]\nworkers = 4"
+    )
+    t = trilb_factory(config, workers=None, ready=4)
+    # A connection held open keeps the old generation draining for its whole grace.
+    held = socket.create_connection(("127.0.0.1", port), timeout=5)
+    try:
+        assert held.makefile("rb").readline().strip() in (b"A", b"B")
+        t.config_path.write_text(config.replace("workers = 4", "workers = 1"))
+        t.signal(signal.SIGHUP)
+        t.wait_log("generation 1: draining", 20)
+        # The sockets of slots 2-4 must not keep queueing connections nobody accepts.
+        names = [greet(port, timeout=3) for _ in range(20)]
+        assert set(names) <= {"A", "B"} and len(names) == 20
+        # The old workers with nothing open exit; the one holding a connection drains.
+        deadline = time.monotonic() + 10
+        while len(t.children()) != 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(t.children()) == 2
+    finally:
+        held.close()

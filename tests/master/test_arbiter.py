@@ -22,6 +22,7 @@ from trilb.master.arbiter import (
     BACKOFF_MAX,
     BACKOFF_MIN,
     HEALTHY_AFTER,
+    READY_TIMEOUT,
     Arbiter,
     Child,
     Generation,
@@ -117,7 +118,7 @@ def test_invalid_reload_changes_nothing(
     assert arbiter.handle_reload() is False
     assert arbiter.generations == generations
     assert arbiter.current is gen
-    assert (gen.number, gen.slots, gen.draining_until, gen.children) == (1, 2, None, {})
+    assert (gen.number, gen.slots, gen.draining, gen.children) == (1, 2, False, {})
     assert arbiter.children == {}
     assert open_fds() == fds
     assert [arbiter.sockets.for_slot(gen.config, s)["db"][0] for s in range(2)] == socks
@@ -171,7 +172,7 @@ def test_young_deaths_back_off_exponentially(arbiter: Arbiter) -> None:
         add_child(arbiter, gen, 0, age=0.0, pid=FAKE_PID)
         before = time.monotonic()
         arbiter.handle_child_exit(FAKE_PID, 1 << 8)  # exit status 1
-        delays.append(arbiter.respawn_at[0] - before)
+        delays.append(arbiter.respawn_at[(gen.number, 0)] - before)
         assert FAKE_PID not in arbiter.children
         assert 0 not in gen.children
     assert delays == pytest.approx([BACKOFF_MIN * 2, BACKOFF_MIN * 4, BACKOFF_MIN * 8], abs=0.05)
@@ -182,15 +183,17 @@ def test_young_deaths_back_off_exponentially(arbiter: Arbiter) -> None:
     before = time.monotonic()
     arbiter.handle_child_exit(FAKE_PID, 9)  # killed by SIGKILL
     assert arbiter.failures[0] == 0
-    assert arbiter.respawn_at[0] - before == pytest.approx(BACKOFF_MIN, abs=0.05)
+    assert arbiter.respawn_at[(gen.number, 0)] - before == pytest.approx(BACKOFF_MIN, abs=0.05)
 
 
 def test_back_off_is_capped(arbiter: Arbiter) -> None:
-    arbiter.failures[1] = 100
+    arbiter.failures[1] = 5000  # 2**5000 would overflow a float: the exponent is capped too
     add_child(arbiter, arbiter.current, 1, age=0.0, pid=FAKE_PID)
     before = time.monotonic()
     arbiter.handle_child_exit(FAKE_PID, 1 << 8)
-    assert arbiter.respawn_at[1] - before == pytest.approx(BACKOFF_MAX, abs=0.05)
+    assert arbiter.respawn_at[(arbiter.current.number, 1)] - before == pytest.approx(
+        BACKOFF_MAX, abs=0.05
+    )
 
 
 def test_unknown_pid_is_ignored(arbiter: Arbiter) -> None:
@@ -199,7 +202,7 @@ def test_unknown_pid_is_ignored(arbiter: Arbiter) -> None:
     assert arbiter.generations[0].children == {}
 
 
-def test_old_generation_leaves_when_its_last_worker_exits(
+def test_old_generation_drains_once_the_new_one_is_ready_and_leaves_when_empty(
     arbiter: Arbiter, config_file: Path
 ) -> None:
     old = arbiter.current
@@ -211,13 +214,49 @@ def test_old_generation_leaves_when_its_last_worker_exits(
     arbiter.generations.append(new)
     add_child(arbiter, old, 0, age=60.0, pid=FAKE_PID)
     add_child(arbiter, old, 1, age=60.0, pid=FAKE_PID + 1)
+    fresh = add_child(arbiter, new, 0, age=0.0, pid=FAKE_PID + 2)
+    arbiter.tick(time.monotonic())
+    assert not old.draining  # the new generation has not said it is ready yet
+    fresh.ready = True
+    arbiter.tick(time.monotonic())
+    assert old.draining and arbiter.current is new
+    # The socket only the old generation used (slot 2) closes as draining starts, so
+    # no connection queues where nobody accepts; slot 1's passes to the new one.
+    assert old_socks[1].fileno() == -1
+    assert old_socks[0].fileno() != -1
+    assert arbiter.sockets.for_slot(new_config, 0)["db"][0] is old_socks[0]
     arbiter.handle_child_exit(FAKE_PID, 0)
     assert arbiter.generations == [old, new]
-    assert all(s.fileno() != -1 for s in old_socks)
     arbiter.handle_child_exit(FAKE_PID + 1, 0)
     assert arbiter.generations == [new]
     assert arbiter.respawn_at == {}  # draining workers are not replaced
-    # Slot 2 is gone with the old generation; slot 1's socket passes to the new one.
-    assert old_socks[0].fileno() != -1
-    assert old_socks[1].fileno() == -1
-    assert arbiter.sockets.for_slot(new_config, 0)["db"][0] is old_socks[0]
+
+
+def test_a_new_generation_that_never_gets_ready_is_given_up_and_the_old_one_kept(
+    arbiter: Arbiter, config_file: Path
+) -> None:
+    old = arbiter.current
+    add_child(arbiter, old, 0, age=60.0, pid=FAKE_PID).ready = True
+    new = Generation(2, old.config, 2, time.monotonic() - READY_TIMEOUT - 1)
+    arbiter.generations.append(new)
+    add_child(arbiter, new, 0, age=READY_TIMEOUT + 1, pid=FAKE_PID + 1)
+    arbiter.tick(time.monotonic())
+    assert new.draining and not old.draining
+    assert arbiter.current is old
+
+
+def test_a_worker_that_closes_its_ready_pipe_without_the_byte_is_not_ready(
+    arbiter: Arbiter,
+) -> None:
+    r, w = os.pipe()
+    child = add_child(arbiter, arbiter.current, 0, age=0.0, pid=FAKE_PID)
+    child.ready_fd = r
+    os.close(w)  # the worker died before writing
+    arbiter.handle_ready(r)
+    assert child.ready is False and child.ready_fd is None
+    r, w = os.pipe()
+    child.ready_fd = r
+    os.write(w, b"r")
+    os.close(w)
+    arbiter.handle_ready(r)
+    assert child.ready is True

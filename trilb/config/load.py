@@ -26,7 +26,7 @@ from trilb.config.schema import (
     Global,
     Server,
 )
-from trilb.config.values import parse_address, parse_duration
+from trilb.config.values import parse_address, parse_duration, parse_timeout
 from trilb.errors import ConfigError
 
 T = TypeVar("T")
@@ -41,6 +41,7 @@ _NOT_YET = {
     "health": "active health checks",
 }
 _MODES = ("tcp", "udp", "http")
+_LOG_LEVELS = ("debug", "info", "warning", "error")
 _IMPLEMENTED_MODES = ("tcp",)
 
 
@@ -120,12 +121,15 @@ def _build(cls: Callable[..., T], table: _Table, **known: Any) -> T:
     return cls(**known, **table.values)
 
 
-def load_config(file: str | os.PathLike[str], *, workers: int | None = None) -> Config:
+def load_config(
+    file: str | os.PathLike[str], *, workers: int | None = None, log_level: str | None = None
+) -> Config:
     """Read and validate a config file.
 
     Args:
       file: the TOML file.
       workers: a command-line override of ``global.workers``.
+      log_level: a command-line override of ``global.log_level``.
 
     Returns:
       The frozen Config.
@@ -142,6 +146,8 @@ def load_config(file: str | os.PathLike[str], *, workers: int | None = None) -> 
         raise ConfigError("", f"cannot read config: {exc.strerror}", name) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError("", f"not valid TOML: {exc}", name) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError("", f"not UTF-8 text (byte {exc.start}): {exc.reason}", name) from None
     try:
         config = parse_config(raw, source=name)
     except ConfigError as exc:
@@ -150,6 +156,9 @@ def load_config(file: str | os.PathLike[str], *, workers: int | None = None) -> 
     if workers is not None:
         workers = _int(1, 1024)(workers, "--workers")
         config = replace(config, global_=replace(config.global_, workers=workers))
+    if log_level is not None:
+        log_level = _choice(_LOG_LEVELS)(log_level, "--log-level")
+        config = replace(config, global_=replace(config.global_, log_level=log_level))
     return config
 
 
@@ -195,7 +204,7 @@ def _parse_global(t: _Table | None) -> Global:
         return Global()
     t.take("workers", _workers)
     t.take("grace", parse_duration)
-    t.take("log_level", _choice(("debug", "info", "warning", "error")))
+    t.take("log_level", _choice(_LOG_LEVELS))
     return _build(Global, t)
 
 
@@ -203,7 +212,7 @@ def _parse_admin(t: _Table | None) -> Admin:
     if t is None:
         return Admin()
     t.take("bind", parse_address)
-    return _build(Admin, t)
+    return _build(Admin, t, requested=True)
 
 
 def _parse_frontend(name: str, t: _Table) -> Frontend:
@@ -220,7 +229,7 @@ def _parse_frontend(name: str, t: _Table) -> Frontend:
         raise ConfigError(t.key("default_backend"), "required: the name of a backend")
     t.take("maxconn", _int(1, 10_000_000))
     t.take("backlog", _int(1, 65535))
-    t.take("idle_timeout", parse_duration)
+    t.take("idle_timeout", parse_timeout)
     t.take("splice", _bool)
     del t.values["bind"]
     return _build(Frontend, t, name=name, binds=binds)
@@ -236,7 +245,7 @@ def _binds(value: object, path: str) -> tuple[Address, ...]:
 
 def _parse_backend(name: str, t: _Table) -> Backend:
     t.take("balance", _choice(BALANCE_KINDS))
-    t.take("connect_timeout", parse_duration)
+    t.take("connect_timeout", parse_timeout)
     t.take("retries", _int(0, 100))
     servers = t.take("servers", _servers)
     if not servers:
@@ -281,7 +290,7 @@ def _check_binds(frontends: dict[str, Frontend]) -> None:
     seen: list[tuple[str, Address]] = []
     for fe in frontends.values():
         for i, addr in enumerate(fe.binds):
-            path = f"frontends.{fe.name}.bind" + (f"[{i}]" if len(fe.binds) > 1 else "")
+            path = fe.bind_path(i)
             if addr.port == 0:
                 continue  # the kernel picks a distinct port for each
             for other, prev in seen:

@@ -56,6 +56,8 @@ class Global:
 @dataclass(frozen=True, slots=True)
 class Admin:
     bind: Address = Address("127.0.0.1", 8404)
+    # True when the config has an [admin] table (the admin API is not served yet).
+    requested: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +90,12 @@ class Frontend:
     backlog: int = 1024
     # A TCP connection with no byte in either direction for this long is closed.
     idle_timeout: float = 300.0
-    # Relay with os.splice (kernel zero-copy); false uses recv/send over pooled buffers.
+    # Relay bulk transfers with os.splice (kernel zero-copy); false: recv/send only.
     splice: bool = True
+
+    def bind_path(self, i: int) -> str:
+        """The key path of ``binds[i]`` as the user wrote it (a string or a list)."""
+        return f"frontends.{self.name}.bind" + (f"[{i}]" if len(self.binds) > 1 else "")
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,12 +23,20 @@ _SIZE_UNITS = {
 
 
 def parse_duration(value: object, path: str) -> float:
-    """Parse "500ms", "30s", "5m" or "1h" into seconds."""
+    """Parse "500ms", "30s", "5m" or "1h" into seconds; zero is allowed."""
     if isinstance(value, str):
         m = _DURATION.match(value)
         if m:
             return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
     raise ConfigError(path, f'expected a duration such as "500ms" or "30s", got {value!r}')
+
+
+def parse_timeout(value: object, path: str) -> float:
+    """A duration that must be above zero (a zero timeout would fail every wait)."""
+    seconds = parse_duration(value, path)
+    if seconds <= 0:
+        raise ConfigError(path, f"expected a duration above zero, got {value!r}")
+    return seconds
 
 
 def parse_size(value: object, path: str) -> int:

@@ -18,6 +18,7 @@ from trilb.config.load import load_config
 if TYPE_CHECKING:
     from trilb.master.arbiter import Arbiter
 
+# Two backends are enough to watch round-robin alternate.
 NAMES = ("A", "B")
 
 

@@ -40,7 +40,9 @@ PIPE_SIZE = 65536
 # enough that a bulk transfer pays little per-event overhead, small enough (a few
 # milliseconds of copying) that accepts and other links are not starved.
 BUDGET = 256 * 1024
-# Pipes and buffers kept for reuse per worker; beyond this they are freed.
+# Pipes and buffers kept for reuse per worker; beyond this they are freed. 1024 pipes
+# of 64 KiB are the default per-user pipe-user-pages-soft limit, and idle buffers
+# beyond 64 MiB are memory better returned.
 POOL_MAX = 1024
 _SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 1) | getattr(os, "SPLICE_F_NONBLOCK", 2)
 
@@ -105,6 +107,7 @@ class Owner(Protocol):
     pools: Pools
     traffic: Traffic
     use_splice: bool
+    closed: bool
 
     def later(self, d: Direction) -> None:
         """Resume ``d`` after other work has had a turn (its budget is spent)."""
@@ -227,7 +230,7 @@ class Direction:
                 # Flush and stop here rather than pay a read that would say EAGAIN.
                 self._flush(buf)
                 return
-            if self.link.use_splice and self._flush(buf):
+            if self.link.use_splice and not self.hup and self._flush(buf):
                 # A full buffer means a bulk transfer: from now on splice it (kernel
                 # zero-copy), like HAProxy's splice-auto. Small messages stay on
                 # recv/send, which costs less per message than a pipe round trip.

@@ -18,11 +18,13 @@ deadlines and retries read naturally), both sockets are handed to the Reactor:
   (``abort``); its owner's ``on_done`` then closes the sockets.
 
 Cancellation: the reactor task lives in the worker's handler nursery; cancelling it
-(the drain deadline) aborts every link it still holds.
+(the drain deadline) aborts every link it still holds. It does not accept, connect,
+balance or time out connections (l4/tcp.py, l4/idle.py): it only relays.
 """
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import struct
@@ -32,7 +34,8 @@ from trio.lowlevel import checkpoint, wait_readable
 
 from trilb.l4.pump import Direction, Pools, Traffic
 
-# Events taken from the epoll fd per poll() call.
+# Events taken per poll() call: enough that a busy worker drains its ready list in a
+# few calls, few enough that one batch does not hold up trio's other tasks for long.
 MAX_EVENTS = 512
 _LINGER_RESET = struct.pack("ii", 1, 0)
 _HUP = select.EPOLLRDHUP | select.EPOLLHUP
@@ -94,15 +97,23 @@ class Link:
         if self.closed:
             return
         self.traffic.error = exc
+        self._set_reset()
+        self.close()
+
+    def _set_reset(self) -> None:
         for sock in (self.client, self.server):
             try:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RESET)
             except OSError:
                 pass
-        self.close()
 
     def abort(self) -> None:
-        """End the link now (idle timeout, drain deadline)."""
+        """End the link now (idle timeout, drain deadline), with a reset to both peers.
+
+        A reset, not a FIN: bytes still in flight are dropped, and a clean end of
+        stream would let a peer take a truncated transfer for a complete one.
+        """
+        self._set_reset()
         self.close()
 
     def close(self) -> None:
@@ -138,8 +149,12 @@ class Reactor:
         self.links.add(link)
         self.fds[link.up.src] = (link.up, link.down)
         self.fds[link.down.src] = (link.down, link.up)
-        self.ep.register(link.up.src, _MASK)
-        self.ep.register(link.down.src, _MASK)
+        try:
+            self.ep.register(link.up.src, _MASK)
+            self.ep.register(link.down.src, _MASK)
+        except BaseException:
+            self.remove(link)  # on_done is not called: the caller still owns the sockets
+            raise
         link.up.pump()
         if not link.closed:
             link.down.pump()
@@ -168,6 +183,9 @@ class Reactor:
                     sides = fds.get(fd)
                     if sides is None:
                         continue  # its link ended earlier in this batch
+                    if ev & select.EPOLLERR and not sides[0].link.closed:
+                        sides[0].link.fail(_socket_error(fd))
+                        continue
                     if ev & _IN:
                         sides[0].pump(ev & _HUP)
                     if ev & _OUT and sides[1].left:
@@ -180,3 +198,13 @@ class Reactor:
             for link in list(self.links):
                 link.abort()
             ep.close()
+
+
+def _socket_error(fd: int) -> OSError:
+    """The pending error of a socket that epoll reported with EPOLLERR."""
+    sock = socket.socket(fileno=fd)
+    try:
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    finally:
+        sock.detach()
+    return OSError(code, os.strerror(code) if code else "socket error")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+from dataclasses import dataclass
 
 import trio
 from trio.lowlevel import wait_readable
@@ -20,6 +21,7 @@ from trilb.errors import UpstreamError
 from trilb.l4.connect import open_tcp
 from trilb.l4.idle import IdleSweeper, Watched
 from trilb.l4.reactor import Link, Reactor
+from trilb.obs.logging import Throttle
 
 log = logging.getLogger(__name__)
 
@@ -41,18 +43,22 @@ class TcpFrontend:
         self.backend = backend
         self.reactor = reactor
         self.sweeper = sweeper
-        self._links: dict[Link, tuple[ServerSlot, Watched]] = {}
+        self._links: dict[Link, _Entry] = {}
         self.active = 0
         # Set while the accept loop waits for a connection to end (at maxconn).
         self._room: trio.Event | None = None
-        self._unserved = 0
-        self._unserved_logged_at = -LOG_INTERVAL
+        self._unserved = Throttle(LOG_INTERVAL)
+        self._accept_failing = Throttle(LOG_INTERVAL)
+        self._full = Throttle(LOG_INTERVAL)
+        # Per-connection detail costs a clock read and a format: only when it is shown.
+        self._debug = log.isEnabledFor(logging.DEBUG)
 
     async def serve(self, listener: socket.socket, handlers: trio.Nursery) -> None:
-        """Accept until cancelled; each connection's tasks run in ``handlers``."""
+        """Accept until cancelled; each connection's task runs in ``handlers``."""
         maxconn = self.config.maxconn
         while True:
             if self.active >= maxconn:
+                self._note_full()
                 # Not accepting leaves new connections in the kernel's queue. Every
                 # listener of the frontend waits on the same event.
                 if self._room is None:
@@ -66,48 +72,61 @@ class TcpFrontend:
                 continue
             except OSError as exc:
                 if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("frontend %s: accept: %s", self.config.name, exc.strerror)
+                    more = self._accept_failing.allow(trio.current_time())
+                    if more is not None:
+                        log.error("frontend %s: accept: %s (%d more since last report)",
+                                  self.config.name, exc.strerror, more)  # fmt: skip
                     await trio.sleep(ACCEPT_PAUSE)
                 continue  # other errors (ECONNABORTED...) concern that one connection only
             self.active += 1
-            handlers.start_soon(self.handle, conn, peer, handlers)
+            handlers.start_soon(self.handle, conn, peer)
 
-    async def handle(
-        self, conn: socket.socket, peer: tuple[str, int], handlers: trio.Nursery
-    ) -> None:
-        """Connect to a server and relay; the reverse direction runs in ``handlers``."""
+    async def handle(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        """Connect to a server, then hand both sockets to the reactor."""
+        picked = None
         try:
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             picked = await self._connect(peer)
+            if picked is not None:
+                self._relay(conn, peer, *picked)
+                return
+        except Exception:
+            # One connection's surprise must not take the worker's other ones down.
+            log.exception("frontend %s: connection from %s failed", self.config.name, peer[0])
+            if picked is not None:
+                picked[0].close()
         except BaseException:
+            if picked is not None:
+                picked[0].close()
             self._closed(conn)
             raise
-        if picked is None:
-            self._closed(conn)
-            return
-        server, slot = picked
-        slot.active += 1
+        self._closed(conn)
+
+    def _relay(
+        self, conn: socket.socket, peer: tuple[str, int], server: socket.socket, slot: ServerSlot
+    ) -> None:
+        start = trio.current_time() if self._debug else 0.0
         link = self.reactor.add(conn, server, self.config.splice, self._link_done)
-        if not link.closed:
-            self._links[link] = (slot, self.sweeper.watch(link, self.config.idle_timeout))
-        else:
-            slot.active -= 1
-            server.close()
-            self._closed(conn)
+        slot.active += 1
+        entry = _Entry(slot, self.sweeper.watch(link, self.config.idle_timeout), peer, start)
+        self._links[link] = entry
+        if link.closed:  # it ended inside reactor.add(), before it was registered here
+            self._link_done(link)
 
     def _link_done(self, link: Link) -> None:
         entry = self._links.pop(link, None)
         if entry is None:
-            return  # ended inside reactor.add(): handle() cleans up
-        slot, watched = entry
-        slot.active -= 1
-        self.sweeper.unwatch(watched)
+            return  # ended inside reactor.add(): _relay() calls us again
+        entry.slot.active -= 1
+        self.sweeper.unwatch(entry.watched)
         link.server.close()
-        if watched.aborted:
-            log.debug("frontend %s: connection idle, closed", self.config.name)
-        elif link.traffic.error is not None:
-            log.debug("frontend %s: connection aborted: %s", self.config.name, link.traffic.error)
+        if self._debug:
+            t = link.traffic
+            how = "idle" if entry.watched.aborted else (t.error or "closed")
+            log.debug("frontend %s: %s:%d via %s: %d bytes up, %d down, %.3fs, %s",
+                      self.config.name, entry.peer[0], entry.peer[1], entry.slot.name, t.up,
+                      t.down, trio.current_time() - entry.start, how)  # fmt: skip
         self._closed(link.client)
 
     def _closed(self, conn: socket.socket) -> None:
@@ -117,11 +136,18 @@ class TcpFrontend:
             self._room.set()
             self._room = None
 
+    def _note_full(self) -> None:
+        more = self._full.allow(trio.current_time())
+        if more is not None:
+            log.warning("frontend %s: maxconn %d reached, new connections wait in the kernel "
+                        "queue (%d more times since last report)", self.config.name,
+                        self.config.maxconn, more)  # fmt: skip
+
     async def _connect(self, peer: tuple[str, int]) -> tuple[socket.socket, ServerSlot] | None:
         backend = self.backend
         timeout = backend.config.connect_timeout
         failures = []
-        key = socket.inet_pton(_family(peer[0]), peer[0]) if backend.hashes_source else None
+        key = _address_key(peer[0]) if backend.hashes_source else None
         for slot in backend.attempts(key):
             address = backend.config.servers[slot.index].address
             try:
@@ -137,19 +163,28 @@ class TcpFrontend:
         return None
 
     def _log_unserved(self, peer: tuple[str, int], failures: list[str]) -> None:
-        self._unserved += 1
-        now = trio.current_time()
-        if now - self._unserved_logged_at < LOG_INTERVAL:
+        more = self._unserved.allow(trio.current_time())
+        if more is None:
             return
         tried = ", ".join(failures) or "no server up"
-        more = f" (+{self._unserved - 1} more since last report)" if self._unserved > 1 else ""
         log.warning(
             "frontend %s: no server available for %s:%d, closed (%s)%s",
-            self.config.name, peer[0], peer[1], tried, more,
+            self.config.name, peer[0], peer[1], tried,
+            f" (+{more} more since last report)" if more else "",
         )  # fmt: skip
-        self._unserved = 0
-        self._unserved_logged_at = now
 
 
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
+@dataclass(slots=True)
+class _Entry:
+    """What the frontend keeps about a relayed connection until it ends."""
+
+    slot: ServerSlot
+    watched: Watched
+    peer: tuple[str, int]
+    start: float
+
+
+def _address_key(host: str) -> bytes:
+    """The packed client address, the key of source hashing (a scope id is dropped)."""
+    host = host.partition("%")[0]
+    return socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)

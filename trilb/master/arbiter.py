@@ -21,12 +21,16 @@ of gunicorn's arbiter and HAProxy's master-worker mode.
 
 Signals arrive as bytes on a pipe (master/signals.py) and the loop handles them as
 data. The handle_<command> methods are the unit of behaviour; tests call them.
+
+It does not serve traffic, run an event loop or import trio: the worker does
+(imported only in the forked child), and sockets are master/sockets.py's.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import resource
 import select
 import signal
 import time
@@ -35,9 +39,8 @@ from dataclasses import dataclass, field
 from trilb.config.load import load_config
 from trilb.config.schema import Config
 from trilb.errors import ConfigError, StartupError
-from trilb.master.signals import SignalPipe, reset_in_child
+from trilb.master.signals import HANDLED, SignalPipe, reset_in_child
 from trilb.master.sockets import SocketSet
-from trilb.obs.logging import flush_logging
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +53,9 @@ HEALTHY_AFTER = 5.0
 # A new generation that is not ready in this time replaces the old one anyway, so a
 # reload never waits forever on a stuck worker.
 READY_TIMEOUT = 15.0
+# A relayed connection's descriptors: its two sockets (pipes for splicing come from a
+# pool bounded apart from maxconn, so they are not counted, as HAProxy's maxsock does).
+FDS_PER_CONNECTION = 2
 # Extra time past ``grace`` before SIGKILL: workers cancel their own connections at
 # ``grace`` and need a moment to exit.
 KILL_MARGIN = 2.0
@@ -61,8 +67,14 @@ class Generation:
     config: Config
     slots: int
     started: float
-    draining_until: float | None = None
+    draining: bool = False
+    # When its remaining workers get SIGKILL (set when draining starts).
+    deadline: float = float("inf")
     children: dict[int, Child] = field(default_factory=dict)
+
+    def ready(self) -> bool:
+        """Every slot has a worker that said it is ready."""
+        return sum(c.ready for c in self.children.values()) == self.slots
 
 
 @dataclass(eq=False)
@@ -72,6 +84,7 @@ class Child:
     generation: Generation
     started: float
     ready_fd: int | None
+    ready: bool = False
 
 
 def resolve_workers(config: Config) -> int:
@@ -84,21 +97,34 @@ def resolve_workers(config: Config) -> int:
 class Arbiter:
     """Owns the workers, the sockets and the generations of one ``trilb serve``."""
 
-    def __init__(self, config_path: str, config: Config, workers: int | None = None) -> None:
+    def __init__(
+        self,
+        config_path: str,
+        config: Config,
+        workers: int | None = None,
+        log_level: str | None = None,
+    ) -> None:
         self.config_path = config_path
         self.workers_override = workers
+        self.log_level_override = log_level
         self.sockets = SocketSet()
         self.generations: list[Generation] = []
         self.children: dict[int, Child] = {}
-        self.respawn_at: dict[int, float] = {}  # slot -> when to fork it again
+        # (generation number, slot) -> when to fork it again
+        self.respawn_at: dict[tuple[int, int], float] = {}
         self.failures: dict[int, int] = {}  # slot -> young deaths in a row
         self.stopping = False
         self.stop_deadline: float | None = None
         self.signals: SignalPipe | None = None
+        self.pid = os.getpid()
         self._pending = config
 
     @property
     def current(self) -> Generation:
+        """The newest generation that is not draining: the one that should serve."""
+        for gen in reversed(self.generations):
+            if not gen.draining:
+                return gen
         return self.generations[-1]
 
     def start(self) -> None:
@@ -110,23 +136,30 @@ class Arbiter:
         config = self._pending
         slots = resolve_workers(config)
         self.sockets.ensure(config, slots)
+        _raise_fd_limit(config)
         self.signals = SignalPipe()
+        if config.admin.requested:
+            log.warning("[admin] bind %s: the admin API is not served by this version yet",
+                        config.admin.bind)  # fmt: skip
         self._new_generation(config, slots)
 
     def run(self) -> int:
         """Supervise until stopped; returns the exit status."""
         assert self.signals is not None
         while not (self.stopping and not self.children):
-            waiting = [c.ready_fd for c in self.children.values() if c.ready_fd is not None]
+            # poll(), not select(): descriptors above 1024 are normal with many sockets.
+            poller = select.poll()
+            poller.register(self.signals.read_fd, select.POLLIN)
+            for c in self.children.values():
+                if c.ready_fd is not None:
+                    poller.register(c.ready_fd, select.POLLIN)
             try:
-                readable, _, _ = select.select(
-                    [self.signals.read_fd, *waiting], [], [], self._timeout()
-                )
+                events = poller.poll(self._timeout() * 1000)
             except InterruptedError:
-                readable = []
+                events = []
             for sig in self.signals.read():
                 self.handle_signal(sig)
-            for fd in readable:
+            for fd, _ in events:
                 if fd != self.signals.read_fd:
                     self.handle_ready(fd)
             self.reap()
@@ -139,7 +172,7 @@ class Arbiter:
     def _timeout(self) -> float:
         now = time.monotonic()
         times = [*self.respawn_at.values()]
-        times += [g.draining_until for g in self.generations if g.draining_until is not None]
+        times += [g.deadline for g in self.generations if g.draining]
         if self.stop_deadline is not None:
             times.append(self.stop_deadline)
         return max(0.0, min([now + 1.0, *times]) - now)
@@ -158,11 +191,17 @@ class Arbiter:
             return False
         log.info("reloading %s", self.config_path)
         try:
-            config = load_config(self.config_path, workers=self.workers_override)
+            config = load_config(
+                self.config_path, workers=self.workers_override, log_level=self.log_level_override
+            )
             slots = resolve_workers(config)
             self.sockets.ensure(config, slots)
         except (ConfigError, StartupError) as exc:
             log.error("reload rejected, still serving the previous config: %s", exc)
+            return False
+        except Exception:
+            # Whatever went wrong, a reload must never take the running service down.
+            log.exception("reload rejected, still serving the previous config")
             return False
         self._new_generation(config, slots)
         return True
@@ -180,13 +219,18 @@ class Arbiter:
         self.stop_deadline = time.monotonic() + grace + KILL_MARGIN
 
     def handle_ready(self, fd: int) -> None:
-        """A worker wrote its ready byte (or died before doing so: EOF)."""
+        """A worker wrote its ready byte, or died before it could (EOF: not ready)."""
         for child in self.children.values():
             if child.ready_fd == fd:
+                try:
+                    child.ready = os.read(fd, 1) == b"r"
+                except OSError:
+                    child.ready = False
                 os.close(fd)
                 child.ready_fd = None
-                log.info("worker %d pid %d ready (generation %d)", child.slot + 1, child.pid,
-                         child.generation.number)  # fmt: skip
+                if child.ready:
+                    log.info("worker %d pid %d ready (generation %d)", child.slot + 1,
+                             child.pid, child.generation.number)  # fmt: skip
                 return
 
     def handle_child_exit(self, pid: int, status: int) -> None:
@@ -197,22 +241,23 @@ class Arbiter:
         gen.children.pop(child.slot, None)
         if child.ready_fd is not None:
             os.close(child.ready_fd)
-        lived = time.monotonic() - child.started
-        expected = self.stopping or gen is not self.current
+        expected = self.stopping or gen.draining
         level = logging.INFO if expected else logging.ERROR
         log.log(level, "worker %d pid %d %s", child.slot + 1, pid, _describe(status))
         if not expected:
-            young = lived < HEALTHY_AFTER
-            fails = self.failures.get(child.slot, 0) + 1 if young else 0
-            self.failures[child.slot] = fails
-            delay = min(BACKOFF_MIN * 2**fails, BACKOFF_MAX)
-            self.respawn_at[child.slot] = time.monotonic() + delay
-            if fails > 1:
-                log.warning("worker %d died young %d times, respawn in %.2fs", child.slot + 1,
-                            fails, delay)  # fmt: skip
-        if not gen.children and gen is not self.current:
+            self._schedule_respawn(gen, child)
+        elif gen.draining and not gen.children:
             self.generations.remove(gen)
-            self.sockets.retire((g.config, g.slots) for g in self.generations)
+
+    def _schedule_respawn(self, gen: Generation, child: Child) -> None:
+        young = time.monotonic() - child.started < HEALTHY_AFTER
+        fails = self.failures.get(child.slot, 0) + 1 if young else 0
+        self.failures[child.slot] = fails
+        delay = min(BACKOFF_MIN * 2 ** min(fails, 16), BACKOFF_MAX)
+        self.respawn_at[(gen.number, child.slot)] = time.monotonic() + delay
+        if fails > 1:
+            log.warning("worker %d died young %d times, respawn in %.2fs", child.slot + 1,
+                        fails, delay)  # fmt: skip
 
     # -- the loop's chores ------------------------------------------------------
 
@@ -227,36 +272,54 @@ class Arbiter:
             self.handle_child_exit(pid, status)
 
     def tick(self, now: float) -> None:
-        for slot, when in list(self.respawn_at.items()):
-            if when <= now:
-                del self.respawn_at[slot]
-                if slot < self.current.slots and slot not in self.current.children:
-                    self._spawn(self.current, slot)
-        cur = self.current
-        ready = all(c.ready_fd is None for c in cur.children.values())
-        if ready or now - cur.started > READY_TIMEOUT:
-            for gen in self.generations[:-1]:
-                if gen.draining_until is None:
-                    self._drain(gen, now)
+        self._respawn_due(now)
+        self._hand_over(now)
         for gen in self.generations:
-            if gen.draining_until is not None and now > gen.draining_until:
+            if gen.draining and now > gen.deadline:
                 for child in gen.children.values():
                     log.warning("worker %d pid %d past its grace period: killed",
                                 child.slot + 1, child.pid)  # fmt: skip
                     _kill(child.pid, signal.SIGKILL)
-                gen.draining_until = None if not gen.children else now + KILL_MARGIN
+                gen.deadline = now + KILL_MARGIN
         if self.stop_deadline is not None and now > self.stop_deadline:
             self._signal_all(signal.SIGKILL)
             self.stop_deadline = now + KILL_MARGIN
 
+    def _respawn_due(self, now: float) -> None:
+        for key, when in list(self.respawn_at.items()):
+            if when > now:
+                continue
+            del self.respawn_at[key]
+            number, slot = key
+            for gen in self.generations:
+                if gen.number == number and not gen.draining and slot not in gen.children:
+                    self._spawn(gen, slot)
+
+    def _hand_over(self, now: float) -> None:
+        """Drain older generations once the newest is ready; give up on one that is not."""
+        cur = self.current
+        older = [g for g in self.generations if g is not cur and not g.draining]
+        if not older:
+            return
+        if cur.ready():
+            for gen in older:
+                self._drain(gen, now)
+        elif now - cur.started > READY_TIMEOUT:
+            log.error("generation %d not ready after %.0fs: keeping generation %d",
+                      cur.number, READY_TIMEOUT, older[-1].number)  # fmt: skip
+            self._drain(cur, now)
+
     def _drain(self, gen: Generation, now: float) -> None:
         log.info("generation %d: draining %d worker(s)", gen.number, len(gen.children))
-        gen.draining_until = now + gen.config.global_.grace + KILL_MARGIN
+        gen.draining = True
+        gen.deadline = now + gen.config.global_.grace + KILL_MARGIN
         for child in gen.children.values():
             _kill(child.pid, signal.SIGTERM)
+        # Draining workers stop accepting at once: a socket only they used would queue
+        # connections nobody accepts, so close it now (Linux resets what is queued).
+        self.sockets.retire((g.config, g.slots) for g in self.generations if not g.draining)
         if not gen.children:
             self.generations.remove(gen)
-            self.sockets.retire((g.config, g.slots) for g in self.generations)
 
     def _signal_all(self, sig: int) -> None:
         for pid in self.children:
@@ -268,35 +331,42 @@ class Arbiter:
         number = self.generations[-1].number + 1 if self.generations else 1
         gen = Generation(number, config, slots, time.monotonic())
         self.generations.append(gen)
-        self.respawn_at.clear()
         log.info("generation %d: starting %d worker(s): %s", number, slots, config.summary())
         for slot in range(slots):
             self._spawn(gen, slot)
 
     def _spawn(self, gen: Generation, slot: int) -> None:
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
-        flush_logging()
+        _flush_logging()
+        # Blocked across fork: a signal landing before the child has reset its handlers
+        # would otherwise be written to the master's wakeup pipe by the child.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, HANDLED)
         try:
             pid = os.fork()
         except OSError as exc:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(ready_r)
             os.close(ready_w)
             log.error("cannot fork worker %d: %s", slot + 1, exc.strerror)
-            self.respawn_at[slot] = time.monotonic() + BACKOFF_MAX
+            self.respawn_at[(gen.number, slot)] = time.monotonic() + BACKOFF_MAX
             return
         if pid == 0:
             os.close(ready_r)
-            os._exit(self._child_main(gen, slot, ready_w))
+            os._exit(self._child_main(gen, slot, ready_w, mask))
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         os.close(ready_w)
         child = Child(pid, slot, gen, time.monotonic(), ready_r)
         self.children[pid] = child
         gen.children[slot] = child
 
-    def _child_main(self, gen: Generation, slot: int, ready_fd: int) -> int:
+    def _child_main(
+        self, gen: Generation, slot: int, ready_fd: int, mask: set[int | signal.Signals]
+    ) -> int:
         """Runs in the forked worker; never returns to the master's loop."""
         try:
             assert self.signals is not None
             reset_in_child(self.signals)
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             for child in self.children.values():
                 if child.ready_fd is not None:
                     os.close(child.ready_fd)
@@ -304,12 +374,34 @@ class Arbiter:
             self.sockets.close_except(s for socks in listeners.values() for s in socks)
             from trilb.worker.main import run_worker  # trio is imported only after fork
 
-            return run_worker(gen.config, slot, gen.number, listeners, ready_fd)
+            return run_worker(gen.config, slot, gen.number, listeners, ready_fd, self.pid)
         except BaseException:
             log.exception("worker %d crashed", slot + 1)
             return 1
         finally:
-            flush_logging()
+            _flush_logging()
+
+
+def _raise_fd_limit(config: Config) -> None:
+    """Raise the soft descriptor limit to the hard one, as HAProxy does, and warn when
+    even that is short of what ``maxconn`` allows a worker."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+            soft = hard
+        except (ValueError, OSError):
+            pass
+    need = sum(fe.maxconn for fe in config.frontends.values()) * FDS_PER_CONNECTION
+    if soft != resource.RLIM_INFINITY and need > soft:
+        log.warning("file descriptor limit %d is below what maxconn allows per worker (%d): "
+                    "raise it (ulimit -n, LimitNOFILE=) or lower maxconn", soft, need)  # fmt: skip
+
+
+def _flush_logging() -> None:
+    """Flush before fork (a child must not inherit half-written lines) and before _exit."""
+    for handler in logging.getLogger().handlers:
+        handler.flush()
 
 
 def _kill(pid: int, sig: int) -> None:

@@ -65,9 +65,12 @@ class SocketSet:
         try:
             for path, bind, backlog in _binds(config):
                 for slot in range(slots):
-                    if (bind, slot) not in self._socks:
+                    sock = self._socks.get((bind, slot))
+                    if sock is None:
                         self._socks[(bind, slot)] = self._listen(path, bind, backlog)
                         created.append((bind, slot))
+                    else:
+                        sock.listen(backlog)  # a reload may change the queue length
         except BaseException:
             for key in created:
                 self._socks.pop(key).close()
@@ -130,7 +133,7 @@ def _binds(config: Config, frontend: str | None = None) -> Iterable[tuple[str, B
         if frontend is not None and fe.name != frontend:
             continue
         for i, addr in enumerate(fe.binds):
-            path = f"frontends.{fe.name}.bind" + (f"[{i}]" if len(fe.binds) > 1 else "")
+            path = fe.bind_path(i)
             yield path, (addr, path if addr.port == 0 else ""), fe.backlog
 
 

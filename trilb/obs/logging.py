@@ -41,7 +41,24 @@ def setup_logging(role: str, level: str = "info") -> None:
     root.setLevel(level.upper())
 
 
-def flush_logging() -> None:
-    """Flush handlers before os._exit, which skips Python's own cleanup."""
-    for h in logging.getLogger().handlers:
-        h.flush()
+class Throttle:
+    """Lets a repeated log line through at most once per interval, counting the rest.
+
+    For events that can come once per connection (no server available, accept
+    failing): an operator needs to know, not ten thousand lines a second.
+    """
+
+    __slots__ = ("interval", "last", "suppressed")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.last = float("-inf")
+        self.suppressed = 0
+
+    def allow(self, now: float) -> int | None:
+        """None: stay quiet. Otherwise log now; returns how many were not logged before."""
+        if now - self.last < self.interval:
+            self.suppressed += 1
+            return None
+        count, self.suppressed, self.last = self.suppressed, 0, now
+        return count

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import signal
 import socket
 
@@ -22,13 +23,17 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def _die_with_parent() -> None:
-    """Ask the kernel to SIGTERM us when the master dies, so no orphan keeps serving."""
+def _die_with_parent(master: int) -> bool:
+    """Ask the kernel to SIGTERM us when the master dies; False if it is already gone."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        failed = libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0
     except (OSError, AttributeError):
+        failed = True
+    if failed:
         log.warning("prctl(PR_SET_PDEATHSIG) unavailable: workers may outlive the master")
+    # The master may have died between fork and prctl: then nobody sends the signal.
+    return os.getppid() == master
 
 
 def run_worker(
@@ -37,10 +42,12 @@ def run_worker(
     generation: int,
     listeners: dict[str, list[socket.socket]],
     ready_fd: int,
+    master: int,
 ) -> int:
     """Serve one slot until SIGTERM and the drain that follows; returns the exit status."""
     setup_logging(f"worker {slot + 1}", config.global_.log_level)
-    _die_with_parent()
+    if not _die_with_parent(master):
+        return 0
     log.debug("generation %d started", generation)
     trio.run(serve_worker, config, listeners, ready_fd)
     return 0

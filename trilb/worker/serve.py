@@ -3,7 +3,8 @@
 Owns the worker's task tree: an accept nursery (one task per listening socket) inside
 a handler nursery (one task per connection), so that draining is "cancel accepting,
 give the handlers ``grace`` seconds, then cancel them". Also the ready byte the master
-waits for before retiring an older generation.
+waits for before retiring an older generation. It does not move bytes (l4/) or decide
+when to stop (the master sends SIGTERM).
 """
 
 from __future__ import annotations
