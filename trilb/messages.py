@@ -1,0 +1,116 @@
+"""HTTP message heads as trilb passes them between parser, plugins, router and proxy.
+
+Owns the value types: Headers (ordered, names lowercased bytes) and the request and
+response heads with their body framing. It does not parse or serialize wire bytes
+(l7/http1.py does) and holds no bodies (they stream).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+
+class Framing(enum.Enum):
+    """How the body of a message is delimited on the wire (RFC 9112 section 6)."""
+
+    NONE = "none"  # no body (GET without length, HEAD response, 1xx/204/304)
+    LENGTH = "length"  # Content-Length bytes
+    CHUNKED = "chunked"  # Transfer-Encoding: chunked
+    CLOSE = "close"  # a response read until the server closes (HTTP/1.0 style)
+
+
+class Headers:
+    """An ordered multi-map of header fields; names are lowercased bytes.
+
+    Kept as a plain list of pairs: heads have a few dozen fields at most, so a scan
+    beats building a dict per message, and the order is preserved for forwarding.
+    """
+
+    __slots__ = ("items",)
+
+    def __init__(self, items: list[tuple[bytes, bytes]] | None = None) -> None:
+        self.items: list[tuple[bytes, bytes]] = items if items is not None else []
+
+    def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
+        return iter(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __contains__(self, name: bytes) -> bool:
+        return any(n == name for n, _ in self.items)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Headers) and other.items == self.items
+
+    def __repr__(self) -> str:
+        return f"Headers({self.items!r})"
+
+    def get(self, name: bytes, default: bytes | None = None) -> bytes | None:
+        """The first value of ``name`` (lowercase), or ``default``."""
+        for n, v in self.items:
+            if n == name:
+                return v
+        return default
+
+    def get_all(self, name: bytes) -> list[bytes]:
+        return [v for n, v in self.items if n == name]
+
+    def add(self, name: bytes, value: bytes) -> None:
+        self.items.append((name, value))
+
+    def set(self, name: bytes, value: bytes) -> None:
+        """Replace every ``name`` field with one, at the first one's place (else at the end)."""
+        out: list[tuple[bytes, bytes]] = []
+        placed = False
+        for n, v in self.items:
+            if n == name:
+                if not placed:
+                    out.append((name, value))
+                    placed = True
+            else:
+                out.append((n, v))
+        if not placed:
+            out.append((name, value))
+        self.items = out
+
+    def remove(self, name: bytes) -> int:
+        """Drop every ``name`` field; returns how many there were."""
+        before = len(self.items)
+        self.items = [(n, v) for n, v in self.items if n != name]
+        return before - len(self.items)
+
+
+@dataclass(slots=True)
+class RequestHead:
+    """A request line and its header fields, with the framing the parser decided."""
+
+    method: bytes
+    target: bytes
+    version: bytes = b"1.1"
+    headers: Headers = field(default_factory=Headers)
+    framing: Framing = Framing.NONE
+    content_length: int | None = None
+    keep_alive: bool = True
+    expect_continue: bool = False
+    # The upgrade token (b"websocket"), when the request asks for one.
+    upgrade: bytes | None = None
+
+    @property
+    def host(self) -> bytes | None:
+        return self.headers.get(b"host")
+
+
+@dataclass(slots=True)
+class ResponseHead:
+    """A status line and its header fields, with the framing the parser decided."""
+
+    status: int
+    reason: bytes = b""
+    version: bytes = b"1.1"
+    headers: Headers = field(default_factory=Headers)
+    framing: Framing = Framing.NONE
+    content_length: int | None = None
+    keep_alive: bool = True
