@@ -42,7 +42,7 @@ async def timeouts(enforcer: str) -> AsyncIterator[IdleSweeper | None]:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(sweeper.serve)
         yield sweeper
-        assert sweeper.connecting == set()  # every connect unwatched itself
+        assert sweeper.deadlines == set()  # every connect unwatched itself
         nursery.cancel_scope.cancel()
 
 

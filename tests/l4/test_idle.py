@@ -151,7 +151,7 @@ async def test_sweep_expires_a_connect_past_its_deadline(tcp_pair: TcpPair) -> N
             assert sweeper.sweep(now + 5.0) == 1
             await trio.testing.wait_all_tasks_blocked()
             assert woken == {"late": "expired"}
-            assert len(sweeper.connecting) == 1
+            assert len(sweeper.deadlines) == 1
             nursery.cancel_scope.cancel()
 
 

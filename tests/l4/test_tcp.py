@@ -109,7 +109,7 @@ async def running_frontend(
             handlers.start_soon(sweeper.serve)
             handlers.start_soon(reactor.serve)
             for sock in (listener, *more_listeners):
-                handlers.start_soon(fe.serve, sock, handlers)
+                handlers.start_soon(fe.serve, sock)
             try:
                 yield fe, port
             finally:

@@ -7,6 +7,7 @@ with key paths.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,12 +16,29 @@ from typing import Literal
 
 Mode = Literal["tcp", "udp", "http"]
 
+# Every mode of the public contract (DESIGN.md); load_config rejects "udp" as not
+# supported yet and accepts the others.
+MODES: tuple[Mode, ...] = ("tcp", "udp", "http")
+
+# Which modes `trilb serve` can run today. `trilb check` validates "http" frontends
+# already, but no worker serves them yet, so serve must refuse a config with a frontend
+# whose mode is not listed here instead of proxying its bytes as plain TCP.
+SERVED_MODES: tuple[Mode, ...] = ("tcp",)
+
 # The algorithms a backend may name. Key-based ones hash with a consistent-hash ring.
-BALANCE_KINDS = ("roundrobin", "leastconn", "random", "source")
+BALANCE_KINDS = ("roundrobin", "leastconn", "random", "source", "uri")
+# Balance kinds that take a NAME after the prefix: "header:X-User", "cookie:session".
+BALANCE_PREFIXES = ("header:", "cookie:")
 
 # Why 256: a big enough range for relative weights (HAProxy allows 0..256); weight 0
 # means "no new traffic" so an operator can park a server without removing it.
 MAX_WEIGHT = 256
+
+
+def is_l7_balance(kind: str) -> bool:
+    """True when ``kind`` hashes a part of an HTTP request (uri, header:NAME, cookie:NAME),
+    so only backends reached from ``mode = "http"`` frontends may use it."""
+    return kind == "uri" or kind.startswith(BALANCE_PREFIXES)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +91,51 @@ class Server:
 class Backend:
     name: str
     servers: tuple[Server, ...]
+    # One of BALANCE_KINDS, or "header:NAME" (NAME lowercased) or "cookie:NAME".
     balance: str = "roundrobin"
     connect_timeout: float = 5.0
     # Extra attempts on another server after a failed connect (HAProxy's default is 3).
     retries: int = 2
+    # The rest applies when an http frontend uses the backend.
+    # From the request's last byte sent to the response's first byte received: nginx's
+    # proxy_read_timeout default, and HAProxy's usual `timeout server`.
+    response_timeout: float = 60.0
+    # Idle keep-alive connections kept per server and per worker (0: no reuse); nginx's
+    # `keepalive 32` is the usual upstream setting.
+    pool_max_idle: int = 32
+    # Below the 5 s keep-alive timeout of Node.js and Apache httpd, so trilb closes an
+    # idle connection before the server does and rarely reuses one that is closing
+    # (HAProxy's pool-purge-delay is 5 s).
+    pool_idle_timeout: float = 4.0
+    # Connections (busy or idle) to one server per worker; 0 = unlimited, as HAProxy's
+    # server maxconn and nginx's max_conns.
+    pool_max_per_server: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    """One ``[[frontends.NAME.routes]]`` entry of an http frontend.
+
+    Every condition given must hold; an empty one (None or ``()``) is not checked.
+    Text stays text here: l7/router.py turns it into the bytes it compares, once.
+    """
+
+    backend: str
+    # Position in the frontend's routes list (from 0); -1 for the default route.
+    index: int = -1
+    # Lowercase, no port; "*.example.com" matches one or more labels before ".example.com".
+    host: str | None = None
+    path_prefix: str | None = None
+    # Compiled at load; searched (not anchored) in the path without its query string.
+    path_regex: re.Pattern[str] | None = None
+    # Uppercase method names; any of them matches.
+    methods: tuple[str, ...] = ()
+    # (lowercase name, exact value) pairs.
+    headers: tuple[tuple[str, str], ...] = ()
+    # (name, exact value) pairs; cookie names are case-sensitive.
+    cookies: tuple[tuple[str, str], ...] = ()
+    # (name, value) pairs compared with the percent-decoded query arguments.
+    query: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,10 +147,31 @@ class Frontend:
     # Per frontend and per worker: the worker stops accepting (the kernel queues) above it.
     maxconn: int = 10000
     backlog: int = 1024
+    # mode "tcp" only --------------------------------------------------------------
     # A TCP connection with no byte in either direction for this long is closed.
     idle_timeout: float = 300.0
     # Relay bulk transfers with os.splice (kernel zero-copy); false: recv/send only.
     splice: bool = True
+    # mode "http" only -------------------------------------------------------------
+    # First match wins; no match goes to default_backend.
+    routes: tuple[Route, ...] = ()
+    # The whole request head must arrive within this (slowloris); HAProxy's usual
+    # `timeout http-request 10s` (nginx's client_header_timeout is 60 s).
+    header_timeout: float = 10.0
+    # Longest silence while a request body is read; nginx's client_body_timeout.
+    body_timeout: float = 60.0
+    # Idle time allowed between two requests of a connection; between HAProxy's usual
+    # `timeout http-keep-alive` and nginx's keepalive_timeout (75 s), as cloud LBs use.
+    keepalive_timeout: float = 60.0
+    # Above it: 414. nginx's large_client_header_buffers holds a line in 8 KiB.
+    max_request_line: int = 8192
+    # The header block above it: 431. nginx's 4 x 8 KiB header buffers.
+    max_header_size: int = 32768
+    # More header fields than this: 431. HAProxy's tune.http.maxhdr is 101.
+    max_headers: int = 100
+    # A body above it: 413; 0 = unlimited, as HAProxy (nginx's client_max_body_size is
+    # 1 MiB, too small for a general-purpose balancer).
+    max_body_size: int = 0
 
     def bind_path(self, i: int) -> str:
         """The key path of ``binds[i]`` as the user wrote it (a string or a list)."""

@@ -26,6 +26,11 @@ _KINDS = {
 }
 
 
+def error_kind(code: int) -> str:
+    """A short name for a connect errno, for logs and UpstreamError.kind."""
+    return _KINDS.get(code) or errno.errorcode.get(code, str(code))
+
+
 async def open_tcp(
     address: Address, timeout: float, sweeper: IdleSweeper | None = None
 ) -> socket.socket:
@@ -59,7 +64,7 @@ async def open_tcp(
                     "timeout", f"{address} did not accept within {timeout:g}s", retryable=True
                 )
         if code:
-            kind = _KINDS.get(code, "error")
+            kind = error_kind(code)
             raise UpstreamError(kind, f"{address}: {kind}: {errno.errorcode.get(code)}", True)
         ok = True
         return sock

@@ -17,6 +17,8 @@ what an aborted connection does is its owner's business.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
+from functools import partial
 from typing import Protocol
 
 import trio
@@ -50,14 +52,14 @@ class Watched:
         self.aborted = False
 
 
-class Connecting:
-    """One connect under watch."""
+class Deadline:
+    """One deadline under watch: past it, ``on_expire`` runs once, in the sweeper."""
 
-    __slots__ = ("deadline", "expired", "sock")
+    __slots__ = ("deadline", "expired", "on_expire")
 
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        self.sock = sock
+    def __init__(self, deadline: float, on_expire: Callable[[], object]) -> None:
         self.deadline = deadline
+        self.on_expire = on_expire
         self.expired = False
 
 
@@ -67,15 +69,24 @@ class IdleSweeper:
     def __init__(self, tick: float = MAX_TICK) -> None:
         self.tick = tick
         self.watched: set[Watched] = set()
-        self.connecting: set[Connecting] = set()
+        self.deadlines: set[Deadline] = set()
 
-    def watch_connect(self, sock: socket.socket, timeout: float) -> Connecting:
-        c = Connecting(sock, trio.current_time() + timeout)
-        self.connecting.add(c)
-        return c
+    def watch_deadline(self, timeout: float, on_expire: Callable[[], object]) -> Deadline:
+        """Run ``on_expire`` once ``timeout`` seconds from now, unless unwatched first."""
+        d = Deadline(trio.current_time() + timeout, on_expire)
+        self.deadlines.add(d)
+        return d
 
-    def unwatch_connect(self, c: Connecting) -> None:
-        self.connecting.discard(c)
+    def unwatch_deadline(self, d: Deadline) -> None:
+        self.deadlines.discard(d)
+
+    def watch_connect(self, sock: socket.socket, timeout: float) -> Deadline:
+        """For a trio task waiting on ``sock``: past the deadline, its wait raises
+        ClosedResourceError (trio.lowlevel.notify_closing)."""
+        return self.watch_deadline(timeout, partial(trio.lowlevel.notify_closing, sock))
+
+    def unwatch_connect(self, d: Deadline) -> None:
+        self.deadlines.discard(d)
 
     def watch(self, conn: Abortable, idle: float) -> Watched:
         w = Watched(conn, idle, trio.current_time())
@@ -88,10 +99,11 @@ class IdleSweeper:
     def sweep(self, now: float) -> int:
         """Abort the idle ones and expire late connects; returns how many."""
         aborted = 0
-        for c in list(self.connecting):
-            if now >= c.deadline and not c.expired:
-                c.expired = True
-                trio.lowlevel.notify_closing(c.sock)
+        for d in list(self.deadlines):
+            if now >= d.deadline and not d.expired:
+                d.expired = True
+                self.deadlines.discard(d)
+                d.on_expire()
                 aborted += 1
         # Copies: an abort runs its owner's callback, which unwatches at once.
         for w in list(self.watched):

@@ -4,10 +4,12 @@ Theory of operation. Measured on this project's 2-core box, a trio wait costs ab
 10 µs of Python (a task switch, an epoll_ctl to re-arm trio's one-shot registration,
 an outcome object), a nursery about 50 µs and a cancel scope about 11 µs; relaying a
 small request and its response through two trio tasks needed at least two waits per
-message, and trio's scheduler, not the syscalls, was most of a worker's CPU. So once
-a connection is established (accept, balancing and connect stay in trio tasks, where
-deadlines and retries read naturally), both sockets are handed to the Reactor:
+message, and trio's scheduler, not the syscalls, was most of a worker's CPU. So
+connections are driven from one edge-triggered epoll per worker instead (only the
+accept loops stay trio tasks):
 
+- a connecting socket is registered once (``connecting``); its owner's callback hears
+  how the connect ended, and the same registration then serves the relay (``add``);
 - each socket is registered once, edge-triggered, for input and output; one trio task
   waits on the reactor's epoll fd and, when it is readable, calls the pump of each
   ready socket's directions (l4/pump.py): no task switch and no re-arming per event;
@@ -18,12 +20,14 @@ deadlines and retries read naturally), both sockets are handed to the Reactor:
   (``abort``); its owner's ``on_done`` then closes the sockets.
 
 Cancellation: the reactor task lives in the worker's handler nursery; cancelling it
-(the drain deadline) aborts every link it still holds. It does not accept, connect,
-balance or time out connections (l4/tcp.py, l4/idle.py): it only relays.
+(the drain deadline) aborts every link it still holds. A failing callback or pump
+ends its own connection, never the reactor. It does not accept, choose servers or
+time anything out (l4/tcp.py, l4/idle.py): it dispatches readiness and relays.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import select
 import socket
@@ -32,7 +36,9 @@ from collections.abc import Callable
 
 from trio.lowlevel import checkpoint, wait_readable
 
-from trilb.l4.pump import Direction, Pools, Traffic
+from trilb.l4.pump import Direction, Owner, Pools, Traffic
+
+log = logging.getLogger(__name__)
 
 # Events taken per poll() call: enough that a busy worker drains its ready list in a
 # few calls, few enough that one batch does not hold up trio's other tasks for long.
@@ -134,8 +140,30 @@ class Reactor:
         self.ep = select.epoll()
         # fd -> (direction reading it, direction writing it)
         self.fds: dict[int, tuple[Direction, Direction]] = {}
+        # fd -> callback, for sockets still connecting (registered, not yet a link)
+        self.pending: dict[int, Callable[[int], None]] = {}
         self.links: set[Link] = set()
         self.later: list[Direction] = []
+
+    def connecting(self, sock: socket.socket, on_event: Callable[[int], None]) -> None:
+        """Watch a socket whose non-blocking connect is in progress.
+
+        ``on_event`` gets the epoll events; the registration (already the one a link
+        uses) carries over when the owner then calls ``add`` with this socket as the
+        server, or ends with ``forget``.
+        """
+        fd = sock.fileno()
+        self.ep.register(fd, _MASK)
+        self.pending[fd] = on_event
+
+    def forget(self, sock: socket.socket) -> None:
+        """Stop watching a connecting socket (before the owner closes it)."""
+        fd = sock.fileno()
+        if self.pending.pop(fd, None) is not None:
+            try:
+                self.ep.unregister(fd)
+            except OSError:
+                pass
 
     def add(
         self,
@@ -151,7 +179,8 @@ class Reactor:
         self.fds[link.down.src] = (link.down, link.up)
         try:
             self.ep.register(link.up.src, _MASK)
-            self.ep.register(link.down.src, _MASK)
+            if self.pending.pop(link.down.src, None) is None:
+                self.ep.register(link.down.src, _MASK)
         except BaseException:
             self.remove(link)  # on_done is not called: the caller still owns the sockets
             raise
@@ -182,18 +211,27 @@ class Reactor:
                 for fd, ev in ep.poll(0, MAX_EVENTS):
                     sides = fds.get(fd)
                     if sides is None:
-                        continue  # its link ended earlier in this batch
-                    if ev & select.EPOLLERR and not sides[0].link.closed:
-                        sides[0].link.fail(_socket_error(fd))
-                        continue
-                    if ev & _IN:
-                        sides[0].pump(ev & _HUP)
-                    if ev & _OUT and sides[1].left:
-                        sides[1].pump()
+                        on_event = self.pending.get(fd)
+                        if on_event is not None:
+                            _guarded(on_event, ev)
+                        continue  # or: its link ended earlier in this batch
+                    try:
+                        if ev & select.EPOLLERR and not sides[0].link.closed:
+                            sides[0].link.fail(_socket_error(fd))
+                            continue
+                        if ev & _IN:
+                            sides[0].pump(ev & _HUP)
+                        if ev & _OUT and sides[1].left:
+                            sides[1].pump()
+                    except Exception as exc:
+                        _broken(sides[0].link, exc)
                 if self.later:
                     later, self.later = self.later, []
                     for d in later:
-                        d.pump()
+                        try:
+                            d.pump()
+                        except Exception as exc:
+                            _broken(d.link, exc)
         finally:
             for link in list(self.links):
                 link.abort()
@@ -208,3 +246,18 @@ def _socket_error(fd: int) -> OSError:
     finally:
         sock.detach()
     return OSError(code, os.strerror(code) if code else "socket error")
+
+
+def _guarded(on_event: Callable[[int], None], ev: int) -> None:
+    try:
+        on_event(ev)
+    except Exception:
+        # The owner's callback failed: its connection is lost, the worker is not.
+        log.exception("connect callback failed")
+
+
+def _broken(link: Owner, exc: Exception) -> None:
+    """A bug in relaying one link: log it and end that link, not the worker."""
+    log.exception("relay failed")
+    if not link.closed:
+        link.fail(OSError(0, f"internal error: {exc!r}"))

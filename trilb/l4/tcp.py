@@ -1,13 +1,18 @@
 """A ``mode = "tcp"`` frontend: accept, pick a server, connect (retrying), relay.
 
-Owns the per-connection flow of L4 TCP and its logging. The bytes are moved by
-l4/pump.py, the connect edge is l4/connect.py, the choice of server is balance/.
+Owns the per-connection flow of L4 TCP and its logging. One trio task per listener
+accepts; a connection has no task of its own: its connect attempts and its relay are
+driven by the reactor's events and the sweeper's deadlines (a task, a nursery or a
+cancel scope per connection cost more CPU than the rest of its handling; see
+docs/benchmarks.md). The bytes are moved by l4/pump.py, readiness comes from
+l4/reactor.py, the choice of server from balance/.
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import select
 import socket
 from dataclasses import dataclass
 
@@ -17,9 +22,8 @@ from trio.lowlevel import wait_readable
 from trilb.balance.algorithms import ServerSlot
 from trilb.balance.backend import BackendState
 from trilb.config.schema import Frontend
-from trilb.errors import UpstreamError
-from trilb.l4.connect import open_tcp
-from trilb.l4.idle import IdleSweeper, Watched
+from trilb.l4.connect import error_kind
+from trilb.l4.idle import Deadline, IdleSweeper, Watched
 from trilb.l4.reactor import Link, Reactor
 from trilb.obs.logging import Throttle
 
@@ -28,6 +32,8 @@ log = logging.getLogger(__name__)
 # accept() failing for lack of file descriptors is retried after this pause rather
 # than in a hot loop (the kernel keeps queueing meanwhile).
 ACCEPT_PAUSE = 0.1
+# Connections accepted in a row before the accept loop yields to the reactor.
+ACCEPT_BURST = 64
 # "no server available" is logged at most once per this many seconds per frontend,
 # with the count of the ones not logged.
 LOG_INTERVAL = 5.0
@@ -53,9 +59,11 @@ class TcpFrontend:
         # Per-connection detail costs a clock read and a format: only when it is shown.
         self._debug = log.isEnabledFor(logging.DEBUG)
 
-    async def serve(self, listener: socket.socket, handlers: trio.Nursery) -> None:
-        """Accept until cancelled; each connection's task runs in ``handlers``."""
+    async def serve(self, listener: socket.socket) -> None:
+        """Accept until cancelled. Connections need no task of their own: connecting
+        and relaying are driven by the reactor's readiness events."""
         maxconn = self.config.maxconn
+        burst = 0
         while True:
             if self.active >= maxconn:
                 self._note_full()
@@ -68,6 +76,7 @@ class TcpFrontend:
             try:
                 conn, peer = listener.accept()
             except BlockingIOError:
+                burst = 0
                 await wait_readable(listener)
                 continue
             except OSError as exc:
@@ -79,29 +88,19 @@ class TcpFrontend:
                     await trio.sleep(ACCEPT_PAUSE)
                 continue  # other errors (ECONNABORTED...) concern that one connection only
             self.active += 1
-            handlers.start_soon(self.handle, conn, peer)
-
-    async def handle(self, conn: socket.socket, peer: tuple[str, int]) -> None:
-        """Connect to a server, then hand both sockets to the reactor."""
-        picked = None
-        try:
-            conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            picked = await self._connect(peer)
-            if picked is not None:
-                self._relay(conn, peer, *picked)
-                return
-        except Exception:
-            # One connection's surprise must not take the worker's other ones down.
-            log.exception("frontend %s: connection from %s failed", self.config.name, peer[0])
-            if picked is not None:
-                picked[0].close()
-        except BaseException:
-            if picked is not None:
-                picked[0].close()
-            self._closed(conn)
-            raise
-        self._closed(conn)
+            try:
+                conn.setblocking(False)
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                _Connect(self, conn, peer).next()
+            except Exception:
+                # One connection's surprise must not take the worker's other ones down.
+                log.exception("frontend %s: connection from %s failed", self.config.name,
+                              peer[0])  # fmt: skip
+                self._closed(conn)
+            burst += 1
+            if burst >= ACCEPT_BURST:
+                burst = 0
+                await trio.lowlevel.checkpoint()  # a flood of connections must not starve relaying
 
     def _relay(
         self, conn: socket.socket, peer: tuple[str, int], server: socket.socket, slot: ServerSlot
@@ -143,25 +142,6 @@ class TcpFrontend:
                         "queue (%d more times since last report)", self.config.name,
                         self.config.maxconn, more)  # fmt: skip
 
-    async def _connect(self, peer: tuple[str, int]) -> tuple[socket.socket, ServerSlot] | None:
-        backend = self.backend
-        timeout = backend.config.connect_timeout
-        failures = []
-        key = _address_key(peer[0]) if backend.hashes_source else None
-        for slot in backend.attempts(key):
-            address = backend.config.servers[slot.index].address
-            try:
-                sock = await open_tcp(address, timeout, self.sweeper)
-            except UpstreamError as exc:
-                failures.append(f"{slot.name} {exc.kind}")
-                log.debug("frontend %s: server %s: %s", self.config.name, slot.name, exc)
-                if not exc.retryable:
-                    break
-                continue
-            return sock, slot
-        self._log_unserved(peer, failures)
-        return None
-
     def _log_unserved(self, peer: tuple[str, int], failures: list[str]) -> None:
         more = self._unserved.allow(trio.current_time())
         if more is None:
@@ -172,6 +152,94 @@ class TcpFrontend:
             self.config.name, peer[0], peer[1], tried,
             f" (+{more} more since last report)" if more else "",
         )  # fmt: skip
+
+
+class _Connect:
+    """One client's way to a server: try the balancer's picks in turn, without a task.
+
+    Each attempt is a non-blocking connect watched by the reactor (its first event
+    says how it ended) and by the sweeper (connect_timeout); a failure moves on to
+    the next pick, the last one closes the client and logs why.
+    """
+
+    __slots__ = ("attempts", "conn", "failures", "fe", "peer", "slot", "sock", "timer")
+
+    def __init__(self, fe: TcpFrontend, conn: socket.socket, peer: tuple[str, int]) -> None:
+        self.fe = fe
+        self.conn = conn
+        self.peer = peer
+        backend = fe.backend
+        key = _address_key(peer[0]) if backend.hashes_source else None
+        self.attempts = backend.attempts(key)
+        self.failures: list[str] = []
+        self.sock: socket.socket | None = None
+        self.slot: ServerSlot | None = None
+        self.timer: Deadline | None = None
+
+    def next(self) -> None:
+        fe = self.fe
+        for slot in self.attempts:
+            address = fe.backend.config.servers[slot.index].address
+            try:
+                sock = socket.socket(address.family, socket.SOCK_STREAM)
+            except OSError as exc:
+                # Out of descriptors or memory: another server would not do better.
+                self.failures.append(f"{slot.name} local: {exc.strerror}")
+                break
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            code = sock.connect_ex(address.sockaddr)
+            if code == 0:
+                fe._relay(self.conn, self.peer, sock, slot)
+                return
+            if code == errno.EINPROGRESS:
+                self.sock, self.slot = sock, slot
+                fe.reactor.connecting(sock, self._on_event)
+                self.timer = fe.sweeper.watch_deadline(
+                    fe.backend.config.connect_timeout, self._on_timeout
+                )
+                return
+            sock.close()
+            self._failed(slot, code)
+        fe._log_unserved(self.peer, self.failures)
+        fe._closed(self.conn)
+
+    def _on_event(self, events: int) -> None:
+        sock, slot = self.sock, self.slot
+        assert sock is not None and slot is not None
+        code = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        if code == 0 and not events & select.EPOLLOUT:
+            return  # not finished yet
+        self._end_attempt(sock)
+        if code == 0:
+            self.fe._relay(self.conn, self.peer, sock, slot)
+            return
+        sock.close()
+        self._failed(slot, code)
+        self.next()
+
+    def _on_timeout(self) -> None:
+        sock, slot = self.sock, self.slot
+        assert sock is not None and slot is not None
+        self.timer = None
+        self._end_attempt(sock)
+        sock.close()
+        self.failures.append(f"{slot.name} timeout")
+        log.debug("frontend %s: server %s: no answer within %gs", self.fe.config.name,
+                  slot.name, self.fe.backend.config.connect_timeout)  # fmt: skip
+        self.next()
+
+    def _end_attempt(self, sock: socket.socket) -> None:
+        self.fe.reactor.forget(sock)
+        if self.timer is not None:
+            self.fe.sweeper.unwatch_deadline(self.timer)
+            self.timer = None
+        self.sock = self.slot = None
+
+    def _failed(self, slot: ServerSlot, code: int) -> None:
+        kind = error_kind(code)
+        self.failures.append(f"{slot.name} {kind}")
+        log.debug("frontend %s: server %s: %s", self.fe.config.name, slot.name, kind)
 
 
 @dataclass(slots=True)

@@ -48,7 +48,7 @@ async def serve_worker(
             async with trio.open_nursery() as accepting:
                 for fe in frontends:
                     for sock in listeners[fe.config.name]:
-                        accepting.start_soon(fe.serve, sock, handlers)
+                        accepting.start_soon(fe.serve, sock)
                 _notify_ready(ready_fd)
                 async for _ in signals:
                     break
