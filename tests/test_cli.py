@@ -134,13 +134,25 @@ def test_serve_on_a_taken_port_fails_fast(tmp_path: Path, held: int) -> None:
 
 
 def test_serve_invalid_config_forks_nothing(tmp_path: Path) -> None:
-    text = GOOD.format(bind="127.0.0.1:0").replace('mode = "tcp"', 'mode = "http"')
+    text = GOOD.format(bind="127.0.0.1:0").replace('mode = "tcp"', 'mode = "udp"')
     file = write(tmp_path, text)
     run = trilb_cmd("serve", "-c", str(file), timeout=10)
     assert run.status == 2
     assert run.stderr == (
-        f'trilb: error: {file}: frontends.db.mode: mode "http" is not supported yet '
-        "(supported: tcp)\n"
+        f'trilb: error: {file}: frontends.db.mode: mode "udp" is not supported yet '
+        "(supported: tcp, http)\n"
+    )
+
+
+def test_serve_refuses_a_valid_http_frontend_it_cannot_serve_yet(tmp_path: Path) -> None:
+    text = GOOD.format(bind="127.0.0.1:0").replace('mode = "tcp"', 'mode = "http"')
+    file = write(tmp_path, text)
+    assert trilb_cmd("check", "-c", str(file), timeout=10).status == 0
+    run = trilb_cmd("serve", "-c", str(file), timeout=10)
+    assert run.status == 1
+    assert run.stderr == (
+        'trilb: error: frontends.db.mode: "trilb serve" does not serve mode "http" yet '
+        '(the config is valid: "trilb check" accepts it)\n'
     )
 
 

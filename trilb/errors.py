@@ -52,3 +52,40 @@ class UpstreamError(TrilbError):
         self.kind = kind
         self.retryable = retryable
         super().__init__(message)
+
+
+class ClientClosed(TrilbError):
+    """The client went away (closed or reset): there is nobody left to answer."""
+
+
+class ClientTimeout(TrilbError):
+    """The client was too slow for a deadline of the config.
+
+    Args:
+      phase: ``"head"`` (request head not complete: 408), ``"body"`` (request body
+        stalled: 408) or ``"idle"`` (no new request on a keep-alive connection: close
+        quietly).
+    """
+
+    def __init__(self, phase: str) -> None:
+        self.phase = phase
+        super().__init__(f"client timeout while waiting for the request {phase}")
+
+
+class ProtocolError(TrilbError):
+    """A peer sent HTTP that trilb will not pass on: malformed, ambiguous or over a limit.
+
+    Raised by the sans-IO parsers in ``trilb.l7``; the proxy answers ``status`` (a client's
+    request) or 502 (a backend's response, already mapped here) and closes the connection,
+    whose framing can no longer be trusted.
+
+    Args:
+      status: the HTTP status to answer: 400, 413, 414, 417, 431, 501 or 505 for a request,
+        502 for a backend's response, 500 when trilb itself built an invalid head.
+      message: what was wrong and the offending value, lowercase, no final period.
+    """
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        self.message = message
+        super().__init__(message)

@@ -262,7 +262,8 @@ ERRORS = [
     pytest.param(
         fe(DB + 'routes = [{ backend = "pg" }]') + BACKEND,
         "frontends.db.routes",
-        "not supported yet",
+        'only for mode "http"',
+        id="routes-on-tcp",
     ),
     pytest.param(
         FRONTEND + be('["127.0.0.1:1"]', 'health = { type = "tcp" }\n'),
@@ -271,15 +272,9 @@ ERRORS = [
     ),
     # modes
     pytest.param(
-        fe(DB.replace("tcp", "http")) + BACKEND,
-        "frontends.db.mode",
-        'mode "http" is not supported yet',
-        id="mode-http",
-    ),
-    pytest.param(
         fe(DB.replace("tcp", "udp")) + BACKEND,
         "frontends.db.mode",
-        'mode "udp" is not supported yet',
+        'mode "udp" is not supported yet (supported: tcp, http)',
         id="mode-udp",
     ),
     pytest.param(

@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from trilb.config.schema import Address
-from trilb.config.values import parse_address, parse_duration, parse_size
+from trilb.config.values import (
+    parse_address,
+    parse_bool,
+    parse_choice,
+    parse_duration,
+    parse_int,
+    parse_name,
+    parse_size,
+    parse_size_limit,
+)
 from trilb.errors import ConfigError
 
 PATH = "frontends.db.idle_timeout"
@@ -139,3 +148,34 @@ def test_unknown_server_host_is_a_config_error() -> None:
         parse_address("no-such-host.invalid:80", path, resolve=True)
     assert info.value.path == path
     assert "cannot resolve host 'no-such-host.invalid'" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("parse", "value", "fragment"),
+    [
+        (parse_int(1, 10), 0, "from 1 to 10, got 0"),
+        (parse_int(1, 10), True, "got True"),
+        (parse_int(1, 10), 2.0, "got 2.0"),
+        (parse_bool, "yes", "true or false"),
+        (parse_name, "", "non-empty"),
+        (parse_choice(("a", "b")), "c", 'expected "a" | "b", got \'c\''),
+        (parse_choice(("a", "b")), ["a"], "got ['a']"),
+        (parse_size_limit(16, 1024), "8", "from 16 to 1024 bytes, got '8'"),
+        (parse_size_limit(16, 1024), "2KiB", "got '2KiB'"),
+        (parse_size_limit(16, 1024), "x", "expected a size"),
+    ],
+)
+def test_scalar_errors_name_the_path(parse: object, value: object, fragment: str) -> None:
+    assert callable(parse)
+    with pytest.raises(ConfigError) as info:
+        parse(value, PATH)
+    assert info.value.path == PATH
+    assert fragment in info.value.message
+
+
+def test_scalars_pass_good_values() -> None:
+    assert parse_int(0, 5)(5, PATH) == 5
+    assert parse_bool(False, PATH) is False
+    assert parse_name("pg", PATH) == "pg"
+    assert parse_choice(("a", "b"))("b", PATH) == "b"
+    assert parse_size_limit(16, 1 << 20)("8KiB", PATH) == 8192

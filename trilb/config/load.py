@@ -1,23 +1,27 @@
 """Reading a TOML file into a validated, frozen Config.
 
-This module owns validation: unknown keys, wrong types, references between tables,
-duplicate binds. Every error names the file, the dotted key path and what was expected.
-Defaults are not written here: a key left out keeps the dataclass default of
-config/schema.py. Socket-level checks (a port already taken) belong to master/sockets.
+This module owns validation: unknown keys, wrong types, references between tables
+(every backend a frontend or route names exists, and an L7 balance kind is only used
+behind mode "http"), duplicate binds. Every error names the file, the dotted key path
+and what was expected. The keys and routes only http frontends have are read by
+config/http.py. Defaults are not written here: a key left out keeps the dataclass
+default of config/schema.py. Socket-level checks (a port already taken) belong to
+master/sockets.
 """
 
 from __future__ import annotations
 
 import os
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from trilb.config.http import HTTP_ONLY, TCP_ONLY, parse_balance, parse_http_keys
 from trilb.config.schema import (
-    BALANCE_KINDS,
     MAX_WEIGHT,
+    MODES,
     Address,
     Admin,
     Backend,
@@ -25,100 +29,32 @@ from trilb.config.schema import (
     Frontend,
     Global,
     Server,
+    is_l7_balance,
 )
-from trilb.config.values import parse_address, parse_duration, parse_timeout
+from trilb.config.table import Table
+from trilb.config.values import (
+    parse_address,
+    parse_bool,
+    parse_choice,
+    parse_duration,
+    parse_int,
+    parse_name,
+    parse_timeout,
+)
 from trilb.errors import ConfigError
 
 T = TypeVar("T")
 
-# Keys of the public contract (DESIGN.md) that later versions implement; naming them
-# gives a clearer error than "unknown key".
-_NOT_YET = {
-    "plugins": "plugins",
-    "routes": "content routing (mode http)",
-    "tls": "TLS termination",
-    "websocket": "WebSocket proxying",
-    "health": "active health checks",
-}
-_MODES = ("tcp", "udp", "http")
 _LOG_LEVELS = ("debug", "info", "warning", "error")
-_IMPLEMENTED_MODES = ("tcp",)
-
-
-class _Table:
-    """A raw TOML table being read: tracks the key path and which keys were used."""
-
-    def __init__(self, raw: object, path: str) -> None:
-        if not isinstance(raw, dict):
-            raise ConfigError(path, f"expected a table, got {raw!r}")
-        self.raw: dict[str, Any] = raw
-        self.path = path
-        self.used: set[str] = set()
-        self.values: dict[str, Any] = {}
-
-    def key(self, name: str) -> str:
-        return f"{self.path}.{name}" if self.path else name
-
-    def take(self, name: str, parse: Callable[[object, str], T]) -> T | None:
-        """Parse ``name`` if present; remember the result for build()."""
-        self.used.add(name)
-        if name not in self.raw:
-            return None
-        value = parse(self.raw[name], self.key(name))
-        self.values[name] = value
-        return value
-
-    def finish(self) -> None:
-        for name in self.raw:
-            if name in self.used:
-                continue
-            if name in _NOT_YET:
-                raise ConfigError(self.key(name), f"{_NOT_YET[name]} not supported yet")
-            allowed = ", ".join(sorted(self.used)) or "none"
-            raise ConfigError(self.key(name), f"unknown key (expected one of: {allowed})")
-
-
-def _int(lo: int, hi: int) -> Callable[[object, str], int]:
-    def parse(value: object, path: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-            raise ConfigError(path, f"expected an integer from {lo} to {hi}, got {value!r}")
-        return value
-
-    return parse
-
-
-def _bool(value: object, path: str) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(path, f"expected true or false, got {value!r}")
-    return value
-
-
-def _name(value: object, path: str) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(path, f"expected a name (a non-empty string), got {value!r}")
-    return value
-
-
-def _choice(options: tuple[str, ...]) -> Callable[[object, str], str]:
-    def parse(value: object, path: str) -> str:
-        if value not in options:
-            wanted = " | ".join(f'"{o}"' for o in options)
-            raise ConfigError(path, f"expected {wanted}, got {value!r}")
-        assert isinstance(value, str)
-        return value
-
-    return parse
+# The modes load_config accepts; "udp" is in the contract but not implemented yet.
+# (Which modes `trilb serve` runs is schema.SERVED_MODES.)
+_LOADED_MODES = ("tcp", "http")
 
 
 def _workers(value: object, path: str) -> int | None:
     if value == "auto":
         return None
-    return _int(1, 1024)(value, path)
-
-
-def _build(cls: Callable[..., T], table: _Table, **known: Any) -> T:
-    table.finish()
-    return cls(**known, **table.values)
+    return parse_int(1, 1024)(value, path)
 
 
 def load_config(
@@ -154,31 +90,26 @@ def load_config(
         exc.file = name
         raise
     if workers is not None:
-        workers = _int(1, 1024)(workers, "--workers")
+        workers = parse_int(1, 1024)(workers, "--workers")
         config = replace(config, global_=replace(config.global_, workers=workers))
     if log_level is not None:
-        log_level = _choice(_LOG_LEVELS)(log_level, "--log-level")
+        log_level = parse_choice(_LOG_LEVELS)(log_level, "--log-level")
         config = replace(config, global_=replace(config.global_, log_level=log_level))
     return config
 
 
 def parse_config(raw: dict[str, Any], source: str = "<string>") -> Config:
     """Validate an already-parsed TOML document (see load_config)."""
-    top = _Table(raw, "")
-    glob = _parse_global(top.take("global", _Table))
-    admin = _parse_admin(top.take("admin", _Table))
-    backends = _parse_tables(top.take("backends", _Table), _parse_backend)
-    frontends = _parse_tables(top.take("frontends", _Table), _parse_frontend)
+    top = Table(raw, "")
+    glob = _parse_global(top.take("global", Table))
+    admin = _parse_admin(top.take("admin", Table))
+    backends = _parse_tables(top.take("backends", Table), _parse_backend)
+    frontends = _parse_tables(top.take("frontends", Table), _parse_frontend)
     top.finish()
     if not frontends:
         raise ConfigError("frontends", "at least one frontend is required")
     for fe in frontends.values():
-        if fe.default_backend not in backends:
-            known = ", ".join(f'"{b}"' for b in backends) or "none defined"
-            raise ConfigError(
-                f"frontends.{fe.name}.default_backend",
-                f'unknown backend "{fe.default_backend}" (backends: {known})',
-            )
+        _check_references(fe, backends)
     _check_binds(frontends)
     return Config(
         source=source,
@@ -189,50 +120,75 @@ def parse_config(raw: dict[str, Any], source: str = "<string>") -> Config:
     )
 
 
-def _parse_tables(table: _Table | None, parse: Callable[[str, _Table], T]) -> dict[str, T]:
+def _check_references(fe: Frontend, backends: Mapping[str, Backend]) -> None:
+    """Every backend a frontend names exists and balances by what the frontend has."""
+    uses = [(f"frontends.{fe.name}.default_backend", fe.default_backend)]
+    uses += [(f"frontends.{fe.name}.routes[{r.index}].backend", r.backend) for r in fe.routes]
+    for path, name in uses:
+        backend = backends.get(name)
+        if backend is None:
+            known = ", ".join(f'"{b}"' for b in backends) or "none defined"
+            raise ConfigError(path, f'unknown backend "{name}" (backends: {known})')
+        if fe.mode != "http" and is_l7_balance(backend.balance):
+            raise ConfigError(
+                path,
+                f'backend "{name}" balances by "{backend.balance}", which needs '
+                f'mode "http" (this frontend is mode "{fe.mode}")',
+            )
+
+
+def _parse_tables(table: Table | None, parse: Callable[[str, Table], T]) -> dict[str, T]:
     if table is None:
         return {}
     out = {}
     for key in table.raw:
-        out[key] = parse(key, _Table(table.raw[key], table.key(key)))
+        out[key] = parse(key, Table(table.raw[key], table.key(key)))
         table.used.add(key)
     return out
 
 
-def _parse_global(t: _Table | None) -> Global:
+def _parse_global(t: Table | None) -> Global:
     if t is None:
         return Global()
     t.take("workers", _workers)
     t.take("grace", parse_duration)
-    t.take("log_level", _choice(_LOG_LEVELS))
-    return _build(Global, t)
+    t.take("log_level", parse_choice(_LOG_LEVELS))
+    return t.build(Global)
 
 
-def _parse_admin(t: _Table | None) -> Admin:
+def _parse_admin(t: Table | None) -> Admin:
     if t is None:
         return Admin()
     t.take("bind", parse_address)
-    return _build(Admin, t, requested=True)
+    return t.build(Admin, requested=True)
 
 
-def _parse_frontend(name: str, t: _Table) -> Frontend:
-    mode = t.take("mode", _choice(_MODES))
+def _parse_frontend(name: str, t: Table) -> Frontend:
+    mode = t.take("mode", parse_choice(MODES))
     if mode is None:
         raise ConfigError(t.key("mode"), 'required: "tcp", "udp" or "http"')
-    if mode not in _IMPLEMENTED_MODES:
-        raise ConfigError(t.key("mode"), f'mode "{mode}" is not supported yet (supported: tcp)')
+    if mode not in _LOADED_MODES:
+        supported = ", ".join(_LOADED_MODES)
+        raise ConfigError(
+            t.key("mode"), f'mode "{mode}" is not supported yet (supported: {supported})'
+        )
     binds = t.take("bind", _binds)
     if binds is None:
         raise ConfigError(t.key("bind"), 'required: an address "host:port" or a list of them')
-    backend = t.take("default_backend", _name)
+    backend = t.take("default_backend", parse_name)
     if backend is None:
         raise ConfigError(t.key("default_backend"), "required: the name of a backend")
-    t.take("maxconn", _int(1, 10_000_000))
-    t.take("backlog", _int(1, 65535))
-    t.take("idle_timeout", parse_timeout)
-    t.take("splice", _bool)
+    t.take("maxconn", parse_int(1, 10_000_000))
+    t.take("backlog", parse_int(1, 65535))
+    if mode == "http":
+        t.refuse(TCP_ONLY, 'only for mode "tcp"')
+        parse_http_keys(t)
+    else:
+        t.refuse(HTTP_ONLY, 'only for mode "http"')
+        t.take("idle_timeout", parse_timeout)
+        t.take("splice", parse_bool)
     del t.values["bind"]
-    return _build(Frontend, t, name=name, binds=binds)
+    return t.build(Frontend, name=name, binds=binds)
 
 
 def _binds(value: object, path: str) -> tuple[Address, ...]:
@@ -243,15 +199,19 @@ def _binds(value: object, path: str) -> tuple[Address, ...]:
     raise ConfigError(path, f'expected "host:port" or a non-empty list of them, got {value!r}')
 
 
-def _parse_backend(name: str, t: _Table) -> Backend:
-    t.take("balance", _choice(BALANCE_KINDS))
+def _parse_backend(name: str, t: Table) -> Backend:
+    t.take("balance", parse_balance)
     t.take("connect_timeout", parse_timeout)
-    t.take("retries", _int(0, 100))
+    t.take("retries", parse_int(0, 100))
+    t.take("response_timeout", parse_timeout)
+    t.take("pool_max_idle", parse_int(0, 100_000))
+    t.take("pool_idle_timeout", parse_timeout)
+    t.take("pool_max_per_server", parse_int(0, 10_000_000))
     servers = t.take("servers", _servers)
     if not servers:
         raise ConfigError(t.key("servers"), "required: a non-empty list of servers")
     del t.values["servers"]
-    return _build(Backend, t, name=name, servers=servers)
+    return t.build(Backend, name=name, servers=servers)
 
 
 def _servers(value: object, path: str) -> tuple[Server, ...]:
@@ -271,18 +231,18 @@ def _servers(value: object, path: str) -> tuple[Server, ...]:
 def _server(value: object, path: str) -> Server:
     if isinstance(value, str):
         value = {"address": value}
-    t = _Table(value, path)
-    spec = t.take("address", _name)
+    t = Table(value, path)
+    spec = t.take("address", parse_name)
     if spec is None:
         raise ConfigError(t.key("address"), 'required: "host:port"')
     address = parse_address(spec, t.key("address"), resolve=True)
     if address.port == 0:
         raise ConfigError(t.key("address"), f"a server needs a port other than 0: {spec!r}")
-    t.take("weight", _int(0, MAX_WEIGHT))
-    t.take("name", _name)
+    t.take("weight", parse_int(0, MAX_WEIGHT))
+    t.take("name", parse_name)
     t.values.pop("address")
     t.values.setdefault("name", spec)
-    return _build(Server, t, address=address, spec=spec)
+    return t.build(Server, address=address, spec=spec)
 
 
 def _check_binds(frontends: dict[str, Frontend]) -> None:

@@ -186,6 +186,14 @@ class Config:
     frontends: Mapping[str, Frontend] = field(default_factory=lambda: MappingProxyType({}))
     backends: Mapping[str, Backend] = field(default_factory=lambda: MappingProxyType({}))
 
+    def unserved(self) -> list[str]:
+        """Key paths of frontends whose mode ``trilb serve`` cannot run yet."""
+        return [
+            f"frontends.{fe.name}.mode"
+            for fe in self.frontends.values()
+            if fe.mode not in SERVED_MODES
+        ]
+
     def summary(self) -> str:
         servers = sum(len(b.servers) for b in self.backends.values())
         workers = "auto" if self.global_.workers is None else str(self.global_.workers)

@@ -1,4 +1,5 @@
-"""Parsers for the scalar value types of the config: durations, sizes, addresses.
+"""Parsers for the scalar value types of the config: numbers, names, durations, sizes,
+addresses.
 
 Each parser takes the raw TOML value and the key path, and raises ConfigError naming
 that path. They know nothing of the tables around them (that is config/load.py).
@@ -9,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+from collections.abc import Callable
 
 from trilb.config.schema import Address
 from trilb.errors import ConfigError
@@ -20,6 +22,42 @@ _SIZE_UNITS = {
     None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3,
     "KB": 1000, "MB": 1000**2, "GB": 1000**3, "k": 1024, "K": 1024, "M": 1024**2, "G": 1024**3,
 }  # fmt: skip
+
+
+def parse_int(lo: int, hi: int) -> Callable[[object, str], int]:
+    """A parser of integers from ``lo`` to ``hi`` inclusive (booleans are not integers)."""
+
+    def parse(value: object, path: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ConfigError(path, f"expected an integer from {lo} to {hi}, got {value!r}")
+        return value
+
+    return parse
+
+
+def parse_bool(value: object, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(path, f"expected true or false, got {value!r}")
+    return value
+
+
+def parse_name(value: object, path: str) -> str:
+    """A non-empty string: the name of a backend, a server, a plugin."""
+    if not isinstance(value, str) or not value:
+        raise ConfigError(path, f"expected a name (a non-empty string), got {value!r}")
+    return value
+
+
+def parse_choice(options: tuple[str, ...]) -> Callable[[object, str], str]:
+    """A parser accepting exactly one of ``options``."""
+
+    def parse(value: object, path: str) -> str:
+        if not isinstance(value, str) or value not in options:
+            wanted = " | ".join(f'"{o}"' for o in options)
+            raise ConfigError(path, f"expected {wanted}, got {value!r}")
+        return value
+
+    return parse
 
 
 def parse_duration(value: object, path: str) -> float:
@@ -48,6 +86,18 @@ def parse_size(value: object, path: str) -> int:
         if m:
             return int(m.group(1)) * _SIZE_UNITS[m.group(2)]
     raise ConfigError(path, f'expected a size such as 65536 or "64KiB", got {value!r}')
+
+
+def parse_size_limit(lo: int, hi: int) -> Callable[[object, str], int]:
+    """A parser of sizes (see parse_size) from ``lo`` to ``hi`` bytes inclusive."""
+
+    def parse(value: object, path: str) -> int:
+        size = parse_size(value, path)
+        if not lo <= size <= hi:
+            raise ConfigError(path, f"expected a size from {lo} to {hi} bytes, got {value!r}")
+        return size
+
+    return parse
 
 
 def parse_address(value: object, path: str, *, resolve: bool = False) -> Address:

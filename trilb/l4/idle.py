@@ -70,6 +70,8 @@ class IdleSweeper:
         self.tick = tick
         self.watched: set[Watched] = set()
         self.deadlines: set[Deadline] = set()
+        # Other per-tick chores of the worker (closing expired pooled connections).
+        self.chores: list[Callable[[float], None]] = []
 
     def watch_deadline(self, timeout: float, on_expire: Callable[[], object]) -> Deadline:
         """Run ``on_expire`` once ``timeout`` seconds from now, unless unwatched first."""
@@ -120,4 +122,7 @@ class IdleSweeper:
     async def serve(self) -> None:
         while True:
             await trio.sleep(self.tick)
-            self.sweep(trio.current_time())
+            now = trio.current_time()
+            self.sweep(now)
+            for chore in self.chores:
+                chore(now)
