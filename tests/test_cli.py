@@ -144,18 +144,6 @@ def test_serve_invalid_config_forks_nothing(tmp_path: Path) -> None:
     )
 
 
-def test_serve_refuses_a_valid_http_frontend_it_cannot_serve_yet(tmp_path: Path) -> None:
-    text = GOOD.format(bind="127.0.0.1:0").replace('mode = "tcp"', 'mode = "http"')
-    file = write(tmp_path, text)
-    assert trilb_cmd("check", "-c", str(file), timeout=10).status == 0
-    run = trilb_cmd("serve", "-c", str(file), timeout=10)
-    assert run.status == 1
-    assert run.stderr == (
-        'trilb: error: frontends.db.mode: "trilb serve" does not serve mode "http" yet '
-        '(the config is valid: "trilb check" accepts it)\n'
-    )
-
-
 def test_serve_rejects_zero_workers(tmp_path: Path) -> None:
     # global.workers must be 1..1024; --workers 0 must not start a master with no
     # workers that serves nothing and never exits.

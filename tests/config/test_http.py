@@ -10,8 +10,6 @@ import pytest
 
 from trilb.config.load import load_config
 from trilb.config.schema import (
-    MODES,
-    SERVED_MODES,
     Address,
     Backend,
     Config,
@@ -92,12 +90,6 @@ def test_design_example_loads(tmp_path: Path) -> None:
     assert config.frontends["db"].mode == "tcp"
     assert [s.name for s in config.backends["app"].servers] == ["127.0.0.1:9001", "web2"]
     assert config.summary() == "3 frontend(s), 3 backend(s), 4 server(s), workers=2"
-
-
-def test_http_is_loaded_but_not_served_yet() -> None:
-    # `trilb check` accepts mode "http"; `trilb serve` must refuse what it cannot run.
-    assert "http" in MODES
-    assert SERVED_MODES == ("tcp",)
 
 
 def test_http_defaults_come_from_schema(tmp_path: Path) -> None:

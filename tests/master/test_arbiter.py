@@ -260,12 +260,3 @@ def test_a_worker_that_closes_its_ready_pipe_without_the_byte_is_not_ready(
     os.close(w)
     arbiter.handle_ready(r)
     assert child.ready is True
-
-
-def test_a_reload_to_a_mode_no_worker_serves_yet_is_rejected(
-    arbiter: Arbiter, config_file: Path
-) -> None:
-    config_file.write_text(GOOD.replace('mode = "tcp"', 'mode = "http"'))
-    assert len(load_config(config_file).frontends) == 1  # valid for `trilb check`
-    assert arbiter.handle_reload() is False
-    assert len(arbiter.generations) == 1

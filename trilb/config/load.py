@@ -47,7 +47,6 @@ T = TypeVar("T")
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
 # The modes load_config accepts; "udp" is in the contract but not implemented yet.
-# (Which modes `trilb serve` runs is schema.SERVED_MODES.)
 _LOADED_MODES = ("tcp", "http")
 
 

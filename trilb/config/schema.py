@@ -20,10 +20,6 @@ Mode = Literal["tcp", "udp", "http"]
 # supported yet and accepts the others.
 MODES: tuple[Mode, ...] = ("tcp", "udp", "http")
 
-# Which modes `trilb serve` can run today. `trilb check` validates "http" frontends
-# already, but no worker serves them yet, so serve must refuse a config with a frontend
-# whose mode is not listed here instead of proxying its bytes as plain TCP.
-SERVED_MODES: tuple[Mode, ...] = ("tcp",)
 
 # The algorithms a backend may name. Key-based ones hash with a consistent-hash ring.
 BALANCE_KINDS = ("roundrobin", "leastconn", "random", "source", "uri")
@@ -185,14 +181,6 @@ class Config:
     admin: Admin = field(default_factory=Admin)
     frontends: Mapping[str, Frontend] = field(default_factory=lambda: MappingProxyType({}))
     backends: Mapping[str, Backend] = field(default_factory=lambda: MappingProxyType({}))
-
-    def unserved(self) -> list[str]:
-        """Key paths of frontends whose mode ``trilb serve`` cannot run yet."""
-        return [
-            f"frontends.{fe.name}.mode"
-            for fe in self.frontends.values()
-            if fe.mode not in SERVED_MODES
-        ]
 
     def summary(self) -> str:
         servers = sum(len(b.servers) for b in self.backends.values())

@@ -134,7 +134,6 @@ class Arbiter:
           StartupError: a socket could not be bound; nothing was forked.
         """
         config = self._pending
-        _check_served(config)
         slots = resolve_workers(config)
         self.sockets.ensure(config, slots)
         _raise_fd_limit(config)
@@ -195,7 +194,6 @@ class Arbiter:
             config = load_config(
                 self.config_path, workers=self.workers_override, log_level=self.log_level_override
             )
-            _check_served(config)
             slots = resolve_workers(config)
             self.sockets.ensure(config, slots)
         except (ConfigError, StartupError) as exc:
@@ -382,21 +380,6 @@ class Arbiter:
             return 1
         finally:
             _flush_logging()
-
-
-def _check_served(config: Config) -> None:
-    """Refuse a valid config that has a frontend no worker can serve yet.
-
-    Raises:
-      StartupError: naming the first such frontend's mode key.
-    """
-    unserved = config.unserved()
-    if unserved:
-        mode = config.frontends[unserved[0].split(".")[1]].mode
-        raise StartupError(
-            f'{unserved[0]}: "trilb serve" does not serve mode "{mode}" yet '
-            f'(the config is valid: "trilb check" accepts it)'
-        )
 
 
 def _raise_fd_limit(config: Config) -> None:

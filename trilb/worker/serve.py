@@ -22,6 +22,8 @@ from trilb.l4.idle import MAX_TICK, MIN_TICK, IdleSweeper
 from trilb.l4.pump import Pools
 from trilb.l4.reactor import Reactor
 from trilb.l4.tcp import TcpFrontend
+from trilb.l7.proxy import HttpBackend
+from trilb.l7.server import HttpFrontend
 
 log = logging.getLogger(__name__)
 
@@ -30,17 +32,10 @@ async def serve_worker(
     config: Config, listeners: dict[str, list[socket.socket]], ready_fd: int
 ) -> None:
     """Serve until SIGTERM, then drain within ``global.grace`` and return."""
-    backends = {name: BackendState(b) for name, b in config.backends.items()}
     pools = Pools()
-    timeouts = [fe.idle_timeout for fe in config.frontends.values()]
-    timeouts += [b.connect_timeout for b in config.backends.values()]
-    # A quarter of the shortest timeout: each fires at most 25% late.
-    sweeper = IdleSweeper(tick=max(MIN_TICK, min([MAX_TICK, *(t / 4 for t in timeouts)])))
+    sweeper = IdleSweeper(tick=_tick(config))
     reactor = Reactor(pools)
-    frontends = [
-        TcpFrontend(fe, backends[fe.default_backend], reactor, sweeper)
-        for fe in config.frontends.values()
-    ]
+    frontends = _frontends(config, reactor, sweeper)
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as handlers:
             handlers.start_soon(sweeper.serve)
@@ -48,7 +43,10 @@ async def serve_worker(
             async with trio.open_nursery() as accepting:
                 for fe in frontends:
                     for sock in listeners[fe.config.name]:
-                        accepting.start_soon(fe.serve, sock)
+                        if isinstance(fe, HttpFrontend):
+                            accepting.start_soon(fe.serve, sock, handlers)
+                        else:
+                            accepting.start_soon(fe.serve, sock)
                 _notify_ready(ready_fd)
                 async for _ in signals:
                     break
@@ -56,6 +54,9 @@ async def serve_worker(
             for socks in listeners.values():
                 for sock in socks:
                     sock.close()  # our copy only: the master keeps the socket and its queue
+            for fe in frontends:
+                if isinstance(fe, HttpFrontend):
+                    fe.drain()  # idle keep-alive connections close now, busy ones after
             active = sum(fe.active for fe in frontends)
             log.info("stopped accepting; draining %d connection(s)", active)
             await _drain(frontends, config.global_.grace)
@@ -63,7 +64,40 @@ async def serve_worker(
     pools.close()
 
 
-async def _drain(frontends: list[TcpFrontend], grace: float) -> None:
+def _tick(config: Config) -> float:
+    """A quarter of the shortest timeout: each fires at most 25% late."""
+    timeouts = [b.connect_timeout for b in config.backends.values()]
+    for fe in config.frontends.values():
+        if fe.mode == "http":
+            timeouts += [fe.header_timeout, fe.body_timeout, fe.keepalive_timeout]
+        else:
+            timeouts.append(fe.idle_timeout)
+    timeouts += [b.response_timeout for b in config.backends.values()]
+    return max(MIN_TICK, min([MAX_TICK, *(t / 4 for t in timeouts)]))
+
+
+def _frontends(
+    config: Config, reactor: Reactor, sweeper: IdleSweeper
+) -> list[TcpFrontend | HttpFrontend]:
+    """This worker's frontends; each backend gets the runtime its frontends' mode needs."""
+    tcp_backends: dict[str, BackendState] = {}
+    http_backends: dict[str, HttpBackend] = {}
+    out: list[TcpFrontend | HttpFrontend] = []
+    for fe in config.frontends.values():
+        if fe.mode == "http":
+            for name in {fe.default_backend, *(r.backend for r in fe.routes)}:
+                if name not in http_backends:
+                    http_backends[name] = HttpBackend(config.backends[name], sweeper)
+            out.append(HttpFrontend(fe, http_backends, sweeper))
+        else:
+            name = fe.default_backend
+            if name not in tcp_backends:
+                tcp_backends[name] = BackendState(config.backends[name])
+            out.append(TcpFrontend(fe, tcp_backends[name], reactor, sweeper))
+    return out
+
+
+async def _drain(frontends: list[TcpFrontend | HttpFrontend], grace: float) -> None:
     with trio.move_on_after(grace) as scope:
         while any(fe.active for fe in frontends):
             await trio.sleep(0.05)

@@ -1,0 +1,235 @@
+"""A real `trilb serve` with an http frontend in front of real HTTP backends."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx
+import pytest
+
+from tests.integration.conftest import Trilb, free_port
+
+pytestmark = pytest.mark.slow
+
+Factory = Callable[..., Trilb]
+
+
+class Recorder(BaseHTTPRequestHandler):
+    """Answers with its server's name; POST bodies are hashed; /chunked streams chunks."""
+
+    protocol_version = "HTTP/1.1"
+    server: ThreadingHTTPServer
+
+    def do_GET(self) -> None:
+        srv = self.server
+        srv.requests.append((self.command, self.path, dict(self.headers)))  # type: ignore[attr-defined]
+        if self.path == "/chunked":
+            self.send_response(200)
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            for part in (b"one ", b"two ", b"three"):
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.write(b"0\r\n\r\n")
+            return
+        if self.path == "/slow":
+            time.sleep(3)
+        body = f"{srv.name} {self.path}".encode()  # type: ignore[attr-defined]
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_HEAD(self) -> None:
+        self.send_response(200)
+        self.send_header("content-length", "1234")
+        self.end_headers()
+
+    def do_POST(self) -> None:
+        n = int(self.headers.get("content-length", "0"))
+        digest = hashlib.sha256()
+        while n:
+            data = self.rfile.read(min(n, 1 << 20))
+            digest.update(data)
+            n -= len(data)
+        body = digest.hexdigest().encode()
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class Backend:
+    def __init__(self, name: str) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
+        self.server.daemon_threads = True
+        self.server.name = name  # type: ignore[attr-defined]
+        self.server.requests = []  # type: ignore[attr-defined]
+        self.connections = 0
+        original = self.server.get_request
+
+        def counted() -> tuple[socket.socket, object]:
+            self.connections += 1
+            return original()
+
+        self.server.get_request = counted  # type: ignore[method-assign]
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def requests(self) -> list[tuple[str, str, dict[str, str]]]:
+        return self.server.requests  # type: ignore[attr-defined, no-any-return]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def http_backends() -> Iterator[list[Backend]]:
+    pair = [Backend("A"), Backend("B")]
+    yield pair
+    for b in pair:
+        b.stop()
+
+
+def http_config(port: int, a: int, b: int, extra: str = "") -> str:
+    return f"""
+[global]
+grace = "2s"
+
+[frontends.web]
+mode = "http"
+bind = "127.0.0.1:{port}"
+default_backend = "app"
+header_timeout = "1s"
+{extra}
+[[frontends.web.routes]]
+path_prefix = "/only-b/"
+backend = "b"
+
+[backends.app]
+response_timeout = "1s"
+servers = ["127.0.0.1:{a}", "127.0.0.1:{b}"]
+
+[backends.b]
+servers = ["127.0.0.1:{b}"]
+"""
+
+
+@pytest.fixture
+def web(trilb_factory: Factory, http_backends: list[Backend]) -> tuple[Trilb, str]:
+    port = free_port()
+    a, b = (x.port for x in http_backends)
+    t = trilb_factory(http_config(port, a, b), workers=1, ready=1)
+    return t, f"http://127.0.0.1:{port}"
+
+
+def test_get_round_robin_routing_and_forwarding_headers(
+    web: tuple[Trilb, str], http_backends: list[Backend]
+) -> None:
+    _, url = web
+    with httpx.Client() as client:
+        names = [client.get(f"{url}/x").text.split()[0] for _ in range(4)]
+        assert sorted(names) == ["A", "A", "B", "B"]
+        assert client.get(f"{url}/only-b/page").text == "B /only-b/page"
+    _, _, headers = http_backends[0].requests[0]
+    lowered = {k.lower(): v for k, v in headers.items()}
+    assert lowered["x-forwarded-for"] == "127.0.0.1"
+    assert lowered["x-forwarded-proto"] == "http"
+    assert lowered["via"] == "1.1 trilb"
+
+
+def test_keep_alive_reuses_backend_connections(
+    web: tuple[Trilb, str], http_backends: list[Backend]
+) -> None:
+    _, url = web
+    with httpx.Client() as client:
+        for _ in range(20):
+            assert client.get(f"{url}/k").status_code == 200
+    assert sum(b.connections for b in http_backends) <= 4  # far fewer than 20 requests
+
+
+def test_post_of_a_streamed_body_arrives_intact(web: tuple[Trilb, str]) -> None:
+    _, url = web
+    body = os.urandom(8 << 20)
+    with httpx.Client(timeout=30) as client:
+        reply = client.post(f"{url}/up", content=body)
+    assert reply.status_code == 200
+    assert reply.text == hashlib.sha256(body).hexdigest()
+
+
+def test_chunked_download_and_head(web: tuple[Trilb, str]) -> None:
+    _, url = web
+    with httpx.Client() as client:
+        assert client.get(f"{url}/chunked").text == "one two three"
+        head = client.head(f"{url}/h")
+        assert head.status_code == 200 and head.headers["content-length"] == "1234"
+
+
+def raw(port_url: str, request: bytes, timeout: float = 5.0) -> bytes:
+    host, port = port_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=timeout) as s:
+        s.sendall(request)
+        chunks = []
+        try:
+            while data := s.recv(65536):
+                chunks.append(data)
+        except ConnectionResetError:
+            pass
+    return b"".join(chunks)
+
+
+def test_an_ambiguous_request_gets_400_and_reaches_no_backend(
+    web: tuple[Trilb, str], http_backends: list[Backend]
+) -> None:
+    _, url = web
+    reply = raw(url, b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")  # fmt: skip
+    assert reply.startswith(b"HTTP/1.1 400 ")
+    assert all(not b.requests for b in http_backends)
+
+
+def test_a_slow_request_head_gets_408(web: tuple[Trilb, str]) -> None:
+    _, url = web
+    start = time.monotonic()
+    reply = raw(url, b"GET / HTTP/1.1\r\nHost: x\r\n")  # never finished
+    assert reply.startswith(b"HTTP/1.1 408 ")
+    assert time.monotonic() - start < 3
+
+
+def test_a_backend_that_does_not_answer_in_time_gives_504(web: tuple[Trilb, str]) -> None:
+    _, url = web
+    start = time.monotonic()
+    with httpx.Client(timeout=10) as client:
+        assert client.get(f"{url}/slow").status_code == 504
+    assert time.monotonic() - start < 2.8
+
+
+def test_dead_servers_give_502_and_no_backend_address_leaks(
+    trilb_factory: Factory,
+) -> None:
+    port = free_port()
+    dead_a, dead_b = free_port(), free_port()
+    trilb_factory(http_config(port, dead_a, dead_b), workers=1, ready=1)
+    with httpx.Client() as client:
+        reply = client.get(f"http://127.0.0.1:{port}/")
+    assert reply.status_code == 502
+    assert str(dead_a) not in reply.text and "127.0.0.1" not in reply.text
+
+
+def test_pipelined_requests_are_answered_in_order(web: tuple[Trilb, str]) -> None:
+    _, url = web
+    reply = raw(url, b"GET /only-b/1 HTTP/1.1\r\nHost: x\r\n\r\n"
+                b"GET /only-b/2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")  # fmt: skip
+    first = reply.find(b"B /only-b/1")
+    second = reply.find(b"B /only-b/2")
+    assert 0 < first < second

@@ -1,0 +1,73 @@
+"""Relaying a message body between two streams, in the framing its head declared.
+
+Owns moving body bytes: a known length is relayed raw (never through a parser), a
+chunked body is relayed exactly as framed after ChunkedReader has checked each byte,
+a close-delimited response until the backend's end of stream. Returns what followed
+the body (the next pipelined message). It does not decide framing (l7/http1.py) and
+does not answer errors (l7/proxy.py).
+"""
+
+from __future__ import annotations
+
+from trilb.errors import ProtocolError
+from trilb.l7.http1 import ChunkedReader
+from trilb.l7.stream import Stream
+
+
+async def relay_length(src: Stream, dst: Stream, length: int, first: bytes) -> bytes:
+    """Relay ``length`` bytes, starting with those already read (``first``).
+
+    Returns:
+      The bytes of ``first`` beyond the body (a pipelined next message).
+    """
+    if len(first) >= length:
+        if length:
+            await dst.send_all(first[:length] if len(first) > length else first)
+        return first[length:]
+    if first:
+        await dst.send_all(first)
+    left = length - len(first)
+    while left:
+        data = await src.recv(min(left, 65536))
+        if not data:
+            raise _truncated(src)
+        await dst.send_all(data)
+        left -= len(data)
+    return b""
+
+
+async def relay_chunked(src: Stream, dst: Stream, first: bytes, response: bool) -> bytes:
+    """Relay a chunked body as it was framed, checked byte by byte.
+
+    Returns:
+      What followed the body's last chunk and trailers.
+
+    Raises:
+      ProtocolError: the chunk framing is invalid (status 400, or 502 for a response).
+    """
+    reader = ChunkedReader(response=response)
+    data = first
+    while True:
+        if data:
+            checked = reader.feed(data)
+            if checked:
+                await dst.send_all(checked)
+            if reader.done:
+                return reader.leftover
+        data = await src.recv()
+        if not data:
+            raise _truncated(src)
+
+
+async def relay_until_close(src: Stream, dst: Stream, first: bytes) -> None:
+    """Relay a close-delimited response body until the backend closes."""
+    if first:
+        await dst.send_all(first)
+    while data := await src.recv():
+        await dst.send_all(data)
+
+
+def _truncated(src: Stream) -> ProtocolError:
+    if src.upstream:
+        return ProtocolError(502, f"server {src.name} closed the connection inside a body")
+    return ProtocolError(400, "the client closed the connection inside the request body")

@@ -1,0 +1,162 @@
+"""A ``mode = "http"`` frontend: accept, then serve a client connection's requests.
+
+Owns the life of a client connection: reading request heads within their deadlines
+(``header_timeout`` once a request has begun, ``keepalive_timeout`` between
+requests), handing each to the proxy in order (pipelined requests included: the
+bytes after one message start the next), and answering with an error status when
+a request cannot be served. A task per connection, as DESIGN.md's process model says;
+deadlines come from the worker's sweeper, not from cancel scopes. It does not route,
+balance or talk to backends (l7/proxy.py).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+
+import trio
+from trio.lowlevel import wait_readable
+
+from trilb.config.schema import Frontend
+from trilb.errors import ClientClosed, ClientTimeout, ProtocolError, UpstreamError
+from trilb.l4.idle import IdleSweeper
+from trilb.l7.http1 import RequestParser
+from trilb.l7.proxy import HttpBackend, Proxy, error_response, status_for
+from trilb.l7.stream import Stream
+from trilb.messages import RequestHead
+
+log = logging.getLogger(__name__)
+
+# accept() failing for lack of descriptors is retried after this pause.
+ACCEPT_PAUSE = 0.1
+
+
+class HttpFrontend:
+    """One http frontend inside one worker."""
+
+    def __init__(
+        self, config: Frontend, backends: dict[str, HttpBackend], sweeper: IdleSweeper
+    ) -> None:
+        self.config = config
+        self.sweeper = sweeper
+        self.proxy = Proxy(config, backends)
+        self.active = 0
+        self._room: trio.Event | None = None
+        # Client connections waiting for their next request; a drain closes them.
+        self._idle: set[Stream] = set()
+        self.draining = False
+
+    def drain(self) -> None:
+        """Stop keeping connections alive: idle ones close now, busy ones after their
+        current response (which says ``Connection: close``)."""
+        self.draining = True
+        for stream in self._idle:
+            trio.lowlevel.notify_closing(stream.sock)
+
+    async def serve(self, listener: socket.socket, handlers: trio.Nursery) -> None:
+        """Accept until cancelled; each connection is a task in ``handlers``."""
+        maxconn = self.config.maxconn
+        while True:
+            if self.active >= maxconn:
+                if self._room is None:
+                    self._room = trio.Event()
+                await self._room.wait()
+                continue
+            try:
+                conn, peer = listener.accept()
+            except BlockingIOError:
+                await wait_readable(listener)
+                continue
+            except OSError as exc:
+                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
+                    log.error("frontend %s: accept: %s", self.config.name, exc.strerror)
+                    await trio.sleep(ACCEPT_PAUSE)
+                continue
+            self.active += 1
+            handlers.start_soon(self.handle, conn, peer)
+
+    async def handle(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        client = Stream(conn, self.sweeper, upstream=False)
+        try:
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await self._requests(client, peer[0].encode())
+        except ClientClosed:
+            pass
+        except Exception:
+            log.exception("frontend %s: connection from %s failed", self.config.name, peer[0])
+            await _answer(client, 500)
+        finally:
+            client.close()
+            self.active -= 1
+            if self._room is not None:
+                self._room.set()
+                self._room = None
+
+    async def _requests(self, client: Stream, client_ip: bytes) -> None:
+        cfg = self.config
+        parser = RequestParser(cfg.max_request_line, cfg.max_header_size, cfg.max_headers)
+        data = b""
+        first = True
+        while True:
+            try:
+                head = parser.feed(data) if data else None
+                if head is None:
+                    head = await self._read_head(client, parser, first and not data)
+                    if head is None:
+                        return  # the client closed between requests
+                keep, data = await self.proxy.exchange(
+                    client, head, parser.leftover, client_ip, self.draining
+                )
+            except ProtocolError as exc:
+                log.debug("frontend %s: %s: %s", cfg.name, exc.status, exc)
+                await _answer(client, exc.status)
+                return
+            except ClientTimeout as exc:
+                if exc.phase != "idle":
+                    await _answer(client, 408)
+                return
+            except UpstreamError as exc:
+                status = status_for(exc)
+                log.warning("frontend %s: %d: %s", cfg.name, status, exc)
+                await _answer(client, status)
+                return
+            if not keep:
+                return
+            first = False
+
+    async def _read_head(
+        self, client: Stream, parser: RequestParser, first: bool
+    ) -> RequestHead | None:
+        """Read until a request head is complete; None if the client closes first."""
+        cfg = self.config
+        if first:
+            client.arm(cfg.header_timeout, "head")
+        else:
+            client.arm(cfg.keepalive_timeout, "idle")
+            self._idle.add(client)
+        started = first
+        while True:
+            try:
+                data = await client.recv()
+            finally:
+                self._idle.discard(client)
+            if not data:
+                client.disarm()
+                return None  # closed, between requests or inside a head: nobody to answer
+            if not started:
+                started = True
+                client.arm(cfg.header_timeout, "head")
+            head = parser.feed(data)
+            if head is not None:
+                client.disarm()
+                return head
+
+
+async def _answer(client: Stream, status: int) -> None:
+    """Send an error response, if the client is still there to read it."""
+    try:
+        await client.send_all(error_response(status))
+    except (ClientClosed, ClientTimeout):
+        pass

@@ -1,0 +1,132 @@
+"""The L7 socket edge: a connected non-blocking socket, read and written syscall first.
+
+Owns the translation of socket errors into trilb's (the one edge for L7 I/O):
+ClientClosed / ClientTimeout on the client side, UpstreamError on a backend's. Each
+call tries the syscall first and waits for readiness only on EAGAIN, as DESIGN.md's
+measurements ask. Deadlines are not cancel scopes (about 11 µs each, per request
+phase): a phase arms the worker's sweeper, which past the deadline wakes the waiting
+task through trio.lowlevel.notify_closing; the wait then raises ClosedResourceError,
+which becomes the timeout error here. It does not parse anything.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+import trio
+from trio.lowlevel import wait_readable, wait_writable
+
+from trilb.errors import ClientClosed, ClientTimeout, UpstreamError
+from trilb.l4.idle import Deadline, IdleSweeper
+
+if TYPE_CHECKING:
+    from trilb.l7.http1 import ResponseParser
+
+# Bytes asked of one recv: a whole request head or a good slice of a body.
+RECV_SIZE = 65536
+
+
+class Stream:
+    """One side of an exchange: the client's socket, or a backend connection."""
+
+    __slots__ = ("closed", "name", "parser", "phase", "sock", "sweeper", "timer", "upstream")
+
+    def __init__(
+        self, sock: socket.socket, sweeper: IdleSweeper, upstream: bool, name: str = ""
+    ) -> None:
+        self.sock = sock
+        self.sweeper = sweeper
+        self.upstream = upstream
+        self.name = name  # the server's name, for messages (never its address)
+        self.timer: Deadline | None = None
+        self.phase = ""
+        self.closed = False
+        # A backend connection's response parser, kept with it across requests.
+        self.parser: ResponseParser | None = None
+
+    def arm(self, timeout: float, phase: str) -> None:
+        """Start a deadline for the next waits (until ``disarm``)."""
+        if self.timer is not None:
+            self.sweeper.unwatch_deadline(self.timer)
+        self.phase = phase
+        self.timer = self.sweeper.watch_connect(self.sock, timeout)
+
+    def disarm(self) -> None:
+        if self.timer is not None:
+            self.sweeper.unwatch_deadline(self.timer)
+            self.timer = None
+
+    async def recv(self, size: int = RECV_SIZE) -> bytes:
+        """Up to ``size`` bytes; b"" at the peer's end of stream."""
+        sock = self.sock
+        while True:
+            try:
+                return sock.recv(size)
+            except BlockingIOError:
+                await self._wait(wait_readable)
+            except OSError as exc:
+                raise self._broken(exc) from None
+
+    async def recv_into(self, buf: bytearray | memoryview) -> int:
+        sock = self.sock
+        while True:
+            try:
+                return sock.recv_into(buf)
+            except BlockingIOError:
+                await self._wait(wait_readable)
+            except OSError as exc:
+                raise self._broken(exc) from None
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        sock = self.sock
+        try:
+            sent = sock.send(data)
+        except BlockingIOError:
+            sent = 0
+        except OSError as exc:
+            raise self._broken(exc) from None
+        if sent == len(data):
+            return
+        with memoryview(data) as view:
+            while sent < len(view):
+                await self._wait(wait_writable)
+                try:
+                    sent += sock.send(view[sent:])
+                except BlockingIOError:
+                    pass
+                except OSError as exc:
+                    raise self._broken(exc) from None
+
+    def alive(self) -> bool:
+        """For an idle pooled connection: still open, and nothing unsolicited queued."""
+        try:
+            self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return True  # nothing to read: the usual state of a healthy idle connection
+        except OSError:
+            return False
+        return False  # b"" is the server's close; bytes would be a response nobody asked for
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.disarm()
+            self.sock.close()
+
+    async def _wait(self, wait: Callable[[socket.socket], Awaitable[None]]) -> None:
+        try:
+            await wait(self.sock)
+        except trio.ClosedResourceError:
+            # The sweeper's notify_closing: this phase's deadline passed.
+            self.timer = None
+            if self.upstream:
+                raise UpstreamError("timeout", f"server {self.name}: {self.phase} timed out",
+                                    retryable=False) from None  # fmt: skip
+            raise ClientTimeout(self.phase) from None
+
+    def _broken(self, exc: OSError) -> Exception:
+        if self.upstream:
+            return UpstreamError("reset", f"server {self.name}: {exc.strerror}", retryable=False)
+        return ClientClosed(exc.strerror or str(exc))

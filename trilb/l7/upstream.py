@@ -1,0 +1,92 @@
+"""Keep-alive connections to backend servers: one pool per server, per worker.
+
+Owns reuse (LIFO: the most recently used connection is the least likely to have been
+closed by the server), the idle limits (``pool_max_idle``, ``pool_idle_timeout``,
+swept once per sweeper tick) and the per-server cap (``pool_max_per_server``: a
+server at its cap counts as unavailable for that attempt, as a full server in HAProxy
+without a queue). A pooled connection is checked with one non-blocking peek before
+reuse; one that the server closes after that check fails its request before any
+response byte, which the proxy may retry. It does not choose servers or speak HTTP.
+"""
+
+from __future__ import annotations
+
+import trio
+
+from trilb.balance.algorithms import ServerSlot
+from trilb.config.schema import Backend
+from trilb.l4.connect import open_tcp
+from trilb.l4.idle import IdleSweeper
+from trilb.l7.stream import Stream
+
+
+class ServerPool:
+    """The connections of one worker to one server."""
+
+    __slots__ = ("busy", "idle", "slot")
+
+    def __init__(self, slot: ServerSlot) -> None:
+        self.slot = slot
+        self.idle: list[tuple[Stream, float]] = []  # (connection, idle since)
+        self.busy = 0
+
+
+class UpstreamPool:
+    """All server pools of one backend."""
+
+    def __init__(self, config: Backend, slots: list[ServerSlot], sweeper: IdleSweeper) -> None:
+        self.config = config
+        self.sweeper = sweeper
+        self.servers = [ServerPool(slot) for slot in slots]
+
+    def full(self, slot: ServerSlot) -> bool:
+        cap = self.config.pool_max_per_server
+        pool = self.servers[slot.index]
+        return cap > 0 and pool.busy + len(pool.idle) >= cap
+
+    async def acquire(self, slot: ServerSlot) -> tuple[Stream, bool]:
+        """A connection to ``slot``'s server, and whether it was reused from the pool.
+
+        Raises:
+          UpstreamError: the connect failed (retryable: nothing was sent).
+        """
+        pool = self.servers[slot.index]
+        while pool.idle:
+            stream, _ = pool.idle.pop()
+            if stream.alive():
+                pool.busy += 1
+                return stream, True
+            stream.close()
+        address = self.config.servers[slot.index].address
+        sock = await open_tcp(address, self.config.connect_timeout, self.sweeper)
+        pool.busy += 1
+        return Stream(sock, self.sweeper, upstream=True, name=slot.name), False
+
+    def release(self, slot: ServerSlot, stream: Stream, reusable: bool) -> None:
+        """Give a connection back: pooled if it may carry another request, else closed."""
+        pool = self.servers[slot.index]
+        pool.busy -= 1
+        stream.disarm()
+        if reusable and len(pool.idle) < self.config.pool_max_idle and not stream.closed:
+            pool.idle.append((stream, trio.current_time()))
+        else:
+            stream.close()
+
+    def expire(self, now: float) -> None:
+        """Close connections idle for longer than ``pool_idle_timeout``."""
+        limit = self.config.pool_idle_timeout
+        for pool in self.servers:
+            if pool.idle and now - pool.idle[0][1] >= limit:
+                keep = []
+                for stream, since in pool.idle:
+                    if now - since >= limit:
+                        stream.close()
+                    else:
+                        keep.append((stream, since))
+                pool.idle = keep
+
+    def close(self) -> None:
+        for pool in self.servers:
+            for stream, _ in pool.idle:
+                stream.close()
+            pool.idle.clear()
