@@ -54,22 +54,40 @@ def strip_hop_by_hop(headers: Headers, keep_upgrade: bool = False) -> None:
         headers.set(b"connection", b"upgrade")
 
 
+_FORWARDING = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"via"))
+
+
 def add_forwarded(headers: Headers, client_ip: bytes, scheme: bytes, host: bytes | None) -> None:
-    """Append the client to X-Forwarded-For, set X-Forwarded-Proto/-Host, append Via."""
-    earlier = headers.get_all(b"x-forwarded-for")
-    if not earlier:
-        headers.items.append((b"x-forwarded-for", client_ip))
-    else:
-        # Several fields are one comma-separated list (RFC 9110 5.3): keep every hop.
-        headers.set(b"x-forwarded-for", b", ".join([*earlier, client_ip]))
-    headers.set(b"x-forwarded-proto", scheme)
-    if host is not None:
-        headers.set(b"x-forwarded-host", host)
-    else:
-        headers.remove(b"x-forwarded-host")  # never pass on what the client claimed
-    add_via(headers)
+    """Append the client to X-Forwarded-For, set X-Forwarded-Proto/-Host, append Via.
+
+    One pass over the fields (this runs per request): the four are taken out, then
+    appended with their new values.
+    """
+    xff: list[bytes] = []
+    via: list[bytes] = []
+    kept = []
+    for item in headers.items:
+        name = item[0]
+        if name in _FORWARDING:
+            if name == b"x-forwarded-for":
+                xff.append(item[1])  # several fields are one list (RFC 9110 5.3)
+            elif name == b"via":
+                via.append(item[1])
+        else:
+            kept.append(item)
+    xff.append(client_ip)
+    via.append(VIA)
+    kept.append((b"x-forwarded-for", b", ".join(xff)))
+    kept.append((b"x-forwarded-proto", scheme))
+    if host is not None:  # else the client's claim is dropped, never passed on
+        kept.append((b"x-forwarded-host", host))
+    kept.append((b"via", b", ".join(via)))
+    headers.items = kept
 
 
 def add_via(headers: Headers) -> None:
     via = headers.get(b"via")
-    headers.set(b"via", VIA if via is None else via + b", " + VIA)
+    if via is None:
+        headers.items.append((b"via", VIA))
+    else:
+        headers.set(b"via", via + b", " + VIA)

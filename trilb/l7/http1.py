@@ -97,7 +97,7 @@ class RequestParser(HeadParser):
         if line is None:
             return None
         head = self._build(line, self._take_fields())
-        self._next_message(head.keep_alive and head.framing is Framing.NONE)
+        self._next_message(head.keep_alive and head.framing is Framing.NONE and not head.upgrade)
         return head
 
     def _build(self, line: bytes, fields: Fields) -> RequestHead:

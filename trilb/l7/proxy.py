@@ -187,11 +187,13 @@ class Proxy:
         parser.method = head.method
         upstream.arm(backend.config.response_timeout, "response")
         pending = b""
+        first = True
         while True:
             if pending:
                 rhead = parser.feed(pending)
             else:
-                data = await upstream.recv()
+                data = await (upstream.recv_later() if first else upstream.recv())
+                first = False
                 if not data:
                     raise UpstreamError("closed", f"server {upstream.name} closed the "
                                         "connection before answering", retryable=False)  # fmt: skip

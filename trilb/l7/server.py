@@ -139,19 +139,19 @@ class HttpFrontend:
         started = first
         while True:
             try:
-                data = await client.recv()
+                data = await (client.recv() if started else client.recv_later())
             finally:
                 self._idle.discard(client)
             if not data:
                 client.disarm()
                 return None  # closed, between requests or inside a head: nobody to answer
-            if not started:
-                started = True
-                client.arm(cfg.header_timeout, "head")
             head = parser.feed(data)
             if head is not None:
                 client.disarm()
                 return head
+            if not started:  # a head begun and not finished: header_timeout from now
+                started = True
+                client.arm(cfg.header_timeout, "head")
 
 
 async def _answer(client: Stream, status: int) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 import trio
@@ -40,23 +41,23 @@ class Stream:
         self.sweeper = sweeper
         self.upstream = upstream
         self.name = name  # the server's name, for messages (never its address)
-        self.timer: Deadline | None = None
+        # One deadline object per stream, re-armed per phase: no allocation per request.
+        self.timer = Deadline(0.0, partial(trio.lowlevel.notify_closing, sock))
         self.phase = ""
         self.closed = False
         # A backend connection's response parser, kept with it across requests.
         self.parser: ResponseParser | None = None
 
     def arm(self, timeout: float, phase: str) -> None:
-        """Start a deadline for the next waits (until ``disarm``)."""
-        if self.timer is not None:
-            self.sweeper.unwatch_deadline(self.timer)
+        """Start (or restart) this stream's deadline for the next waits, until ``disarm``."""
+        timer = self.timer
+        timer.deadline = trio.current_time() + timeout
+        timer.expired = False
         self.phase = phase
-        self.timer = self.sweeper.watch_connect(self.sock, timeout)
+        self.sweeper.deadlines.add(timer)
 
     def disarm(self) -> None:
-        if self.timer is not None:
-            self.sweeper.unwatch_deadline(self.timer)
-            self.timer = None
+        self.sweeper.deadlines.discard(self.timer)
 
     async def recv(self, size: int = RECV_SIZE) -> bytes:
         """Up to ``size`` bytes; b"" at the peer's end of stream."""
@@ -68,6 +69,13 @@ class Stream:
                 await self._wait(wait_readable)
             except OSError as exc:
                 raise self._broken(exc) from None
+
+    async def recv_later(self, size: int = RECV_SIZE) -> bytes:
+        """Like recv, for data that cannot be there yet (a response just asked for, the
+        next request on a keep-alive connection): wait first, and save the read that
+        would only say EAGAIN (and the exception Python makes of it)."""
+        await self._wait(wait_readable)
+        return await self.recv(size)
 
     async def recv_into(self, buf: bytearray | memoryview) -> int:
         sock = self.sock
@@ -120,7 +128,6 @@ class Stream:
             await wait(self.sock)
         except trio.ClosedResourceError:
             # The sweeper's notify_closing: this phase's deadline passed.
-            self.timer = None
             if self.upstream:
                 raise UpstreamError("timeout", f"server {self.name}: {self.phase} timed out",
                                     retryable=False) from None  # fmt: skip

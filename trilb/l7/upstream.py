@@ -19,6 +19,10 @@ from trilb.l4.connect import open_tcp
 from trilb.l4.idle import IdleSweeper
 from trilb.l7.stream import Stream
 
+# Seconds an idle pooled connection is reused without a liveness check: far below any
+# server's keep-alive timeout (nginx 75 s, Apache and Node.js 5 s).
+FRESH = 1.0
+
 
 class ServerPool:
     """The connections of one worker to one server."""
@@ -52,8 +56,11 @@ class UpstreamPool:
         """
         pool = self.servers[slot.index]
         while pool.idle:
-            stream, _ = pool.idle.pop()
-            if stream.alive():
+            stream, since = pool.idle.pop()
+            # A connection used a moment ago is taken on trust (the check is a syscall
+            # and an exception); if the server closed it all the same, the proxy's retry
+            # of a reused connection covers it.
+            if trio.current_time() - since < FRESH or stream.alive():
                 pool.busy += 1
                 return stream, True
             stream.close()
