@@ -233,3 +233,64 @@ def test_pipelined_requests_are_answered_in_order(web: tuple[Trilb, str]) -> Non
     first = reply.find(b"B /only-b/1")
     second = reply.find(b"B /only-b/2")
     assert 0 < first < second
+
+
+class ClosingBackend:
+    """Answers each request with keep-alive, then closes the connection 0.1 s later:
+    the race every pooled connection can lose against a server's keep-alive timeout."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.requests: list[bytes] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            self.requests.append(data.split(b"\r\n", 1)[0])
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+def test_a_stale_pooled_connection_is_retried_for_get_but_a_post_is_not_replayed(
+    trilb_factory: Factory,
+) -> None:
+    backend = ClosingBackend()
+    port = free_port()
+    config = http_config(port, backend.port, free_port()).replace(
+        f'servers = ["127.0.0.1:{backend.port}", ', f'servers = ["127.0.0.1:{backend.port}"]\n# '
+    )
+    trilb_factory(config, workers=1, ready=1)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client() as client:
+            assert client.get(f"{url}/1").status_code == 200
+            time.sleep(0.3)  # the server has closed the pooled connection by now
+            assert client.get(f"{url}/2").status_code == 200
+            time.sleep(0.3)
+            reply = client.post(f"{url}/3", content=b"x" * 10)
+        # The POST's body went out on a connection the server had closed: not replayed.
+        assert reply.status_code == 502
+        assert backend.requests.count(b"POST /3 HTTP/1.1") == 0
+        assert backend.requests.count(b"GET /2 HTTP/1.1") == 1
+    finally:
+        backend.stop()

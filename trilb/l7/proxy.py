@@ -80,8 +80,12 @@ class HttpBackend:
         self.pool = UpstreamPool(config, self.state.slots, sweeper)
         sweeper.chores.append(self.pool.expire)
 
-    async def connect(self, head: RequestHead) -> tuple[Stream, ServerSlot, bool]:
+    async def connect(
+        self, head: RequestHead, fresh: bool = False
+    ) -> tuple[Stream, ServerSlot, bool]:
         """A connection to the best available server: (stream, its slot, reused).
+
+        ``fresh``: open a new one, whatever the pool holds (a retry after a stale one).
 
         Raises:
           UpstreamError: "unavailable" when no server could be tried, else the last
@@ -93,7 +97,7 @@ class HttpBackend:
             if self.pool.full(slot):
                 continue
             try:
-                stream, reused = await self.pool.acquire(slot)
+                stream, reused = await self.pool.acquire(slot, fresh)
             except UpstreamError as exc:
                 log.debug("backend %s: server %s: %s", self.config.name, slot.name, exc)
                 failure = exc
@@ -136,21 +140,26 @@ class Proxy:
             await client.send_all(CONTINUE)
         upstream, slot, reused = await backend.connect(head)
         replayable = head.framing is Framing.NONE and head.method in IDEMPOTENT
+        held = True  # whether ``upstream`` is ours to give back
         try:
-            rest = await self._send_request(client, upstream, head, wire, first)
             try:
+                rest = await self._send_request(client, upstream, head, wire, first)
                 rhead, body = await self._response_head(upstream, head, backend)
-            except UpstreamError:
-                if not (reused and replayable):
+            except UpstreamError as exc:
+                if not (reused and replayable) or exc.kind == "timeout":
                     raise
-                # The pooled connection was closed by the server before we used it.
+                # The server closed the pooled connection before we used it: once more,
+                # on a new connection (nothing that cannot be replayed was sent).
                 backend.pool.release(slot, upstream, False)
-                upstream, slot, reused = await backend.connect(head)
+                held = False
+                upstream, slot, reused = await backend.connect(head, fresh=True)
+                held = True
                 await upstream.send_all(wire)
                 rhead, body = await self._response_head(upstream, head, backend)
             keep = await self._send_response(client, upstream, head, rhead, body, closing)
         except BaseException:
-            backend.pool.release(slot, upstream, False)
+            if held:
+                backend.pool.release(slot, upstream, False)
             raise
         backend.pool.release(
             slot, upstream, rhead.keep_alive and rhead.framing is not Framing.CLOSE

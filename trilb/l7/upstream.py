@@ -48,14 +48,15 @@ class UpstreamPool:
         pool = self.servers[slot.index]
         return cap > 0 and pool.busy + len(pool.idle) >= cap
 
-    async def acquire(self, slot: ServerSlot) -> tuple[Stream, bool]:
-        """A connection to ``slot``'s server, and whether it was reused from the pool.
+    async def acquire(self, slot: ServerSlot, fresh: bool = False) -> tuple[Stream, bool]:
+        """A connection to ``slot``'s server, and whether it was reused from the pool
+        (never, with ``fresh``).
 
         Raises:
           UpstreamError: the connect failed (retryable: nothing was sent).
         """
         pool = self.servers[slot.index]
-        while pool.idle:
+        while pool.idle and not fresh:
             stream, since = pool.idle.pop()
             # A connection used a moment ago is taken on trust (the check is a syscall
             # and an exception); if the server closed it all the same, the proxy's retry
