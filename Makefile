@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration bench clean
+.PHONY: demo test lint unit integration bench bench-l7 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("trilb needs Python >= 3.11") if sys.version_info < (3, 11) else None'
@@ -33,6 +33,9 @@ integration: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python loadtests/bench_l4.py
+
+bench-l7: $(STAMP)
+	$(BIN)/python loadtests/bench_l7.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

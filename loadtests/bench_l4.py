@@ -13,16 +13,10 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
 import dataclasses
-import datetime
 import os
-import platform
 import re
-import shlex
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,43 +24,46 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-RESULTS = REPO / "loadtests" / "results"
+from benchlib import (
+    MAXCONN,
+    REPO,
+    RESULTS,
+    SMALL_BYTES,
+    TOOL_SLACK,
+    WRK_ARGS,
+    BenchError,
+    Server,
+    apt_install,
+    commit,
+    free_port,
+    keep_logs,
+    markdown_grid,
+    nginx_argv,
+    nginx_main,
+    notes,
+    ratio,
+    render_grid,
+    run_matrix,
+    run_stamp,
+    start_origin,
+    start_server,
+    stop_server,
+    utc_now,
+    versions,
+    wrk,
+)
+
 PROXIES = ("trilb", "haproxy", "nginx")
 TOOLS = ("haproxy", "nginx", "wrk", "curl")
 # Debian ships nginx's stream module as a separate package; nginx alone cannot proxy TCP.
 APT_PACKAGES = "haproxy nginx libnginx-mod-stream wrk curl"
 INSTALL_HINT = f"apt-get install -y {APT_PACKAGES}"
-# Small enough that per-request and per-connection cost dominate, not copying bytes.
-SMALL_BYTES = 64
 # Big enough that a download lasts long enough to measure steady-state copying.
 BULK_MIB = 256
 # Four parallel downloads keep every worker of a 1-2 worker proxy busy.
 BULK_LANES = 4
-# Two load threads fit a 2-core box; 32 connections keep every proxy worker fed.
-WRK_ARGS = ("-t2", "-c32", "--timeout", "5s")
-# trilb forks workers and imports Python modules before it listens: give it room.
-START_TIMEOUT = 15.0
-# After SIGTERM; above trilb's 2s drain grace, so a clean stop is never cut short.
-STOP_TIMEOUT = 10.0
-# How long wrk/curl may overrun --duration before we call the run hung.
-TOOL_SLACK = 30.0
 # Hard cap on downloads per lane, so a proxy that fails instantly cannot spin forever.
 MAX_DOWNLOADS = 10_000
-# Connection counts below stay well under `ulimit -n` (each proxied flow holds two sockets).
-MAXCONN = 8000
-
-
-class BenchError(Exception):
-    """A server or tool failed in a way that makes one measurement meaningless."""
-
-
-@dataclasses.dataclass
-class Server:
-    name: str
-    proc: subprocess.Popen[bytes]
-    port: int
-    log: Path
 
 
 @dataclasses.dataclass
@@ -103,89 +100,10 @@ def missing_tools(only: Sequence[str]) -> list[str]:
 
 
 def install_tools() -> None:
-    for argv in (["apt-get", "update"], ["apt-get", "install", "-y", *APT_PACKAGES.split()]):
-        print("+", " ".join(argv), flush=True)
-        subprocess.run(argv, check=True)
-
-
-# --- process control ---------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def probe(port: int) -> bool:
-    """True when a GET for the small file comes back 200 through this port."""
-    request = b"GET /small HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
-            sock.sendall(request)
-            return sock.recv(64).startswith(b"HTTP/1.1 200")
-    except OSError:
-        return False
-
-
-def start_server(name: str, argv: list[str], port: int, log: Path, env: dict[str, str]) -> Server:
-    with log.open("ab") as out:
-        out.write(f"$ {shlex.join(argv)}\n".encode())
-        out.flush()
-        # A session of its own: Ctrl-C reaches only us, and we stop the group on the way out.
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env, start_new_session=True
-        )
-    server = Server(name, proc, port, log)
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline and proc.poll() is None:
-        if probe(port):
-            time.sleep(0.5)  # let every worker reach its accept loop, not just the first
-            return server
-        time.sleep(0.05)
-    stop_server(server)
-    lines = [line for line in log.read_text(errors="replace").splitlines() if line.strip()]
-    why = f"exit {proc.returncode}, last output: {lines[-1].strip()!r}" if lines else "no output"
-    raise BenchError(f"{name} not serving on 127.0.0.1:{port} ({why}); see {log}")
-
-
-def stop_server(server: Server) -> None:
-    proc = server.proc
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            print(f"  {server.name} (pid {proc.pid}) ignored SIGTERM, killing", flush=True)
-    # The group is the session made for this child; it holds its workers and nothing else.
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    apt_install(APT_PACKAGES.split())
 
 
 # --- configs -----------------------------------------------------------------------------
-
-
-def nginx_main(tmp: Path, name: str, workers: int | str) -> str:
-    user = "user root;\n" if os.geteuid() == 0 else ""  # else workers cannot read tmp/
-    return (
-        f"daemon off;\nworker_processes {workers};\n{user}"
-        f"pid {tmp / name}.pid;\nerror_log {tmp / name}-error.log warn;\n"
-        f"events {{ worker_connections {MAXCONN}; }}\n"
-    )
-
-
-def origin_config(tmp: Path, port: int) -> str:
-    temps = "".join(
-        f"  {kind}_temp_path {tmp / kind};\n"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return nginx_main(tmp, "origin", "auto") + (
-        "http {\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n"
-        "  keepalive_timeout 300s;\n  keepalive_requests 1000000000;\n"
-        f"  default_type application/octet-stream;\n{temps}"
-        f"  server {{ listen 127.0.0.1:{port} backlog=4096; root {tmp / 'www'}; }}\n}}\n"
-    )
 
 
 def nginx_stream_config(tmp: Path, port: int, origin: int, workers: int) -> str:
@@ -221,24 +139,6 @@ def trilb_config(port: int, origin: int, workers: int) -> str:
 # --- servers -----------------------------------------------------------------------------
 
 
-def write_files(www: Path, bulk_mib: int) -> None:
-    www.mkdir()
-    (www / "small").write_bytes(b"x" * (SMALL_BYTES - 1) + b"\n")
-    block = os.urandom(1 << 20)  # real bytes, not a sparse file: sendfile reads pages
-    with (www / "large").open("wb") as out:
-        for _ in range(bulk_mib):
-            out.write(block)
-
-
-def start_origin(tmp: Path, run_dir: Path, bulk_mib: int) -> Server:
-    write_files(tmp / "www", bulk_mib)
-    port = free_port()
-    conf = tmp / "origin.conf"
-    conf.write_text(origin_config(tmp, port))
-    argv = ["nginx", "-p", f"{tmp}/", "-e", str(tmp / "origin-error.log"), "-c", str(conf)]
-    return start_server("origin", argv, port, run_dir / "origin.log", dict(os.environ))
-
-
 def start_proxy(proxy: str, workers: int, tmp: Path, run_dir: Path, origin: int) -> Server:
     port = free_port()
     env = dict(os.environ)
@@ -255,7 +155,7 @@ def start_proxy(proxy: str, workers: int, tmp: Path, run_dir: Path, origin: int)
     else:
         conf = tmp / f"stream-w{workers}.conf"
         conf.write_text(nginx_stream_config(tmp, port, origin, workers))
-        argv = ["nginx", "-p", f"{tmp}/", "-e", str(tmp / "stream-error.log"), "-c", str(conf)]
+        argv = nginx_argv(tmp, conf, "stream-error.log")
     with log.open("a") as out:
         out.write(f"# {conf.name}\n{conf.read_text()}\n")
     return start_server(f"{proxy} x{workers}", argv, port, log, env)
@@ -304,19 +204,9 @@ def measure_bulk(row: Row, port: int, duration: int, size: int, log: Path) -> No
 
 
 def run_wrk(row: Row, port: int, duration: int, close: bool, log: Path) -> float | None:
-    argv = ["wrk", *WRK_ARGS, f"-d{duration}s"]
-    if close:
-        argv += ["-H", "Connection: close"]
-    argv.append(f"http://127.0.0.1:{port}/small")
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + TOOL_SLACK)
-    with log.open("a") as out:
-        out.write(f"$ {shlex.join(argv)}\n{done.stdout}{done.stderr}\n")
-    kind = "close" if close else "keep-alive"
-    for pattern in (r"Socket errors: .*", r"Non-2xx or 3xx responses: \d+"):
-        if found := re.search(pattern, done.stdout):
-            row.notes.append(f"wrk {kind}: {found.group(0)}")
-    rate = re.search(r"Requests/sec:\s+([\d.]+)", done.stdout)
-    return float(rate.group(1)) if rate and done.returncode == 0 else None
+    result = wrk(port, duration, close, log)
+    row.notes += result.notes
+    return result.rate
 
 
 def measure(row: Row, server: Server, duration: int, size: int) -> None:
@@ -331,26 +221,12 @@ def measure(row: Row, server: Server, duration: int, size: int) -> None:
 
 
 def run_all(args: argparse.Namespace, tmp: Path, run_dir: Path, origin: Server) -> list[Row]:
-    rows: list[Row] = []
     size = args.bulk_mib << 20
-    for workers in args.workers:
-        for proxy in args.only:
-            row = Row(proxy, workers)
-            rows.append(row)
-            try:
-                server = start_proxy(proxy, workers, tmp, run_dir, origin.port)
-            except BenchError as exc:
-                row.notes.append(str(exc))
-                print(f"  {proxy} x{workers}: {exc}", flush=True)
-                continue
-            try:
-                measure(row, server, args.duration, size)
-            except (BenchError, subprocess.TimeoutExpired) as exc:
-                row.notes.append(str(exc))
-                print(f"  {proxy} x{workers}: {exc}", flush=True)
-            finally:
-                stop_server(server)
-    return rows
+    return run_matrix(
+        [Row(proxy, workers) for workers in args.workers for proxy in args.only],
+        lambda row: start_proxy(row.proxy, row.workers, tmp, run_dir, origin.port),
+        lambda row, server: measure(row, server, args.duration, size),
+    )
 
 
 # --- report ------------------------------------------------------------------------------
@@ -367,10 +243,6 @@ HEADERS = (
 )
 
 
-def ratio(value: float | None, base: float | None) -> str:
-    return f"{value / base:.2f}x" if value is not None and base else "-"
-
-
 def table(rows: list[Row]) -> list[list[str]]:
     bases = {r.workers: r for r in rows if r.proxy == "haproxy"}
     cells = []
@@ -384,52 +256,19 @@ def table(rows: list[Row]) -> list[list[str]]:
 
 
 def render_text(rows: list[Row]) -> str:
-    cells = [list(HEADERS), *table(rows)]
-    widths = [max(len(line[i]) for line in cells) for i in range(len(HEADERS))]
-    lines = [
-        "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(pairs))
-        for pairs in (zip(line, widths, strict=True) for line in cells)
-    ]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines + notes(rows))
-
-
-def notes(rows: list[Row]) -> list[str]:
-    return [f"note: {r.proxy} x{r.workers}: {n}" for r in rows for n in dict.fromkeys(r.notes)]
-
-
-def commit() -> str:
-    def git(*argv: str) -> str:
-        done = subprocess.run(["git", "-C", str(REPO), *argv], capture_output=True, text=True)
-        return done.stdout.strip() if done.returncode == 0 else ""
-
-    sha = git("rev-parse", "--short", "HEAD") or "none"
-    return sha + (" (dirty)" if git("status", "--porcelain") else "")
-
-
-def versions() -> str:
-    def first_line(argv: list[str]) -> str:
-        done = subprocess.run(argv, capture_output=True, text=True, check=False)
-        return (done.stdout + done.stderr).splitlines()[0]
-
-    haproxy = first_line(["haproxy", "-v"]).split()[2] if shutil.which("haproxy") else "-"
-    nginx = first_line(["nginx", "-v"]).rsplit("/", 1)[-1]
-    return f"HAProxy {haproxy}, nginx {nginx}, Python {platform.python_version()}"
+    return "\n".join(render_grid(HEADERS, table(rows)) + notes(rows))
 
 
 def render_markdown(rows: list[Row], args: argparse.Namespace) -> str:
-    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     head = [
-        f"### L4 benchmark, {now}, commit {commit()}",
+        f"### L4 benchmark, {utc_now()}, commit {commit()}",
         "",
         f"{os.cpu_count()} CPUs, {versions()}; {args.duration}s per measurement; bulk = "
         f"{BULK_LANES} parallel curl downloads of {args.bulk_mib} MiB; new conn/s and "
         f"keep-alive req/s = wrk {' '.join(WRK_ARGS[:2])} on a {SMALL_BYTES}-byte file.",
         "",
-        "| " + " | ".join(HEADERS) + " |",
-        "|" + "|".join(["---"] * 2 + ["---:"] * (len(HEADERS) - 2)) + "|",
     ]
-    body = ["| " + " | ".join(line) + " |" for line in table(rows)]
+    body = markdown_grid(HEADERS, table(rows))
     extra = [f"- {n.removeprefix('note: ')}" for n in notes(rows)]
     return "\n".join(head + body + (["", *extra] if extra else [])) + "\n\n"
 
@@ -470,8 +309,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if not check_tools(args):
         return 2
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    run_dir = RESULTS / f"l4-{stamp}"
+    run_dir = RESULTS / f"l4-{run_stamp()}"
     run_dir.mkdir(parents=True)
     print(f"raw output: {run_dir}", flush=True)
     with tempfile.TemporaryDirectory(prefix="trilb-bench-") as tmp:
@@ -484,9 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             rows = run_all(args, Path(tmp), run_dir, origin)
         finally:
             stop_server(origin)
-            for name in ("origin-error.log", "stream-error.log"):
-                if (Path(tmp) / name).exists():
-                    shutil.copy(Path(tmp) / name, run_dir / name)
+            keep_logs(Path(tmp), run_dir, ("origin-error.log", "stream-error.log"))
     text = render_text(rows)
     print("\n" + text)
     (run_dir / "table.txt").write_text(text + "\n")
