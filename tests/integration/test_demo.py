@@ -14,9 +14,9 @@ import pytest
 pytestmark = pytest.mark.slow
 
 
-def _http_get(port: int) -> bytes:
+def _http_get(port: int, path: str = "/") -> bytes:
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-        s.sendall(b"GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")
+        s.sendall(f"GET {path} HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n".encode())
         chunks = []
         while data := s.recv(4096):
             chunks.append(data)
@@ -41,8 +41,16 @@ def test_demo_starts_two_backends_behind_trilb_and_prints_what_to_try():
         assert f"nc 127.0.0.1 {port}" in text
         bodies = [_http_get(port) for _ in range(4)]
         assert all(b.startswith(b"HTTP/1.1 200 OK") for b in bodies)
-        names = {b.rsplit(b"backend ", 1)[1].strip() for b in bodies}
+        names = {b.split(b"demo backend ", 1)[1][:1] for b in bodies}
         assert names == {b"A", b"B"}
+        web = re.search(r"curl -i http://127\.0\.0\.1:(\d+)/", text)
+        assert web, text
+        web_port = int(web.group(1))
+        bodies = [_http_get(web_port) for _ in range(4)]
+        assert all(b.startswith(b"HTTP/1.1 200 OK") and b"via: 1.1 trilb" in b for b in bodies)
+        assert {b.split(b"demo backend ", 1)[1][:1] for b in bodies} == {b"A", b"B"}
+        routed = _http_get(web_port, "/b/page")
+        assert b"demo backend B, you asked for /b/page" in routed
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(15) == 0

@@ -36,10 +36,11 @@ def _start_backend(name: str) -> tuple[subprocess.Popen[bytes], int]:
 
 
 def _config_text(port: int, workers: int, backends: list[int]) -> str:
-    servers = ", ".join(
+    entries = [
         f'{{ address = "127.0.0.1:{p}", name = "demo-{n}" }}'
         for n, p in zip(NAMES, backends, strict=True)
-    )
+    ]
+    servers = ", ".join(entries)
     return f"""# written by `trilb demo`: edit it and send SIGHUP to the master to reload
 [global]
 workers = {workers}
@@ -49,23 +50,42 @@ grace = "2s"
 mode = "tcp"
 bind = "127.0.0.1:{port}"
 default_backend = "demo"
+maxconn = 1000
+
+[frontends.web]
+mode = "http"
+bind = "127.0.0.1:{port + 1 if port else 0}"
+default_backend = "demo"
+maxconn = 1000
+
+[[frontends.web.routes]]
+path_prefix = "/b/"
+backend = "only-b"
 
 [backends.demo]
 balance = "roundrobin"
 servers = [{servers}]
+
+[backends.only-b]
+servers = [{entries[-1]}]
 """
 
 
 def _hints(arbiter: Arbiter, path: str, backends: list[int]) -> None:
-    fe = next(iter(arbiter.current.config.frontends.values()))
-    addr = arbiter.sockets.actual(fe.binds[0])
+    frontends = arbiter.current.config.frontends
+    demo, http = frontends["demo"], frontends["web"]
+    addr = arbiter.sockets.actual(demo.binds[0], demo.bind_path(0))
+    web = arbiter.sockets.actual(http.binds[0], http.bind_path(0))
     names = " and ".join(f"{n} (127.0.0.1:{p})" for n, p in zip(NAMES, backends, strict=True))
     print(
         f"""
-trilb demo: a TCP (Layer 4) load balancer on {addr}, in front of demo backends {names}.
+trilb demo, in front of demo backends {names}:
+  Layer 4 (TCP) on {addr}, Layer 7 (HTTP) on {web}.
 Try, in another terminal:
-  curl http://{addr}/     # a few times: backends A and B take turns
+  curl http://{addr}/     # a few times: backends A and B take turns (TCP relay)
   nc {addr.host} {addr.port}     # type a line: the backend echoes it
+  curl -i http://{web}/     # HTTP proxy: A and B take turns (see x-backend, via)
+  curl http://{web}/b/page     # a route: /b/ always goes to backend B
   kill -HUP {os.getpid()}     # reload {path} without dropping a connection
 Press Ctrl-C to stop.
 """,

@@ -41,7 +41,8 @@ def _handle(conn: socket.socket, name: str) -> None:
 
 
 def _answer_http(conn: socket.socket, name: str, request: bytes) -> None:
-    body = f"hello from demo backend {name}\n".encode()
+    path = request.split(b" ", 2)[1].decode("latin-1") if request.count(b" ") >= 2 else "/"
+    body = f"hello from demo backend {name}, you asked for {path}\n".encode()
     head = request.startswith(b"HEAD ")
     conn.sendall(
         b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\nconnection: close\r\n"
