@@ -89,3 +89,11 @@ class ProtocolError(TrilbError):
         self.status = status
         self.message = message
         super().__init__(message)
+
+
+class ExchangeAborted(TrilbError):
+    """A response broke off after its head had gone to the client.
+
+    No error status can be sent any more (it would land inside the body): the client
+    connection is closed, and the cause is logged.
+    """

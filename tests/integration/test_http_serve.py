@@ -236,15 +236,90 @@ def test_pipelined_requests_are_answered_in_order(web: tuple[Trilb, str]) -> Non
 
 
 class ClosingBackend:
-    """Answers each request with keep-alive, then closes the connection 0.1 s later:
-    the race every pooled connection can lose against a server's keep-alive timeout."""
+    """Answers the first request of each connection with keep-alive, and closes the
+    connection without answering when a second one comes: the race a pooled
+    connection loses when the server's keep-alive timeout strikes as it is reused."""
 
     def __init__(self) -> None:
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(16)
         self.port = self.listener.getsockname()[1]
-        self.requests: list[bytes] = []
+        self.answered: list[bytes] = []
+        self.dropped: list[bytes] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _request_line(self, conn: socket.socket) -> bytes | None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        return data.split(b"\r\n", 1)[0]
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            line = self._request_line(conn)
+            if line is None:
+                return
+            self.answered.append(line)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            line = self._request_line(conn)
+            if line is not None:
+                self.dropped.append(line)  # closed without a response byte
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+def test_a_reused_connection_closed_before_answering_is_retried_for_get_not_for_post(
+    trilb_factory: Factory,
+) -> None:
+    backend = ClosingBackend()
+    port = free_port()
+    config = http_config(port, backend.port, free_port()).replace(
+        f'servers = ["127.0.0.1:{backend.port}", ', f'servers = ["127.0.0.1:{backend.port}"]\n# '
+    )
+    trilb_factory(config, workers=1, ready=1)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client() as client:
+            assert client.get(f"{url}/1").status_code == 200
+            # Reuses the pooled connection; the server drops it; trilb asks again anew.
+            assert client.get(f"{url}/2").status_code == 200
+            # Same for a POST: its body went out on the dropped connection: no replay.
+            reply = client.post(f"{url}/3", content=b"x" * 10)
+        assert reply.status_code == 502
+        assert backend.dropped == [b"GET /2 HTTP/1.1", b"POST /3 HTTP/1.1"]
+        assert backend.answered == [b"GET /1 HTTP/1.1", b"GET /2 HTTP/1.1"]
+    finally:
+        backend.stop()
+
+
+NOT_FOUND = b"HTTP/1.1 404 x\r\ncontent-length: 0\r\n\r\n"
+
+
+class ScriptedBackend:
+    """Sends, for each request path, the raw bytes its script gives (then keeps the
+    connection open for more requests, unless the script says close)."""
+
+    def __init__(self, script: dict[bytes, tuple[bytes, bool, bytes]]) -> None:
+        """``script``: path -> (response bytes, close after it, bytes sent 0.1 s later)."""
+        self.script = script
+        self.seen: list[bytes] = []
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -258,39 +333,79 @@ class ClosingBackend:
     def _serve(self, conn: socket.socket) -> None:
         with conn:
             data = b""
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
+            while True:
+                while b"\r\n\r\n" not in data:
+                    try:
+                        chunk = conn.recv(65536)
+                    except OSError:
+                        return
+                    if not chunk:
+                        return
+                    data += chunk
+                head, data = data.split(b"\r\n\r\n", 1)
+                self.seen.append(head)
+                path = head.split(b" ")[1]
+                reply, close, later = self.script.get(path, (NOT_FOUND, False, b""))
+                conn.sendall(reply)
+                if later:
+                    time.sleep(0.1)
+                    conn.sendall(later)
+                if close:
                     return
-                data += chunk
-            self.requests.append(data.split(b"\r\n", 1)[0])
-            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-            time.sleep(0.1)
 
     def stop(self) -> None:
         self.listener.close()
 
 
-def test_a_stale_pooled_connection_is_retried_for_get_but_a_post_is_not_replayed(
-    trilb_factory: Factory,
-) -> None:
-    backend = ClosingBackend()
+@pytest.fixture
+def scripted(trilb_factory: Factory) -> Iterator[tuple[ScriptedBackend, str]]:
+    backend = ScriptedBackend({
+        b"/trunc": (b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n0123456789", True, b""),
+        b"/poison": (b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", False,
+                     b"HTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nPOISON"),
+        b"/next": (b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nnext", False, b""),
+    })  # fmt: skip
     port = free_port()
-    config = http_config(port, backend.port, free_port()).replace(
+    config = http_config(port, backend.port, free_port(), extra="max_body_size = 10\n").replace(
         f'servers = ["127.0.0.1:{backend.port}", ', f'servers = ["127.0.0.1:{backend.port}"]\n# '
     )
     trilb_factory(config, workers=1, ready=1)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        with httpx.Client() as client:
-            assert client.get(f"{url}/1").status_code == 200
-            time.sleep(0.3)  # the server has closed the pooled connection by now
-            assert client.get(f"{url}/2").status_code == 200
-            time.sleep(0.3)
-            reply = client.post(f"{url}/3", content=b"x" * 10)
-        # The POST's body went out on a connection the server had closed: not replayed.
-        assert reply.status_code == 502
-        assert backend.requests.count(b"POST /3 HTTP/1.1") == 0
-        assert backend.requests.count(b"GET /2 HTTP/1.1") == 1
-    finally:
-        backend.stop()
+    yield backend, f"http://127.0.0.1:{port}"
+    backend.stop()
+
+
+def test_a_response_cut_short_is_not_patched_with_an_error_status(
+    scripted: tuple[ScriptedBackend, str],
+) -> None:
+    _, url = scripted
+    reply = raw(url, b"GET /trunc HTTP/1.1\r\nHost: x\r\n\r\n")
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert body == b"0123456789"  # then the connection closed: no "502" inside the body
+
+
+def test_bytes_a_backend_sends_past_its_response_never_reach_the_next_client(
+    scripted: tuple[ScriptedBackend, str],
+) -> None:
+    _, url = scripted
+    with httpx.Client() as client:
+        assert client.get(f"{url}/poison").text == "ok"
+    time.sleep(0.3)  # the unasked-for response is now queued on the pooled connection
+    with httpx.Client() as other:
+        assert other.get(f"{url}/next").text == "next"
+
+
+def test_a_chunked_request_body_over_max_body_size_gets_413(
+    scripted: tuple[ScriptedBackend, str],
+) -> None:
+    _, url = scripted
+    body = b"".join(b"5\r\n12345\r\n" for _ in range(4)) + b"0\r\n\r\n"
+    reply = raw(url, b"POST /next HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+    assert b"HTTP/1.1 413 " in reply
+
+
+def test_connection_cannot_strip_the_host_header(scripted: tuple[ScriptedBackend, str]) -> None:
+    backend, url = scripted
+    reply = raw(url, b"GET /next HTTP/1.1\r\nHost: example\r\nConnection: host, close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 200 ")
+    assert b"\r\nhost: example" in backend.seen[-1].lower()

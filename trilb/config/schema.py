@@ -154,7 +154,8 @@ class Frontend:
     # The whole request head must arrive within this (slowloris); HAProxy's usual
     # `timeout http-request 10s` (nginx's client_header_timeout is 60 s).
     header_timeout: float = 10.0
-    # Longest silence while a request body is read; nginx's client_body_timeout.
+    # Longest silence of the client while a body moves: its request body, or its reading
+    # of our response (nginx: client_body_timeout and send_timeout).
     body_timeout: float = 60.0
     # Idle time allowed between two requests of a connection; between HAProxy's usual
     # `timeout http-keep-alive` and nginx's keepalive_timeout (75 s), as cloud LBs use.

@@ -31,32 +31,46 @@ async def relay_length(src: Stream, dst: Stream, length: int, first: bytes) -> b
         data = await src.recv(min(left, 65536))
         if not data:
             raise _truncated(src)
+        src.touch()
         await dst.send_all(data)
+        dst.touch()
         left -= len(data)
     return b""
 
 
-async def relay_chunked(src: Stream, dst: Stream, first: bytes, response: bool) -> bytes:
+async def relay_chunked(
+    src: Stream, dst: Stream, first: bytes, response: bool, limit: int = 0
+) -> bytes:
     """Relay a chunked body as it was framed, checked byte by byte.
+
+    Args:
+      limit: for a request, the most body bytes (framing included) allowed; 0: none.
 
     Returns:
       What followed the body's last chunk and trailers.
 
     Raises:
-      ProtocolError: the chunk framing is invalid (status 400, or 502 for a response).
+      ProtocolError: the chunk framing is invalid (status 400, or 502 for a response),
+        or the request body passed ``limit`` (413).
     """
     reader = ChunkedReader(response=response)
     data = first
+    total = 0
     while True:
         if data:
             checked = reader.feed(data)
+            total += len(checked)
+            if limit and total > limit:
+                raise ProtocolError(413, f"chunked request body over {limit} bytes")
             if checked:
                 await dst.send_all(checked)
+                dst.touch()
             if reader.done:
                 return reader.leftover
         data = await src.recv()
         if not data:
             raise _truncated(src)
+        src.touch()
 
 
 async def relay_until_close(src: Stream, dst: Stream, first: bytes) -> None:
@@ -64,7 +78,9 @@ async def relay_until_close(src: Stream, dst: Stream, first: bytes) -> None:
     if first:
         await dst.send_all(first)
     while data := await src.recv():
+        src.touch()
         await dst.send_all(data)
+        dst.touch()
 
 
 def _truncated(src: Stream) -> ProtocolError:

@@ -28,6 +28,9 @@ HOP_BY_HOP = frozenset(
         b"content-length",
     }
 )
+# Fields a Connection header may not name for removal (RFC 9110 7.6.1 lets a proxy
+# refuse): the Host the request was routed by must reach the backend.
+_PROTECTED = frozenset((b"host",))
 # What trilb adds to Via (RFC 9110 7.6.3): protocol version and a pseudonym, never the
 # host name or address of this machine.
 VIA = b"1.1 trilb"
@@ -46,7 +49,8 @@ def strip_hop_by_hop(headers: Headers, keep_upgrade: bool = False) -> None:
             token = token.strip().lower()
             if token:
                 named.add(token)
-    drop = HOP_BY_HOP | named
+    # A client may not make us drop what routing and the backend rely on.
+    drop = HOP_BY_HOP | (named - _PROTECTED)
     if keep_upgrade:
         drop = drop - {b"upgrade", b"connection"}
     headers.items = [(n, v) for n, v in headers.items if n not in drop]

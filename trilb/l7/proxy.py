@@ -25,12 +25,13 @@ response head has gone to the client an error can only close the connection.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from trilb.balance.algorithms import ServerSlot
 from trilb.balance.backend import BackendState
 from trilb.balance.keys import key_function
 from trilb.config.schema import Backend, Frontend
-from trilb.errors import ProtocolError, UpstreamError
+from trilb.errors import ExchangeAborted, ProtocolError, UpstreamError
 from trilb.l4.idle import IdleSweeper
 from trilb.l7.body import relay_chunked, relay_length, relay_until_close
 from trilb.l7.forward import add_forwarded, add_via, strip_hop_by_hop
@@ -113,22 +114,28 @@ class HttpBackend:
 class Proxy:
     """The exchanges of one http frontend inside one worker."""
 
-    def __init__(self, config: Frontend, backends: dict[str, HttpBackend]) -> None:
+    def __init__(
+        self,
+        config: Frontend,
+        backends: dict[str, HttpBackend],
+        draining: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.config = config
         self.backends = backends
+        # Asked when a response head is built: a draining worker closes after it.
+        self.draining = draining
         self.router = Router.compile(config.routes, config.default_backend)
 
     async def exchange(
-        self, client: Stream, head: RequestHead, first: bytes, client_ip: bytes, closing: bool
+        self, client: Stream, head: RequestHead, first: bytes, client_ip: bytes
     ) -> tuple[bool, bytes]:
         """Proxy one request; returns (keep the client connection, bytes that followed).
-
-        ``closing``: the worker is draining, so the response closes the connection.
 
         Raises:
           ProtocolError: the request is refused (its status) or the response is invalid
             (502) before a response head went to the client.
           UpstreamError: no response head could be obtained (status_for says which).
+          ExchangeAborted: the response broke off after its head went to the client.
           ClientClosed, ClientTimeout: the client went away or stalled.
         """
         backend = self.backends[self.router.match(head).backend]
@@ -138,12 +145,14 @@ class Proxy:
         wire = _request_wire(head, client_ip)
         if head.expect_continue:
             await client.send_all(CONTINUE)
+            client.responding = False  # an interim response: a final error may still follow
         upstream, slot, reused = await backend.connect(head)
         replayable = head.framing is Framing.NONE and head.method in IDEMPOTENT
         held = True  # whether ``upstream`` is ours to give back
+        clean = False
         try:
             try:
-                rest = await self._send_request(client, upstream, head, wire, first)
+                rest = await self._send_request(client, upstream, head, wire, first, backend)
                 rhead, body = await self._response_head(upstream, head, backend)
             except UpstreamError as exc:
                 if not (reused and replayable) or exc.kind == "timeout":
@@ -156,36 +165,41 @@ class Proxy:
                 held = True
                 await upstream.send_all(wire)
                 rhead, body = await self._response_head(upstream, head, backend)
-            keep = await self._send_response(client, upstream, head, rhead, body, closing)
-        except BaseException:
+            keep, clean = await self._send_response(client, upstream, head, rhead, body, backend)
+        finally:
             if held:
-                backend.pool.release(slot, upstream, False)
-            raise
-        backend.pool.release(
-            slot, upstream, rhead.keep_alive and rhead.framing is not Framing.CLOSE
-        )
-        return keep and head.keep_alive, rest
+                backend.pool.release(slot, upstream, clean)
+        return keep, rest
 
     async def _send_request(
-        self, client: Stream, upstream: Stream, head: RequestHead, wire: bytes, first: bytes
+        self,
+        client: Stream,
+        upstream: Stream,
+        head: RequestHead,
+        wire: bytes,
+        first: bytes,
+        backend: HttpBackend,
     ) -> bytes:
         if head.framing is Framing.LENGTH:
             n = head.content_length or 0
             if len(first) >= n:  # the whole body came with the head: one send
                 await upstream.send_all(wire + first[:n])
                 return first[n:]
+        elif head.framing is Framing.NONE:
             await upstream.send_all(wire)
-            client.arm(self.config.body_timeout, "body")
-            rest = await relay_length(client, upstream, n, first)
-            client.disarm()
-            return rest
+            return first
+        # A body to relay: the client must keep sending and the backend keep reading.
+        client.arm(self.config.body_timeout, "body")
+        upstream.arm(backend.config.response_timeout, "request body")
         await upstream.send_all(wire)
-        if head.framing is Framing.CHUNKED:
-            client.arm(self.config.body_timeout, "body")
-            rest = await relay_chunked(client, upstream, first, response=False)
-            client.disarm()
-            return rest
-        return first
+        if head.framing is Framing.LENGTH:
+            rest = await relay_length(client, upstream, head.content_length or 0, first)
+        else:
+            limit = self.config.max_body_size
+            rest = await relay_chunked(client, upstream, first, response=False, limit=limit)
+        client.disarm()
+        upstream.disarm()
+        return rest
 
     async def _response_head(
         self, upstream: Stream, head: RequestHead, backend: HttpBackend
@@ -218,14 +232,21 @@ class Proxy:
                 return rhead, parser.leftover
 
     async def _send_response(
-        self, client: Stream, upstream: Stream, head: RequestHead, rhead: ResponseHead,
-        body: bytes, closing: bool,
-    ) -> bool:  # fmt: skip
+        self,
+        client: Stream,
+        upstream: Stream,
+        head: RequestHead,
+        rhead: ResponseHead,
+        body: bytes,
+        backend: HttpBackend,
+    ) -> tuple[bool, bool]:
+        """Forward the response; returns (keep the client, the backend connection is
+        clean for reuse: its response ended exactly where its framing said)."""
         length = rhead.headers.get(b"content-length")
         strip_hop_by_hop(rhead.headers)
         add_via(rhead.headers)
         framing = rhead.framing
-        keep = head.keep_alive and framing is not Framing.CLOSE and not closing
+        keep = head.keep_alive and framing is not Framing.CLOSE and not self.draining()
         if framing is Framing.LENGTH or (framing is Framing.NONE and length is not None):
             rhead.headers.add(b"content-length", length or b"0")
         elif framing is Framing.CHUNKED:
@@ -233,22 +254,32 @@ class Proxy:
         if not keep:
             rhead.headers.add(b"connection", b"close")
         wire = serialize_response(rhead)
+        reusable = rhead.keep_alive and framing is not Framing.CLOSE
         if framing is Framing.LENGTH:
             n = rhead.content_length or 0
             if len(body) >= n:
                 await client.send_all(wire + body[:n])
+                return keep, reusable and len(body) == n
+        elif framing is Framing.NONE:
+            await client.send_all(wire)
+            return keep, reusable and not body
+        await client.send_all(wire)
+        # The head is out: from here a failure can only cut the response short.
+        client.arm(self.config.body_timeout, "response")
+        upstream.arm(backend.config.response_timeout, "response body")
+        try:
+            if framing is Framing.LENGTH:
+                extra = await relay_length(upstream, client, rhead.content_length or 0, body)
+            elif framing is Framing.CHUNKED:
+                extra = await relay_chunked(upstream, client, body, response=True)
             else:
-                await client.send_all(wire)
-                await relay_length(upstream, client, n, body)
-        elif framing is Framing.CHUNKED:
-            await client.send_all(wire)
-            await relay_chunked(upstream, client, body, response=True)
-        elif framing is Framing.CLOSE:
-            await client.send_all(wire)
-            await relay_until_close(upstream, client, body)
-        else:
-            await client.send_all(wire)
-        return keep
+                await relay_until_close(upstream, client, body)
+                extra = b""
+        except (UpstreamError, ProtocolError) as exc:
+            raise ExchangeAborted(str(exc)) from exc
+        client.disarm()
+        upstream.disarm()
+        return keep, reusable and not extra
 
 
 def _request_wire(head: RequestHead, client_ip: bytes) -> bytes:
@@ -256,6 +287,7 @@ def _request_wire(head: RequestHead, client_ip: bytes) -> bytes:
     host = headers.get(b"host")
     strip_hop_by_hop(headers)
     headers.remove(b"expect")  # answered here (100 Continue), not by the backend
+    head.version = b"1.1"  # trilb speaks HTTP/1.1 to backends, whatever the client spoke
     add_forwarded(headers, client_ip, b"http", host)
     if head.framing is Framing.LENGTH:
         headers.add(b"content-length", b"%d" % (head.content_length or 0))

@@ -19,7 +19,13 @@ import trio
 from trio.lowlevel import wait_readable
 
 from trilb.config.schema import Frontend
-from trilb.errors import ClientClosed, ClientTimeout, ProtocolError, UpstreamError
+from trilb.errors import (
+    ClientClosed,
+    ClientTimeout,
+    ExchangeAborted,
+    ProtocolError,
+    UpstreamError,
+)
 from trilb.l4.idle import IdleSweeper
 from trilb.l7.http1 import RequestParser
 from trilb.l7.proxy import HttpBackend, Proxy, error_response, status_for
@@ -40,7 +46,7 @@ class HttpFrontend:
     ) -> None:
         self.config = config
         self.sweeper = sweeper
-        self.proxy = Proxy(config, backends)
+        self.proxy = Proxy(config, backends, lambda: self.draining)
         self.active = 0
         self._room: trio.Event | None = None
         # Client connections waiting for their next request; a drain closes them.
@@ -85,8 +91,10 @@ class HttpFrontend:
         except ClientClosed:
             pass
         except Exception:
+            # A bug: answer 500 unless a response has begun (it would land in its body).
             log.exception("frontend %s: connection from %s failed", self.config.name, peer[0])
-            await _answer(client, 500)
+            if not client.responding:
+                await _answer(client, 500)
         finally:
             client.close()
             self.active -= 1
@@ -103,40 +111,48 @@ class HttpFrontend:
             try:
                 head = parser.feed(data) if data else None
                 if head is None:
-                    head = await self._read_head(client, parser, first and not data)
+                    # Bytes already here mean a request has begun: header_timeout.
+                    head = await self._read_head(client, parser, first or bool(data))
                     if head is None:
                         return  # the client closed between requests
-                keep, data = await self.proxy.exchange(
-                    client, head, parser.leftover, client_ip, self.draining
-                )
+                client.responding = False
+                keep, data = await self.proxy.exchange(client, head, parser.leftover, client_ip)
             except ProtocolError as exc:
-                log.debug("frontend %s: %s: %s", cfg.name, exc.status, exc)
+                level = logging.WARNING if exc.status >= 500 else logging.DEBUG
+                log.log(level, "frontend %s: %d: %s", cfg.name, exc.status, exc)
                 await _answer(client, exc.status)
                 return
             except ClientTimeout as exc:
-                if exc.phase != "idle":
+                if exc.phase in ("head", "body"):
                     await _answer(client, 408)
-                return
+                return  # idle: close quietly; response: the client stopped reading
             except UpstreamError as exc:
                 status = status_for(exc)
                 log.warning("frontend %s: %d: %s", cfg.name, status, exc)
                 await _answer(client, status)
                 return
-            if not keep:
+            except ExchangeAborted as exc:
+                log.warning("frontend %s: response cut short, connection closed: %s",
+                            cfg.name, exc)  # fmt: skip
+                return
+            if not keep or self.draining:
                 return
             first = False
 
     async def _read_head(
-        self, client: Stream, parser: RequestParser, first: bool
+        self, client: Stream, parser: RequestParser, started: bool
     ) -> RequestHead | None:
-        """Read until a request head is complete; None if the client closes first."""
+        """Read until a request head is complete; None if the client closes first.
+
+        ``started``: part of a request is here already (or this is the connection's
+        first): ``header_timeout`` applies at once, not ``keepalive_timeout``.
+        """
         cfg = self.config
-        if first:
+        if started:
             client.arm(cfg.header_timeout, "head")
         else:
             client.arm(cfg.keepalive_timeout, "idle")
             self._idle.add(client)
-        started = first
         while True:
             try:
                 data = await (client.recv() if started else client.recv_later())

@@ -32,7 +32,8 @@ RECV_SIZE = 65536
 class Stream:
     """One side of an exchange: the client's socket, or a backend connection."""
 
-    __slots__ = ("closed", "name", "parser", "phase", "sock", "sweeper", "timer", "upstream")
+    __slots__ = ("closed", "name", "parser", "phase", "responding", "sock", "sweeper",
+                 "timeout", "timer", "upstream")  # fmt: skip
 
     def __init__(
         self, sock: socket.socket, sweeper: IdleSweeper, upstream: bool, name: str = ""
@@ -44,7 +45,10 @@ class Stream:
         # One deadline object per stream, re-armed per phase: no allocation per request.
         self.timer = Deadline(0.0, partial(trio.lowlevel.notify_closing, sock))
         self.phase = ""
+        self.timeout = 0.0
         self.closed = False
+        # Client side: bytes of the current response went out (no error status now).
+        self.responding = False
         # A backend connection's response parser, kept with it across requests.
         self.parser: ResponseParser | None = None
 
@@ -54,10 +58,19 @@ class Stream:
         timer.deadline = trio.current_time() + timeout
         timer.expired = False
         self.phase = phase
+        self.timeout = timeout
         self.sweeper.deadlines.add(timer)
+
+    def touch(self) -> None:
+        """Progress was made: the armed phase's deadline starts again (an inactivity
+        timeout, as HAProxy's and nginx's are). A deadline that already passed stays."""
+        timer = self.timer
+        if not timer.expired:
+            timer.deadline = trio.current_time() + self.timeout
 
     def disarm(self) -> None:
         self.sweeper.deadlines.discard(self.timer)
+        self.timer.expired = False
 
     async def recv(self, size: int = RECV_SIZE) -> bytes:
         """Up to ``size`` bytes; b"" at the peer's end of stream."""
@@ -88,6 +101,7 @@ class Stream:
                 raise self._broken(exc) from None
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        self.responding = True
         sock = self.sock
         try:
             sent = sock.send(data)
@@ -124,14 +138,20 @@ class Stream:
             self.sock.close()
 
     async def _wait(self, wait: Callable[[socket.socket], Awaitable[None]]) -> None:
+        # A deadline that passed while this task waited on the other socket woke no
+        # one (notify_closing wakes waits on this socket only): it counts now.
+        if self.timer.expired:
+            raise self._timed_out()
         try:
             await wait(self.sock)
         except trio.ClosedResourceError:
-            # The sweeper's notify_closing: this phase's deadline passed.
-            if self.upstream:
-                raise UpstreamError("timeout", f"server {self.name}: {self.phase} timed out",
-                                    retryable=False) from None  # fmt: skip
-            raise ClientTimeout(self.phase) from None
+            raise self._timed_out() from None  # the sweeper's notify_closing
+
+    def _timed_out(self) -> Exception:
+        if self.upstream:
+            return UpstreamError("timeout", f"server {self.name}: {self.phase} timed out",
+                                 retryable=False)  # fmt: skip
+        return ClientTimeout(self.phase)
 
     def _broken(self, exc: OSError) -> Exception:
         if self.upstream:

@@ -19,10 +19,6 @@ from trilb.l4.connect import open_tcp
 from trilb.l4.idle import IdleSweeper
 from trilb.l7.stream import Stream
 
-# Seconds an idle pooled connection is reused without a liveness check: far below any
-# server's keep-alive timeout (nginx 75 s, Apache and Node.js 5 s).
-FRESH = 1.0
-
 
 class ServerPool:
     """The connections of one worker to one server."""
@@ -44,9 +40,10 @@ class UpstreamPool:
         self.servers = [ServerPool(slot) for slot in slots]
 
     def full(self, slot: ServerSlot) -> bool:
+        """No connection can be had: none idle, and a new one would pass the cap."""
         cap = self.config.pool_max_per_server
         pool = self.servers[slot.index]
-        return cap > 0 and pool.busy + len(pool.idle) >= cap
+        return cap > 0 and not pool.idle and pool.busy >= cap
 
     async def acquire(self, slot: ServerSlot, fresh: bool = False) -> tuple[Stream, bool]:
         """A connection to ``slot``'s server, and whether it was reused from the pool
@@ -57,11 +54,10 @@ class UpstreamPool:
         """
         pool = self.servers[slot.index]
         while pool.idle and not fresh:
-            stream, since = pool.idle.pop()
-            # A connection used a moment ago is taken on trust (the check is a syscall
-            # and an exception); if the server closed it all the same, the proxy's retry
-            # of a reused connection covers it.
-            if trio.current_time() - since < FRESH or stream.alive():
+            stream, _ = pool.idle.pop()
+            # One peek: the server may have closed it, or (a broken server) sent bytes
+            # nobody asked for, which must never become the next client's response.
+            if stream.alive():
                 pool.busy += 1
                 return stream, True
             stream.close()
