@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -39,6 +40,11 @@ class Recorder(BaseHTTPRequestHandler):
             return
         if self.path == "/slow":
             time.sleep(3)
+        if self.path == "/not-modified":
+            self.send_response(304)
+            self.send_header("etag", '"v1"')
+            self.end_headers()
+            return
         body = f"{srv.name} {self.path}".encode()  # type: ignore[attr-defined]
         self.send_response(200)
         self.send_header("content-length", str(len(body)))
@@ -409,3 +415,90 @@ def test_connection_cannot_strip_the_host_header(scripted: tuple[ScriptedBackend
     reply = raw(url, b"GET /next HTTP/1.1\r\nHost: example\r\nConnection: host, close\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 200 ")
     assert b"\r\nhost: example" in backend.seen[-1].lower()
+
+
+def test_304_has_no_body_and_the_connection_carries_on(web: tuple[Trilb, str]) -> None:
+    _, url = web
+    with httpx.Client() as client:
+        reply = client.get(f"{url}/not-modified")
+        assert reply.status_code == 304 and reply.content == b""
+        assert reply.headers["etag"] == '"v1"'
+        assert client.get(f"{url}/only-b/after").text == "B /only-b/after"
+
+
+def test_expect_100_continue_is_answered_before_the_body_is_sent(web: tuple[Trilb, str]) -> None:
+    _, url = web
+    host, port = url.removeprefix("http://").split(":")
+    body = b"hello"
+    with socket.create_connection((host, int(port)), timeout=5) as s:
+        s.sendall(b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                  b"Expect: 100-continue\r\nConnection: close\r\n\r\n")  # fmt: skip
+        interim = s.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        s.sendall(body)
+        reply = interim[len(b"HTTP/1.1 100 Continue\r\n\r\n") :]
+        while data := s.recv(65536):
+            reply += data
+    assert reply.startswith(b"HTTP/1.1 200 ")
+    assert reply.endswith(hashlib.sha256(body).hexdigest().encode())
+
+
+class KillableBackend:
+    """Reads requests and never answers; ``kill()`` resets every connection and stops
+    listening, as a crashed server would."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.conns: list[socket.socket] = []
+        self.got_request = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.conns.append(conn)
+            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
+
+    def _read(self, conn: socket.socket) -> None:
+        try:
+            if conn.recv(65536):
+                self.got_request.set()
+        except OSError:
+            pass
+
+    def kill(self) -> None:
+        # shutdown() first: a close() alone leaves the socket listening for as long as
+        # the accept thread is blocked in it.
+        self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+        for conn in self.conns:
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            conn.close()
+
+
+def test_killing_a_backend_mid_request_gives_502_and_later_requests_go_elsewhere(
+    trilb_factory: Factory, http_backends: list[Backend]
+) -> None:
+    doomed = KillableBackend()
+    port = free_port()
+    trilb_factory(http_config(port, doomed.port, http_backends[1].port), workers=1, ready=1)
+    url = f"http://127.0.0.1:{port}"
+    result: list[int] = []
+    with httpx.Client(timeout=10) as client:
+        inflight = threading.Thread(
+            target=lambda: result.append(client.get(f"{url}/x").status_code)
+        )
+        inflight.start()  # round-robin's first pick is the first server: the doomed one
+        assert doomed.got_request.wait(5)
+        doomed.kill()
+        inflight.join(10)
+    assert result == [502]
+    with httpx.Client() as client:
+        names = [client.get(f"{url}/y").text.split()[0] for _ in range(6)]
+    assert names == ["B"] * 6
