@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint unit integration bench bench-l7 clean
+.PHONY: demo test tools lint unit integration bench bench-l7 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -c 'import sys; sys.exit("trilb needs Python >= 3.11") if sys.version_info < (3, 11) else None'
@@ -17,8 +17,13 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/trilb demo
 
-test: lint
+test: lint tools
 	$(BIN)/pytest -q
+
+# Real clients the tests drive besides Python's (Debian/Ubuntu package names).
+tools:
+	@command -v curl >/dev/null || { echo "installing curl for the tests"; \
+		apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -6,10 +6,12 @@ import hashlib
 import os
 import socket
 import struct
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
@@ -57,8 +59,14 @@ class Recorder(BaseHTTPRequestHandler):
         self.end_headers()
 
     def do_POST(self) -> None:
-        n = int(self.headers.get("content-length", "0"))
         digest = hashlib.sha256()
+        if self.headers.get("transfer-encoding") == "chunked":
+            while size := int(self.rfile.readline().split(b";")[0], 16):
+                digest.update(self.rfile.read(size))
+                self.rfile.readline()
+            while self.rfile.readline() not in (b"\r\n", b""):
+                pass  # trailers
+        n = int(self.headers.get("content-length", "0"))
         while n:
             data = self.rfile.read(min(n, 1 << 20))
             digest.update(data)
@@ -502,3 +510,21 @@ def test_killing_a_backend_mid_request_gives_502_and_later_requests_go_elsewhere
     with httpx.Client() as client:
         names = [client.get(f"{url}/y").text.split()[0] for _ in range(6)]
     assert names == ["B"] * 6
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["curl", "-sS", "--max-time", "30", *args], capture_output=True,
+                          timeout=40, check=True)  # fmt: skip
+
+
+def test_curl_get_head_post_and_chunked_upload(web: tuple[Trilb, str], tmp_path: Path) -> None:
+    _, url = web
+    assert curl(f"{url}/only-b/c").stdout == b"B /only-b/c"
+    head = curl("-I", f"{url}/h").stdout
+    assert head.startswith(b"HTTP/1.1 200") and b"content-length: 1234" in head.lower()
+    data = tmp_path / "body"
+    data.write_bytes(os.urandom(100 << 20))  # the 100 MiB streamed body of issue 3
+    expected = hashlib.sha256(data.read_bytes()).hexdigest().encode()
+    assert curl("--data-binary", f"@{data}", f"{url}/up").stdout == expected
+    chunked = curl("-H", "Transfer-Encoding: chunked", "--data-binary", f"@{data}", f"{url}/up")
+    assert chunked.stdout == expected
