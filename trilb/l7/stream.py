@@ -90,16 +90,6 @@ class Stream:
         await self._wait(wait_readable)
         return await self.recv(size)
 
-    async def recv_into(self, buf: bytearray | memoryview) -> int:
-        sock = self.sock
-        while True:
-            try:
-                return sock.recv_into(buf)
-            except BlockingIOError:
-                await self._wait(wait_readable)
-            except OSError as exc:
-                raise self._broken(exc) from None
-
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         self.responding = True
         sock = self.sock
