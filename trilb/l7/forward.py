@@ -43,17 +43,20 @@ def strip_hop_by_hop(headers: Headers, keep_upgrade: bool = False) -> None:
       keep_upgrade: keep ``Upgrade`` and ``Connection: upgrade`` (a WebSocket handshake
         the proxy forwards on purpose).
     """
-    named: set[bytes] = set()
-    for value in headers.get_all(b"connection"):
-        for token in value.split(b","):
-            token = token.strip().lower()
-            if token:
-                named.add(token)
-    # A client may not make us drop what routing and the backend rely on.
-    drop = HOP_BY_HOP | (named - _PROTECTED)
+    items = headers.items
+    drop = HOP_BY_HOP  # the common case, per message: no set built
+    if any(n == b"connection" for n, _ in items):
+        named: set[bytes] = set()
+        for value in headers.get_all(b"connection"):
+            for token in value.split(b","):
+                token = token.strip().lower()
+                if token:
+                    named.add(token)
+        # A client may not make us drop what routing and the backend rely on.
+        drop = HOP_BY_HOP | (named - _PROTECTED)
     if keep_upgrade:
         drop = drop - {b"upgrade", b"connection"}
-    headers.items = [(n, v) for n, v in headers.items if n not in drop]
+    headers.items = [item for item in items if item[0] not in drop]
     if keep_upgrade:
         headers.set(b"connection", b"upgrade")
 
