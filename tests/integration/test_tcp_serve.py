@@ -220,7 +220,10 @@ def test_a_reload_to_fewer_workers_leaves_no_connection_unanswered(
         t.config_path.write_text(config.replace("workers = 4", "workers = 1"))
         t.signal(signal.SIGHUP)
         t.wait_log("generation 1: draining", 20)
-        # The sockets of slots 2-4 must not keep queueing connections nobody accepts.
+        # Once every old worker has stopped accepting, the sockets of slots 2-4 are gone
+        # (what was queued on them was accepted first) and must not hold connections
+        # that nobody accepts.
+        t.wait_log("stopped accepting", 10, count=4)
         names = [greet(port, timeout=3) for _ in range(20)]
         assert set(names) <= {"A", "B"} and len(names) == 20
         # The old workers with nothing open exit; the one holding a connection drains.

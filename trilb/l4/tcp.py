@@ -87,20 +87,23 @@ class TcpFrontend:
                                   self.config.name, exc.strerror, more)  # fmt: skip
                     await trio.sleep(ACCEPT_PAUSE)
                 continue  # other errors (ECONNABORTED...) concern that one connection only
-            self.active += 1
-            try:
-                conn.setblocking(False)
-                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                _Connect(self, conn, peer).next()
-            except Exception:
-                # One connection's surprise must not take the worker's other ones down.
-                log.exception("frontend %s: connection from %s failed", self.config.name,
-                              peer[0])  # fmt: skip
-                self._closed(conn)
+            self.take(conn, peer)
             burst += 1
             if burst >= ACCEPT_BURST:
                 burst = 0
                 await trio.lowlevel.checkpoint()  # a flood of connections must not starve relaying
+
+    def take(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        """Serve one accepted connection (from the accept loop, or a final drain)."""
+        self.active += 1
+        try:
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            _Connect(self, conn, peer).next()
+        except Exception:
+            # One connection's surprise must not take the worker's other ones down.
+            log.exception("frontend %s: connection from %s failed", self.config.name, peer[0])
+            self._closed(conn)
 
     def _relay(
         self, conn: socket.socket, peer: tuple[str, int], server: socket.socket, slot: ServerSlot

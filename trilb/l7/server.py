@@ -79,8 +79,12 @@ class HttpFrontend:
                     log.error("frontend %s: accept: %s", self.config.name, exc.strerror)
                     await trio.sleep(ACCEPT_PAUSE)
                 continue
-            self.active += 1
-            handlers.start_soon(self.handle, conn, peer)
+            self.take(conn, peer, handlers)
+
+    def take(self, conn: socket.socket, peer: tuple[str, int], handlers: trio.Nursery) -> None:
+        """Serve one accepted connection (from the accept loop, or a final drain)."""
+        self.active += 1
+        handlers.start_soon(self.handle, conn, peer)
 
     async def handle(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         client = Stream(conn, self.sweeper, upstream=False)

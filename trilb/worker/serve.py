@@ -51,8 +51,9 @@ async def serve_worker(
                 async for _ in signals:
                     break
                 accepting.cancel_scope.cancel()
-            for socks in listeners.values():
-                for sock in socks:
+            for fe in frontends:
+                for sock in listeners[fe.config.name]:
+                    _take_queued(fe, sock, handlers)
                     sock.close()  # our copy only: the master keeps the socket and its queue
             for fe in frontends:
                 if isinstance(fe, HttpFrontend):
@@ -62,6 +63,26 @@ async def serve_worker(
             await _drain(frontends, config.global_.grace)
             handlers.cancel_scope.cancel()
     pools.close()
+
+
+def _take_queued(
+    fe: TcpFrontend | HttpFrontend, sock: socket.socket, handlers: trio.Nursery
+) -> None:
+    """Accept what is already queued before closing our copy of a listener.
+
+    When a reload removes this slot (fewer workers) or this listener, our copy is the
+    last one: closing it makes Linux reset every connection still in its queue. Served
+    here, within the grace period, they are not lost.
+    """
+    while True:
+        try:
+            conn, peer = sock.accept()
+        except OSError:  # BlockingIOError: the queue is empty; anything else: give up
+            return
+        if isinstance(fe, HttpFrontend):
+            fe.take(conn, peer, handlers)
+        else:
+            fe.take(conn, peer)
 
 
 def _tick(config: Config) -> float:
