@@ -31,7 +31,7 @@ class Recorder(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         srv = self.server
-        srv.requests.append((self.command, self.path, dict(self.headers)))  # type: ignore[attr-defined]
+        srv.requests.append((self.command, self.path, dict(self.headers)))
         if self.path == "/chunked":
             self.send_response(200)
             self.send_header("transfer-encoding", "chunked")
@@ -47,11 +47,14 @@ class Recorder(BaseHTTPRequestHandler):
             self.send_header("etag", '"v1"')
             self.end_headers()
             return
-        body = f"{srv.name} {self.path}".encode()  # type: ignore[attr-defined]
+        body = f"{srv.name} {self.path}".encode()
         self.send_response(200)
         self.send_header("content-length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
+
+    def do_DELETE(self) -> None:
+        self.do_GET()
 
     def do_HEAD(self) -> None:
         self.send_response(200)
@@ -85,8 +88,8 @@ class Backend:
     def __init__(self, name: str) -> None:
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Recorder)
         self.server.daemon_threads = True
-        self.server.name = name  # type: ignore[attr-defined]
-        self.server.requests = []  # type: ignore[attr-defined]
+        self.server.name = name
+        self.server.requests = []
         self.connections = 0
         original = self.server.get_request
 
@@ -94,13 +97,13 @@ class Backend:
             self.connections += 1
             return original()
 
-        self.server.get_request = counted  # type: ignore[method-assign]
+        self.server.get_request = counted
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     @property
     def requests(self) -> list[tuple[str, str, dict[str, str]]]:
-        return self.server.requests  # type: ignore[attr-defined, no-any-return]
+        return self.server.requests
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -528,3 +531,58 @@ def test_curl_get_head_post_and_chunked_upload(web: tuple[Trilb, str], tmp_path:
     assert curl("--data-binary", f"@{data}", f"{url}/up").stdout == expected
     chunked = curl("-H", "Transfer-Encoding: chunked", "--data-binary", f"@{data}", f"{url}/up")
     assert chunked.stdout == expected
+
+
+ROUTES = """
+[[frontends.web.routes]]
+host = "*.example.com"
+path_regex = "^/api/v[0-9]+/"
+backend = "b"
+
+[[frontends.web.routes]]
+method = ["DELETE", "PUT"]
+backend = "b"
+
+[[frontends.web.routes]]
+header = { X-Canary = "yes" }
+backend = "b"
+
+[[frontends.web.routes]]
+cookie = { beta = "1" }
+backend = "b"
+
+[[frontends.web.routes]]
+query = { tier = "gold" }
+backend = "b"
+
+[[frontends.web.routes]]
+path_prefix = "/"
+backend = "a"
+"""
+
+
+def test_every_route_field_and_the_first_match_rule_end_to_end(
+    trilb_factory: Factory, http_backends: list[Backend]
+) -> None:
+    port = free_port()
+    a, b = (x.port for x in http_backends)
+    config = http_config(port, a, b).replace("[backends.app]", ROUTES + "\n[backends.app]")
+    config += f'\n[backends.a]\nservers = ["127.0.0.1:{a}"]\n'
+    trilb_factory(config, workers=1, ready=1)
+    url = f"http://127.0.0.1:{port}"
+
+    def who(method: str, path: str, **kw: object) -> str:
+        with httpx.Client() as client:
+            return client.request(method, f"{url}{path}", **kw).text.split()[0]
+
+    assert who("GET", "/api/v2/x", headers={"Host": "shop.example.com"}) == "B"
+    assert who("GET", "/api/v2/x", headers={"Host": "example.com"}) == "A"  # wildcard needs a label
+    assert who("GET", "/api/x", headers={"Host": "shop.example.com"}) == "A"  # regex must match
+    assert who("GET", "/only-b/first-rule") == "B"  # the first route still wins over "/"
+    assert who("GET", "/x", headers={"X-Canary": "yes"}) == "B"
+    assert who("GET", "/x", headers={"X-Canary": "no"}) == "A"
+    assert who("GET", "/x", headers={"Cookie": "a=2; beta=1"}) == "B"
+    assert who("GET", "/x?tier=gold&x=1") == "B"
+    assert who("GET", "/x?tier=silver") == "A"
+    assert who("GET", "/x") == "A"
+    assert who("DELETE", "/x") == "B"
