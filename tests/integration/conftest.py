@@ -23,18 +23,17 @@ START_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
 
 
-class Backend:
-    """A greeting echo server: sends ``<name>\\n`` then echoes every byte until EOF."""
+class ThreadedServer:
+    """A loopback listening socket (port 0, kept) whose connections each get a thread
+    running ``serve``; the base of the test backends."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self) -> None:
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(512)
         self.port: int = self.listener.getsockname()[1]
         self.connections = 0
-        self._lock = threading.Lock()
-        self._stopped = False
+        self.conns: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
 
     @property
@@ -47,28 +46,42 @@ class Backend:
                 conn, _ = self.listener.accept()
             except OSError:
                 return
-            with self._lock:
-                self.connections += 1
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+            self.connections += 1
+            self.conns.append(conn)
+            threading.Thread(target=self._serve_closing, args=(conn,), daemon=True).start()
 
-    def _echo(self, conn: socket.socket) -> None:
-        buf = bytearray(1 << 20)
+    def _serve_closing(self, conn: socket.socket) -> None:
         with conn:
             try:
-                conn.sendall(self.name.encode() + b"\n")
-                while n := conn.recv_into(buf):
-                    conn.sendall(memoryview(buf)[:n])
+                self.serve(conn)
             except OSError:
                 pass
 
+    def serve(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
     def stop(self) -> None:
-        """Stop listening: new connections to this address are refused."""
-        self._stopped = True
+        """Stop listening: new connections to this address are refused. shutdown()
+        first: a close() alone leaves the socket listening while accept() blocks."""
         try:
             self.listener.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
         self.listener.close()
+
+
+class Backend(ThreadedServer):
+    """A greeting echo server: sends ``<name>\\n`` then echoes every byte until EOF."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__()
+
+    def serve(self, conn: socket.socket) -> None:
+        buf = bytearray(1 << 20)
+        conn.sendall(self.name.encode() + b"\n")
+        while n := conn.recv_into(buf):
+            conn.sendall(memoryview(buf)[:n])
 
 
 def free_port() -> int:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.integration.conftest import Trilb, free_port
+from tests.integration.conftest import ThreadedServer, Trilb, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -252,27 +252,15 @@ def test_pipelined_requests_are_answered_in_order(web: tuple[Trilb, str]) -> Non
     assert 0 < first < second
 
 
-class ClosingBackend:
+class ClosingBackend(ThreadedServer):
     """Answers the first request of each connection with keep-alive, and closes the
     connection without answering when a second one comes: the race a pooled
     connection loses when the server's keep-alive timeout strikes as it is reused."""
 
     def __init__(self) -> None:
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
         self.answered: list[bytes] = []
         self.dropped: list[bytes] = []
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+        super().__init__()
 
     def _request_line(self, conn: socket.socket) -> bytes | None:
         data = b""
@@ -283,19 +271,15 @@ class ClosingBackend:
             data += chunk
         return data.split(b"\r\n", 1)[0]
 
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            line = self._request_line(conn)
-            if line is None:
-                return
-            self.answered.append(line)
-            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-            line = self._request_line(conn)
-            if line is not None:
-                self.dropped.append(line)  # closed without a response byte
-
-    def stop(self) -> None:
-        self.listener.close()
+    def serve(self, conn: socket.socket) -> None:
+        line = self._request_line(conn)
+        if line is None:
+            return
+        self.answered.append(line)
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+        line = self._request_line(conn)
+        if line is not None:
+            self.dropped.append(line)  # closed without a response byte
 
 
 def test_a_reused_connection_closed_before_answering_is_retried_for_get_not_for_post(
@@ -325,7 +309,7 @@ def test_a_reused_connection_closed_before_answering_is_retried_for_get_not_for_
 NOT_FOUND = b"HTTP/1.1 404 x\r\ncontent-length: 0\r\n\r\n"
 
 
-class ScriptedBackend:
+class ScriptedBackend(ThreadedServer):
     """Sends, for each request path, the raw bytes its script gives (then keeps the
     connection open for more requests, unless the script says close)."""
 
@@ -333,45 +317,25 @@ class ScriptedBackend:
         """``script``: path -> (response bytes, close after it, bytes sent 0.1 s later)."""
         self.script = script
         self.seen: list[bytes] = []
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
-        threading.Thread(target=self._accept, daemon=True).start()
+        super().__init__()
 
-    def _accept(self) -> None:
+    def serve(self, conn: socket.socket) -> None:
+        data = b""
         while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
-
-    def _serve(self, conn: socket.socket) -> None:
-        with conn:
-            data = b""
-            while True:
-                while b"\r\n\r\n" not in data:
-                    try:
-                        chunk = conn.recv(65536)
-                    except OSError:
-                        return
-                    if not chunk:
-                        return
-                    data += chunk
-                head, data = data.split(b"\r\n\r\n", 1)
-                self.seen.append(head)
-                path = head.split(b" ")[1]
-                reply, close, later = self.script.get(path, (NOT_FOUND, False, b""))
-                conn.sendall(reply)
-                if later:
-                    time.sleep(0.1)
-                    conn.sendall(later)
-                if close:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
                     return
-
-    def stop(self) -> None:
-        self.listener.close()
+                data += chunk
+            head, data = data.split(b"\r\n\r\n", 1)
+            self.seen.append(head)
+            reply, close, later = self.script.get(head.split(b" ")[1], (NOT_FOUND, False, b""))
+            conn.sendall(reply)
+            if later:
+                time.sleep(0.1)
+                conn.sendall(later)
+            if close:
+                return
 
 
 @pytest.fixture
@@ -454,43 +418,27 @@ def test_expect_100_continue_is_answered_before_the_body_is_sent(web: tuple[Tril
     assert reply.endswith(hashlib.sha256(body).hexdigest().encode())
 
 
-class KillableBackend:
+class KillableBackend(ThreadedServer):
     """Reads requests and never answers; ``kill()`` resets every connection and stops
     listening, as a crashed server would."""
 
     def __init__(self) -> None:
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
-        self.listener.listen(16)
-        self.port = self.listener.getsockname()[1]
-        self.conns: list[socket.socket] = []
         self.got_request = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.killed = threading.Event()
+        super().__init__()
 
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.listener.accept()
-            except OSError:
-                return
-            self.conns.append(conn)
-            threading.Thread(target=self._read, args=(conn,), daemon=True).start()
-
-    def _read(self, conn: socket.socket) -> None:
-        try:
-            if conn.recv(65536):
-                self.got_request.set()
-        except OSError:
-            pass
+    def serve(self, conn: socket.socket) -> None:
+        if conn.recv(65536):
+            self.got_request.set()
+        # Hold the connection without a syscall on it, so that kill()'s close is real.
+        self.killed.wait(30)
 
     def kill(self) -> None:
-        # shutdown() first: a close() alone leaves the socket listening for as long as
-        # the accept thread is blocked in it.
-        self.listener.shutdown(socket.SHUT_RDWR)
-        self.listener.close()
+        self.stop()
         for conn in self.conns:
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             conn.close()
+        self.killed.set()
 
 
 def test_killing_a_backend_mid_request_gives_502_and_later_requests_go_elsewhere(
