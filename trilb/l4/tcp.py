@@ -17,11 +17,11 @@ import socket
 from dataclasses import dataclass
 
 import trio
-from trio.lowlevel import wait_readable
 
 from trilb.balance.algorithms import ServerSlot
 from trilb.balance.backend import BackendState
 from trilb.config.schema import Frontend
+from trilb.l4.accept import LOG_INTERVAL, Acceptor
 from trilb.l4.connect import error_kind
 from trilb.l4.idle import Deadline, IdleSweeper, Watched
 from trilb.l4.reactor import Link, Reactor
@@ -29,73 +29,24 @@ from trilb.obs.logging import Throttle
 
 log = logging.getLogger(__name__)
 
-# accept() failing for lack of file descriptors is retried after this pause rather
-# than in a hot loop (the kernel keeps queueing meanwhile).
-ACCEPT_PAUSE = 0.1
-# Connections accepted in a row before the accept loop yields to the reactor.
-ACCEPT_BURST = 64
-# "no server available" is logged at most once per this many seconds per frontend,
-# with the count of the ones not logged.
-LOG_INTERVAL = 5.0
 
-
-class TcpFrontend:
+class TcpFrontend(Acceptor):
     """One TCP frontend inside one worker."""
 
     def __init__(
         self, config: Frontend, backend: BackendState, reactor: Reactor, sweeper: IdleSweeper
     ) -> None:
-        self.config = config
+        super().__init__(config)
         self.backend = backend
         self.reactor = reactor
         self.sweeper = sweeper
         self._links: dict[Link, _Entry] = {}
-        self.active = 0
-        # Set while the accept loop waits for a connection to end (at maxconn).
-        self._room: trio.Event | None = None
         self._unserved = Throttle(LOG_INTERVAL)
-        self._accept_failing = Throttle(LOG_INTERVAL)
-        self._full = Throttle(LOG_INTERVAL)
         # Per-connection detail costs a clock read and a format: only when it is shown.
         self._debug = log.isEnabledFor(logging.DEBUG)
 
-    async def serve(self, listener: socket.socket) -> None:
-        """Accept until cancelled. Connections need no task of their own: connecting
-        and relaying are driven by the reactor's readiness events."""
-        maxconn = self.config.maxconn
-        burst = 0
-        while True:
-            if self.active >= maxconn:
-                self._note_full()
-                # Not accepting leaves new connections in the kernel's queue. Every
-                # listener of the frontend waits on the same event.
-                if self._room is None:
-                    self._room = trio.Event()
-                await self._room.wait()
-                continue
-            try:
-                conn, peer = listener.accept()
-            except BlockingIOError:
-                burst = 0
-                await wait_readable(listener)
-                continue
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    more = self._accept_failing.allow(trio.current_time())
-                    if more is not None:
-                        log.error("frontend %s: accept: %s (%d more since last report)",
-                                  self.config.name, exc.strerror, more)  # fmt: skip
-                    await trio.sleep(ACCEPT_PAUSE)
-                continue  # other errors (ECONNABORTED...) concern that one connection only
-            self.take(conn, peer)
-            burst += 1
-            if burst >= ACCEPT_BURST:
-                burst = 0
-                await trio.lowlevel.checkpoint()  # a flood of connections must not starve relaying
-
     def take(self, conn: socket.socket, peer: tuple[str, int]) -> None:
-        """Serve one accepted connection (from the accept loop, or a final drain)."""
-        self.active += 1
+        """Start connecting to a server; the connection has no task of its own."""
         try:
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -133,17 +84,7 @@ class TcpFrontend:
 
     def _closed(self, conn: socket.socket) -> None:
         conn.close()
-        self.active -= 1
-        if self._room is not None:
-            self._room.set()
-            self._room = None
-
-    def _note_full(self) -> None:
-        more = self._full.allow(trio.current_time())
-        if more is not None:
-            log.warning("frontend %s: maxconn %d reached, new connections wait in the kernel "
-                        "queue (%d more times since last report)", self.config.name,
-                        self.config.maxconn, more)  # fmt: skip
+        self.released()
 
     def _log_unserved(self, peer: tuple[str, int], failures: list[str]) -> None:
         more = self._unserved.allow(trio.current_time())

@@ -11,12 +11,10 @@ balance or talk to backends (l7/proxy.py).
 
 from __future__ import annotations
 
-import errno
 import logging
 import socket
 
 import trio
-from trio.lowlevel import wait_readable
 
 from trilb.config.schema import Frontend
 from trilb.errors import (
@@ -26,6 +24,7 @@ from trilb.errors import (
     ProtocolError,
     UpstreamError,
 )
+from trilb.l4.accept import Acceptor
 from trilb.l4.idle import IdleSweeper
 from trilb.l7.http1 import RequestParser
 from trilb.l7.proxy import HttpBackend, Proxy, error_response, status_for
@@ -34,21 +33,18 @@ from trilb.messages import RequestHead
 
 log = logging.getLogger(__name__)
 
-# accept() failing for lack of descriptors is retried after this pause.
-ACCEPT_PAUSE = 0.1
 
-
-class HttpFrontend:
+class HttpFrontend(Acceptor):
     """One http frontend inside one worker."""
 
     def __init__(
         self, config: Frontend, backends: dict[str, HttpBackend], sweeper: IdleSweeper
     ) -> None:
-        self.config = config
+        super().__init__(config)
         self.sweeper = sweeper
         self.proxy = Proxy(config, backends, lambda: self.draining)
-        self.active = 0
-        self._room: trio.Event | None = None
+        # The nursery connection tasks run in (the worker's handler nursery).
+        self.handlers: trio.Nursery | None = None
         # Client connections waiting for their next request; a drain closes them.
         self._idle: set[Stream] = set()
         self.draining = False
@@ -60,31 +56,10 @@ class HttpFrontend:
         for stream in self._idle:
             trio.lowlevel.notify_closing(stream.sock)
 
-    async def serve(self, listener: socket.socket, handlers: trio.Nursery) -> None:
-        """Accept until cancelled; each connection is a task in ``handlers``."""
-        maxconn = self.config.maxconn
-        while True:
-            if self.active >= maxconn:
-                if self._room is None:
-                    self._room = trio.Event()
-                await self._room.wait()
-                continue
-            try:
-                conn, peer = listener.accept()
-            except BlockingIOError:
-                await wait_readable(listener)
-                continue
-            except OSError as exc:
-                if exc.errno in (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM):
-                    log.error("frontend %s: accept: %s", self.config.name, exc.strerror)
-                    await trio.sleep(ACCEPT_PAUSE)
-                continue
-            self.take(conn, peer, handlers)
-
-    def take(self, conn: socket.socket, peer: tuple[str, int], handlers: trio.Nursery) -> None:
-        """Serve one accepted connection (from the accept loop, or a final drain)."""
-        self.active += 1
-        handlers.start_soon(self.handle, conn, peer)
+    def take(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        """A task per connection, in the worker's handler nursery."""
+        assert self.handlers is not None, "the worker sets handlers before serving"
+        self.handlers.start_soon(self.handle, conn, peer)
 
     async def handle(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         client = Stream(conn, self.sweeper, upstream=False)
@@ -101,10 +76,7 @@ class HttpFrontend:
                 await _answer(client, 500)
         finally:
             client.close()
-            self.active -= 1
-            if self._room is not None:
-                self._room.set()
-                self._room = None
+            self.released()
 
     async def _requests(self, client: Stream, client_ip: bytes) -> None:
         cfg = self.config

@@ -18,6 +18,7 @@ import trio
 
 from trilb.balance.backend import BackendState
 from trilb.config.schema import Config
+from trilb.l4.accept import Acceptor
 from trilb.l4.idle import MAX_TICK, MIN_TICK, IdleSweeper
 from trilb.l4.pump import Pools
 from trilb.l4.reactor import Reactor
@@ -42,18 +43,17 @@ async def serve_worker(
             handlers.start_soon(reactor.serve)
             async with trio.open_nursery() as accepting:
                 for fe in frontends:
+                    if isinstance(fe, HttpFrontend):
+                        fe.handlers = handlers
                     for sock in listeners[fe.config.name]:
-                        if isinstance(fe, HttpFrontend):
-                            accepting.start_soon(fe.serve, sock, handlers)
-                        else:
-                            accepting.start_soon(fe.serve, sock)
+                        accepting.start_soon(fe.serve, sock)
                 _notify_ready(ready_fd)
                 async for _ in signals:
                     break
                 accepting.cancel_scope.cancel()
             for fe in frontends:
                 for sock in listeners[fe.config.name]:
-                    _take_queued(fe, sock, handlers)
+                    _take_queued(fe, sock)
                     sock.close()  # our copy only: the master keeps the socket and its queue
             for fe in frontends:
                 if isinstance(fe, HttpFrontend):
@@ -65,9 +65,7 @@ async def serve_worker(
     pools.close()
 
 
-def _take_queued(
-    fe: TcpFrontend | HttpFrontend, sock: socket.socket, handlers: trio.Nursery
-) -> None:
+def _take_queued(fe: Acceptor, sock: socket.socket) -> None:
     """Accept what is already queued before closing our copy of a listener.
 
     When a reload removes this slot (fewer workers) or this listener, our copy is the
@@ -79,10 +77,7 @@ def _take_queued(
             conn, peer = sock.accept()
         except OSError:  # BlockingIOError: the queue is empty; anything else: give up
             return
-        if isinstance(fe, HttpFrontend):
-            fe.take(conn, peer, handlers)
-        else:
-            fe.take(conn, peer)
+        fe.admit(conn, peer)
 
 
 def _tick(config: Config) -> float:

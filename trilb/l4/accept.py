@@ -1,0 +1,102 @@
+"""The accept loop every frontend runs, TCP and HTTP alike: admission by maxconn.
+
+Owns accepting from a listening socket while the frontend is under ``maxconn``
+(above it the kernel queues), pausing when accept() runs out of descriptors, yielding
+after a burst so a flood of connections cannot starve the rest of the worker, and the
+throttled log lines for both conditions. What an accepted connection becomes is the
+subclass's ``take``; it calls ``released`` when the connection is gone.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+
+import trio
+from trio.lowlevel import checkpoint, wait_readable
+
+from trilb.config.schema import Frontend
+from trilb.obs.logging import Throttle
+
+log = logging.getLogger(__name__)
+
+# accept() failing for lack of file descriptors is retried after this pause rather
+# than in a hot loop (the kernel keeps queueing meanwhile).
+ACCEPT_PAUSE = 0.1
+# Connections accepted in a row before the loop yields to the rest of the worker.
+ACCEPT_BURST = 64
+# Repeated conditions (accept failing, maxconn reached) are logged at most once per
+# this many seconds per frontend, with the count of the ones not logged.
+LOG_INTERVAL = 5.0
+_OUT_OF = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
+
+
+class Acceptor:
+    """A frontend's admission: its accept loops and its count of open connections."""
+
+    def __init__(self, config: Frontend) -> None:
+        self.config = config
+        self.active = 0
+        # Set while the accept loops wait for a connection to end (at maxconn); every
+        # listener of the frontend waits on the same event.
+        self._room: trio.Event | None = None
+        self._accept_failing = Throttle(LOG_INTERVAL)
+        self._full = Throttle(LOG_INTERVAL)
+
+    def take(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        """Serve one accepted connection; ``active`` has already counted it."""
+        raise NotImplementedError
+
+    def released(self) -> None:
+        """A connection of this frontend is gone."""
+        self.active -= 1
+        if self._room is not None:
+            self._room.set()
+            self._room = None
+
+    def admit(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+        """Count and serve a connection (from the accept loop, or a final drain)."""
+        self.active += 1
+        self.take(conn, peer)
+
+    async def serve(self, listener: socket.socket) -> None:
+        """Accept until cancelled."""
+        maxconn = self.config.maxconn
+        burst = 0
+        while True:
+            if self.active >= maxconn:
+                self._note_full()
+                if self._room is None:
+                    self._room = trio.Event()
+                await self._room.wait()
+                continue
+            try:
+                conn, peer = listener.accept()
+            except BlockingIOError:
+                burst = 0
+                await wait_readable(listener)
+                continue
+            except OSError as exc:
+                if exc.errno in _OUT_OF:
+                    self._note_failing(exc)
+                    await trio.sleep(ACCEPT_PAUSE)
+                continue  # other errors (ECONNABORTED...) concern that one connection only
+            self.admit(conn, peer)
+            burst += 1
+            if burst >= ACCEPT_BURST:
+                burst = 0
+                await checkpoint()
+
+    def _note_full(self) -> None:
+        more = self._full.allow(trio.current_time())
+        if more is not None:
+            log.warning("frontend %s: maxconn %d reached, new connections wait in the kernel "
+                        "queue (%d more times since last report)", self.config.name,
+                        self.config.maxconn, more)  # fmt: skip
+
+    def _note_failing(self, exc: OSError) -> None:
+        more = self._accept_failing.allow(trio.current_time())
+        if more is not None:
+            log.error("frontend %s: accept: %s (%d more since last report)",
+                      self.config.name, exc.strerror, more)  # fmt: skip
