@@ -46,14 +46,8 @@ def strip_hop_by_hop(headers: Headers, keep_upgrade: bool = False) -> None:
     items = headers.items
     drop = HOP_BY_HOP  # the common case, per message: no set built
     if any(n == b"connection" for n, _ in items):
-        named: set[bytes] = set()
-        for value in headers.get_all(b"connection"):
-            for token in value.split(b","):
-                token = token.strip().lower()
-                if token:
-                    named.add(token)
         # A client may not make us drop what routing and the backend rely on.
-        drop = HOP_BY_HOP | (named - _PROTECTED)
+        drop = HOP_BY_HOP | (_connection_tokens(headers) - _PROTECTED)
     if keep_upgrade:
         drop = drop - {b"upgrade", b"connection"}
     headers.items = [item for item in items if item[0] not in drop]
@@ -62,39 +56,83 @@ def strip_hop_by_hop(headers: Headers, keep_upgrade: bool = False) -> None:
 
 
 _FORWARDING = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"via"))
+# What a forwarded request never carries as received: hop-by-hop and framing fields, the
+# forwarding fields (rewritten), and Expect (trilb answers 100-continue itself).
+_REQUEST_DROP = HOP_BY_HOP | _FORWARDING | {b"expect"}
+_RESPONSE_DROP = HOP_BY_HOP | {b"via"}
 
 
-def add_forwarded(headers: Headers, client_ip: bytes, scheme: bytes, host: bytes | None) -> None:
-    """Append the client to X-Forwarded-For, set X-Forwarded-Proto/-Host, append Via.
+def forward_request_fields(
+    headers: Headers, client_ip: bytes, scheme: bytes, host: bytes | None
+) -> list[tuple[bytes, bytes]]:
+    """The fields of a request as forwarded to a backend, framing fields excluded.
 
-    One pass over the fields (this runs per request): the four are taken out, then
-    appended with their new values.
+    What strip_hop_by_hop and add_forwarded do together, and Expect removed, in one pass
+    over the fields: this runs for every request. ``host`` is the request's Host (the
+    X-Forwarded-Host value; None drops the client's claim).
     """
-    xff: list[bytes] = []
-    via: list[bytes] = []
+    xff: bytes | None = None
+    via: bytes | None = None
     kept = []
+    named = False
     for item in headers.items:
         name = item[0]
-        if name in _FORWARDING:
+        if name in _REQUEST_DROP:
             if name == b"x-forwarded-for":
-                xff.append(item[1])  # several fields are one list (RFC 9110 5.3)
+                xff = item[1] if xff is None else xff + b", " + item[1]
             elif name == b"via":
-                via.append(item[1])
-        else:
-            kept.append(item)
-    xff.append(client_ip)
-    via.append(VIA)
-    kept.append((b"x-forwarded-for", b", ".join(xff)))
+                via = item[1] if via is None else via + b", " + item[1]
+            elif name == b"connection":
+                named = True
+            continue
+        kept.append(item)
+    if named:
+        # Connection may name more fields to drop, forwarding fields among them: then
+        # the general (slower) path, which sees them before anything is appended.
+        extra = _connection_tokens(headers) - HOP_BY_HOP - _PROTECTED
+        if extra:
+            copy = Headers([item for item in headers.items if item[0] not in extra])
+            xff = b", ".join(copy.get_all(b"x-forwarded-for")) or None
+            via = b", ".join(copy.get_all(b"via")) or None
+            kept = [item for item in kept if item[0] not in extra]
+    kept.append((b"x-forwarded-for", client_ip if xff is None else xff + b", " + client_ip))
     kept.append((b"x-forwarded-proto", scheme))
-    if host is not None:  # else the client's claim is dropped, never passed on
+    if host is not None:
         kept.append((b"x-forwarded-host", host))
-    kept.append((b"via", b", ".join(via)))
-    headers.items = kept
+    kept.append((b"via", VIA if via is None else via + b", " + VIA))
+    return kept
 
 
-def add_via(headers: Headers) -> None:
-    via = headers.get(b"via")
-    if via is None:
-        headers.items.append((b"via", VIA))
-    else:
-        headers.set(b"via", via + b", " + VIA)
+def forward_response_fields(headers: Headers) -> list[tuple[bytes, bytes]]:
+    """The fields of a response as forwarded to a client, framing fields excluded:
+    hop-by-hop fields (and the ones Connection names) dropped, trilb added to Via."""
+    via: bytes | None = None
+    kept = []
+    named = False
+    for item in headers.items:
+        name = item[0]
+        if name in _RESPONSE_DROP:
+            if name == b"via":
+                via = item[1] if via is None else via + b", " + item[1]
+            elif name == b"connection":
+                named = True
+            continue
+        kept.append(item)
+    if named:
+        extra = _connection_tokens(headers) - HOP_BY_HOP
+        if extra:
+            kept = [item for item in kept if item[0] not in extra]
+            if b"via" in extra:
+                via = None
+    kept.append((b"via", VIA if via is None else via + b", " + VIA))
+    return kept
+
+
+def _connection_tokens(headers: Headers) -> set[bytes]:
+    named: set[bytes] = set()
+    for value in headers.get_all(b"connection"):
+        for token in value.split(b","):
+            token = token.strip().lower()
+            if token:
+                named.add(token)
+    return named

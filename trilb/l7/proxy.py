@@ -34,8 +34,8 @@ from trilb.config.schema import Backend, Frontend
 from trilb.errors import ExchangeAborted, ProtocolError, UpstreamError
 from trilb.l4.idle import IdleSweeper
 from trilb.l7.body import relay_chunked, relay_length, relay_until_close
-from trilb.l7.forward import add_forwarded, add_via, strip_hop_by_hop
-from trilb.l7.http1 import ResponseParser, serialize_request, serialize_response
+from trilb.l7.forward import forward_request_fields, forward_response_fields
+from trilb.l7.http1 import serialize_request, serialize_response
 from trilb.l7.router import Router
 from trilb.l7.stream import Stream
 from trilb.l7.upstream import UpstreamPool
@@ -81,29 +81,48 @@ class HttpBackend:
         self.pool = UpstreamPool(config, self.state.slots, sweeper)
         sweeper.chores.append(self.pool.expire)
 
+    def pooled(self, head: RequestHead) -> tuple[Stream | None, ServerSlot | None]:
+        """The balancer's pick for ``head`` and, when its pool holds a usable one, an idle
+        connection to it: the per-request path, with nothing to await. Pass the slot to
+        ``connect`` when no connection came with it."""
+        key = self.key(head) if self.key is not None else None
+        slot = self.state.balancer.pick(key)
+        return (None if slot is None else self.pool.take(slot)), slot
+
     async def connect(
-        self, head: RequestHead, fresh: bool = False
+        self, head: RequestHead, first: ServerSlot | None, fresh: bool = False
     ) -> tuple[Stream, ServerSlot, bool]:
         """A connection to the best available server: (stream, its slot, reused).
 
-        ``fresh``: open a new one, whatever the pool holds (a retry after a stale one).
+        ``first``: the server ``pooled`` picked (tried first, without a new pick), or
+        None for a new pick. ``fresh``: open a new connection whatever the pool holds
+        (a retry after a stale one). At most ``retries`` servers after the first.
 
         Raises:
           UpstreamError: "unavailable" when no server could be tried, else the last
             connect failure.
         """
         key = self.key(head) if self.key is not None else None
+        pick = self.state.balancer.pick
+        pool = self.pool
+        tried: set[int] = set()
         failure: UpstreamError | None = None
-        for slot in self.state.attempts(key):
-            if self.pool.full(slot):
-                continue
-            try:
-                stream, reused = await self.pool.acquire(slot, fresh)
-            except UpstreamError as exc:
-                log.debug("backend %s: server %s: %s", self.config.name, slot.name, exc)
-                failure = exc
-                continue
-            return stream, slot, reused
+        slot = first
+        for _ in range(self.config.retries + 1):
+            if slot is None:
+                slot = pick(key, tried)
+                if slot is None:
+                    break
+            tried.add(slot.index)
+            if not fresh and (stream := pool.take(slot)) is not None:
+                return stream, slot, True
+            if not pool.full(slot):
+                try:
+                    return await pool.open(slot), slot, False
+                except UpstreamError as exc:
+                    log.debug("backend %s: server %s: %s", self.config.name, slot.name, exc)
+                    failure = exc
+            slot = None
         if failure is not None:
             raise UpstreamError("connect", f"backend {self.config.name}: no server accepted "
                                 f"the connection ({failure.kind})", retryable=False)  # fmt: skip
@@ -125,11 +144,16 @@ class Proxy:
         # Asked when a response head is built: a draining worker closes after it.
         self.draining = draining
         self.router = Router.compile(config.routes, config.default_backend)
+        self.scheme = b"http"
 
     async def exchange(
         self, client: Stream, head: RequestHead, first: bytes, client_ip: bytes
     ) -> tuple[bool, bytes]:
         """Proxy one request; returns (keep the client connection, bytes that followed).
+
+        The common case (a pooled connection, no request body, a response whose head
+        and body came in one read) runs here without awaiting anything but the
+        response; everything else goes through the general steps below.
 
         Raises:
           ProtocolError: the request is refused (its status) or the response is invalid
@@ -139,20 +163,32 @@ class Proxy:
           ClientClosed, ClientTimeout: the client went away or stalled.
         """
         backend = self.backends[self.router.match(head).backend]
-        limit = self.config.max_body_size
-        if limit and head.framing is Framing.LENGTH and (head.content_length or 0) > limit:
-            raise ProtocolError(413, f"request body of {head.content_length} bytes over {limit}")
-        wire = _request_wire(head, client_ip)
+        framing = head.framing
+        if framing is Framing.LENGTH:
+            limit = self.config.max_body_size
+            if limit and (head.content_length or 0) > limit:
+                raise ProtocolError(413, f"request body of {head.content_length} bytes "
+                                    f"over {limit}")  # fmt: skip
+        wire = self._request_wire(head, client_ip)
         if head.expect_continue:
             await client.send_all(CONTINUE)
             client.responding = False  # an interim response: a final error may still follow
-        upstream, slot, reused = await backend.connect(head)
-        replayable = head.framing is Framing.NONE and head.method in IDEMPOTENT
+        upstream, slot = backend.pooled(head)
+        reused = upstream is not None
+        if upstream is None or slot is None:
+            upstream, slot, reused = await backend.connect(head, slot)
+        replayable = framing is Framing.NONE and head.method in IDEMPOTENT
         held = True  # whether ``upstream`` is ours to give back
         clean = False
         try:
             try:
-                rest = await self._send_request(client, upstream, head, wire, first, backend)
+                if framing is Framing.NONE:
+                    sent = upstream.send_nowait(wire)
+                    if sent < len(wire):
+                        await upstream.send_rest(wire, sent)
+                    rest = first
+                else:
+                    rest = await self._send_body(client, upstream, head, wire, first, backend)
                 rhead, body = await self._response_head(upstream, head, backend)
             except UpstreamError as exc:
                 if not (reused and replayable) or exc.kind == "timeout":
@@ -161,7 +197,7 @@ class Proxy:
                 # on a new connection (nothing that cannot be replayed was sent).
                 backend.pool.release(slot, upstream, False)
                 held = False
-                upstream, slot, reused = await backend.connect(head, fresh=True)
+                upstream, slot, reused = await backend.connect(head, None, fresh=True)
                 held = True
                 await upstream.send_all(wire)
                 rhead, body = await self._response_head(upstream, head, backend)
@@ -171,7 +207,17 @@ class Proxy:
                 backend.pool.release(slot, upstream, clean)
         return keep, rest
 
-    async def _send_request(
+    def _request_wire(self, head: RequestHead, client_ip: bytes) -> bytes:
+        headers = head.headers
+        fields = forward_request_fields(headers, client_ip, self.scheme, headers.get(b"host"))
+        if head.framing is Framing.LENGTH:
+            fields.append((b"content-length", b"%d" % (head.content_length or 0)))
+        elif head.framing is Framing.CHUNKED:
+            fields.append((b"transfer-encoding", b"chunked"))
+        # trilb speaks HTTP/1.1 to backends, whatever the client spoke.
+        return serialize_request(head, fields, b"1.1")
+
+    async def _send_body(
         self,
         client: Stream,
         upstream: Stream,
@@ -180,14 +226,12 @@ class Proxy:
         first: bytes,
         backend: HttpBackend,
     ) -> bytes:
+        """Send the head and relay the request body; returns what followed the body."""
         if head.framing is Framing.LENGTH:
             n = head.content_length or 0
             if len(first) >= n:  # the whole body came with the head: one send
                 await upstream.send_all(wire + first[:n])
                 return first[n:]
-        elif head.framing is Framing.NONE:
-            await upstream.send_all(wire)
-            return first
         # A body to relay: the client must keep sending and the backend keep reading.
         client.arm(self.config.body_timeout, "body")
         upstream.arm(backend.config.response_timeout, "request body")
@@ -205,31 +249,25 @@ class Proxy:
         self, upstream: Stream, head: RequestHead, backend: HttpBackend
     ) -> tuple[ResponseHead, bytes]:
         parser = upstream.parser
-        if parser is None:
-            parser = upstream.parser = ResponseParser()
+        assert parser is not None, "the pool gives every backend connection a parser"
         parser.method = head.method
         upstream.arm(backend.config.response_timeout, "response")
-        pending = b""
-        first = True
+        data = await upstream.recv_later()
         while True:
-            if pending:
-                rhead = parser.feed(pending)
-            else:
-                data = await (upstream.recv_later() if first else upstream.recv())
-                first = False
-                if not data:
-                    raise UpstreamError("closed", f"server {upstream.name} closed the "
-                                        "connection before answering", retryable=False)  # fmt: skip
-                rhead = parser.feed(data)
-            if rhead is None:
-                pending = b""
-            elif 100 <= rhead.status < 200 and rhead.status != 101:
+            if not data:
+                raise UpstreamError("closed", f"server {upstream.name} closed the "
+                                    "connection before answering", retryable=False)  # fmt: skip
+            rhead = parser.feed(data)
+            if rhead is not None:
+                if rhead.status >= 200 or rhead.status == 101:
+                    upstream.disarm()
+                    return rhead, parser.leftover
                 # Interim responses (103 Early Hints...) are not passed on; 100 Continue
                 # never comes: trilb answers Expect itself and does not forward it.
-                pending = parser.leftover
-            else:
-                upstream.disarm()
-                return rhead, parser.leftover
+                data = parser.leftover
+                if data:
+                    continue
+            data = await upstream.recv()
 
     async def _send_response(
         self,
@@ -242,26 +280,30 @@ class Proxy:
     ) -> tuple[bool, bool]:
         """Forward the response; returns (keep the client, the backend connection is
         clean for reuse: its response ended exactly where its framing said)."""
-        length = rhead.headers.get(b"content-length")
-        strip_hop_by_hop(rhead.headers)
-        add_via(rhead.headers)
         framing = rhead.framing
         keep = head.keep_alive and framing is not Framing.CLOSE and not self.draining()
-        if framing is Framing.LENGTH or (framing is Framing.NONE and length is not None):
-            rhead.headers.add(b"content-length", length or b"0")
-        elif framing is Framing.CHUNKED:
-            rhead.headers.add(b"transfer-encoding", b"chunked")
+        fields = forward_response_fields(rhead.headers)
+        length = rhead.content_length
+        if framing is Framing.CHUNKED:
+            fields.append((b"transfer-encoding", b"chunked"))
+        elif length is not None:  # a body's length, or a HEAD or 304's: passed on
+            fields.append((b"content-length", b"%d" % length))
         if not keep:
-            rhead.headers.add(b"connection", b"close")
-        wire = serialize_response(rhead)
+            fields.append((b"connection", b"close"))
+        wire = serialize_response(rhead, fields, b"1.1")
         reusable = rhead.keep_alive and framing is not Framing.CLOSE
         if framing is Framing.LENGTH:
-            n = rhead.content_length or 0
+            n = length or 0
             if len(body) >= n:
-                await client.send_all(wire + body[:n])
+                data = wire + body[:n]
+                sent = client.send_nowait(data)
+                if sent < len(data):
+                    await client.send_rest(data, sent)
                 return keep, reusable and len(body) == n
         elif framing is Framing.NONE:
-            await client.send_all(wire)
+            sent = client.send_nowait(wire)
+            if sent < len(wire):
+                await client.send_rest(wire, sent)
             return keep, reusable and not body
         await client.send_all(wire)
         # The head is out: from here a failure can only cut the response short.
@@ -269,7 +311,7 @@ class Proxy:
         upstream.arm(backend.config.response_timeout, "response body")
         try:
             if framing is Framing.LENGTH:
-                extra = await relay_length(upstream, client, rhead.content_length or 0, body)
+                extra = await relay_length(upstream, client, length or 0, body)
             elif framing is Framing.CHUNKED:
                 extra = await relay_chunked(upstream, client, body, response=True)
             else:
@@ -280,17 +322,3 @@ class Proxy:
         client.disarm()
         upstream.disarm()
         return keep, reusable and not extra
-
-
-def _request_wire(head: RequestHead, client_ip: bytes) -> bytes:
-    headers = head.headers
-    host = headers.get(b"host")
-    strip_hop_by_hop(headers)
-    headers.remove(b"expect")  # answered here (100 Continue), not by the backend
-    head.version = b"1.1"  # trilb speaks HTTP/1.1 to backends, whatever the client spoke
-    add_forwarded(headers, client_ip, b"http", host)
-    if head.framing is Framing.LENGTH:
-        headers.add(b"content-length", b"%d" % (head.content_length or 0))
-    elif head.framing is Framing.CHUNKED:
-        headers.add(b"transfer-encoding", b"chunked")
-    return serialize_request(head)

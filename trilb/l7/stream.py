@@ -11,6 +11,7 @@ which becomes the timeout error here. It does not parse anything.
 
 from __future__ import annotations
 
+import select
 import socket
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -27,18 +28,22 @@ if TYPE_CHECKING:
 
 # Bytes asked of one recv: a whole request head or a good slice of a body.
 RECV_SIZE = 65536
+# Any of these on an idle pooled connection means it is unusable: bytes nobody asked
+# for (POLLIN), the server's close (POLLIN, POLLRDHUP), or an error.
+_NOT_IDLE = select.POLLIN | select.POLLPRI | select.POLLRDHUP
 
 
 class Stream:
     """One side of an exchange: the client's socket, or a backend connection."""
 
-    __slots__ = ("closed", "name", "parser", "phase", "responding", "sock", "sweeper",
-                 "timeout", "timer", "upstream")  # fmt: skip
+    __slots__ = ("_poller", "closed", "fd", "name", "parser", "phase", "responding", "sock",
+                 "sweeper", "timeout", "timer", "upstream")  # fmt: skip
 
     def __init__(
         self, sock: socket.socket, sweeper: IdleSweeper, upstream: bool, name: str = ""
     ) -> None:
         self.sock = sock
+        self.fd = sock.fileno()  # trio's waits take it as it is; a socket costs a call
         self.sweeper = sweeper
         self.upstream = upstream
         self.name = name  # the server's name, for messages (never its address)
@@ -51,6 +56,7 @@ class Stream:
         self.responding = False
         # A backend connection's response parser, kept with it across requests.
         self.parser: ResponseParser | None = None
+        self._poller: select.poll | None = None
 
     def arm(self, timeout: float, phase: str) -> None:
         """Start (or restart) this stream's deadline for the next waits, until ``disarm``."""
@@ -86,21 +92,43 @@ class Stream:
     async def recv_later(self, size: int = RECV_SIZE) -> bytes:
         """Like recv, for data that cannot be there yet (a response just asked for, the
         next request on a keep-alive connection): wait first, and save the read that
-        would only say EAGAIN (and the exception Python makes of it)."""
-        await self._wait(wait_readable)
-        return await self.recv(size)
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        self.responding = True
-        sock = self.sock
+        would only say EAGAIN (and the exception Python makes of it). Once per request
+        each way, so written out rather than built from _wait and recv."""
+        if self.timer.expired:
+            raise self._timed_out()
         try:
-            sent = sock.send(data)
+            await wait_readable(self.fd)
+        except trio.ClosedResourceError:
+            raise self._timed_out() from None  # the sweeper's notify_closing
+        try:
+            return self.sock.recv(size)
         except BlockingIOError:
-            sent = 0
+            return await self.recv(size)  # woken with nothing to read after all
         except OSError as exc:
             raise self._broken(exc) from None
-        if sent == len(data):
-            return
+
+    def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
+        """Send what the socket takes without waiting; returns how many bytes went.
+
+        The per-request path calls this and awaits ``send_rest`` only when a head or
+        body does not fit the socket buffer: no coroutine per send otherwise.
+        """
+        self.responding = True
+        try:
+            return self.sock.send(data)
+        except BlockingIOError:
+            return 0
+        except OSError as exc:
+            raise self._broken(exc) from None
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        sent = self.send_nowait(data)
+        if sent < len(data):
+            await self.send_rest(data, sent)
+
+    async def send_rest(self, data: bytes | bytearray | memoryview, sent: int) -> None:
+        """Send ``data`` from offset ``sent`` on, waiting for room as needed."""
+        sock = self.sock
         with memoryview(data) as view:
             while sent < len(view):
                 await self._wait(wait_writable)
@@ -112,14 +140,16 @@ class Stream:
                     raise self._broken(exc) from None
 
     def alive(self) -> bool:
-        """For an idle pooled connection: still open, and nothing unsolicited queued."""
-        try:
-            self.sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT)
-        except BlockingIOError:
-            return True  # nothing to read: the usual state of a healthy idle connection
-        except OSError:
-            return False
-        return False  # b"" is the server's close; bytes would be a response nobody asked for
+        """For an idle pooled connection: still open, and nothing unsolicited queued.
+
+        A poll with no timeout rather than a peek: the healthy answer of a peek is
+        EAGAIN, which Python turns into an exception, once per reused connection.
+        """
+        poller = self._poller
+        if poller is None:
+            poller = self._poller = select.poll()
+            poller.register(self.fd, _NOT_IDLE)
+        return not poller.poll(0)
 
     def close(self) -> None:
         if not self.closed:
@@ -127,13 +157,13 @@ class Stream:
             self.disarm()
             self.sock.close()
 
-    async def _wait(self, wait: Callable[[socket.socket], Awaitable[None]]) -> None:
+    async def _wait(self, wait: Callable[[int], Awaitable[None]]) -> None:
         # A deadline that passed while this task waited on the other socket woke no
         # one (notify_closing wakes waits on this socket only): it counts now.
         if self.timer.expired:
             raise self._timed_out()
         try:
-            await wait(self.sock)
+            await wait(self.fd)
         except trio.ClosedResourceError:
             raise self._timed_out() from None  # the sweeper's notify_closing
 

@@ -17,6 +17,7 @@ from trilb.balance.algorithms import ServerSlot
 from trilb.config.schema import Backend
 from trilb.l4.connect import open_tcp
 from trilb.l4.idle import IdleSweeper
+from trilb.l7.http1 import ResponseParser
 from trilb.l7.stream import Stream
 
 
@@ -45,26 +46,32 @@ class UpstreamPool:
         pool = self.servers[slot.index]
         return cap > 0 and not pool.idle and pool.busy >= cap
 
-    async def acquire(self, slot: ServerSlot, fresh: bool = False) -> tuple[Stream, bool]:
-        """A connection to ``slot``'s server, and whether it was reused from the pool
-        (never, with ``fresh``).
+    def take(self, slot: ServerSlot) -> Stream | None:
+        """An idle pooled connection to ``slot``'s server that is still usable, or None."""
+        pool = self.servers[slot.index]
+        idle = pool.idle
+        while idle:
+            stream = idle.pop()[0]
+            # One poll: the server may have closed it, or (a broken server) sent bytes
+            # nobody asked for, which must never become the next client's response.
+            if stream.alive():
+                pool.busy += 1
+                return stream
+            stream.close()
+        return None
+
+    async def open(self, slot: ServerSlot) -> Stream:
+        """A new connection to ``slot``'s server.
 
         Raises:
           UpstreamError: the connect failed (retryable: nothing was sent).
         """
-        pool = self.servers[slot.index]
-        while pool.idle and not fresh:
-            stream, _ = pool.idle.pop()
-            # One peek: the server may have closed it, or (a broken server) sent bytes
-            # nobody asked for, which must never become the next client's response.
-            if stream.alive():
-                pool.busy += 1
-                return stream, True
-            stream.close()
         address = self.config.servers[slot.index].address
         sock = await open_tcp(address, self.config.connect_timeout, self.sweeper)
-        pool.busy += 1
-        return Stream(sock, self.sweeper, upstream=True, name=slot.name), False
+        self.servers[slot.index].busy += 1
+        stream = Stream(sock, self.sweeper, upstream=True, name=slot.name)
+        stream.parser = ResponseParser()
+        return stream
 
     def release(self, slot: ServerSlot, stream: Stream, reusable: bool) -> None:
         """Give a connection back: pooled if it may carry another request, else closed."""
