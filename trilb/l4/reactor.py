@@ -140,8 +140,9 @@ class Reactor:
         self.ep = select.epoll()
         # fd -> (direction reading it, direction writing it)
         self.fds: dict[int, tuple[Direction, Direction]] = {}
-        # fd -> callback, for sockets still connecting (registered, not yet a link)
-        self.pending: dict[int, Callable[[int], None]] = {}
+        # fd -> callback, for sockets still connecting (registered, not yet a link) and
+        # for sockets whose owner handles readiness itself (HTTP connections, l7/client.py)
+        self.callbacks: dict[int, Callable[[int], None]] = {}
         self.links: set[Link] = set()
         self.later: list[Direction] = []
 
@@ -152,18 +153,25 @@ class Reactor:
         uses) carries over when the owner then calls ``add`` with this socket as the
         server, or ends with ``forget``.
         """
-        fd = sock.fileno()
-        self.ep.register(fd, _MASK)
-        self.pending[fd] = on_event
+        self.watch(sock.fileno(), on_event)
 
-    def forget(self, sock: socket.socket) -> None:
-        """Stop watching a connecting socket (before the owner closes it)."""
-        fd = sock.fileno()
-        if self.pending.pop(fd, None) is not None:
+    def watch(self, fd: int, on_event: Callable[[int], None]) -> None:
+        """Call ``on_event`` with the epoll events of ``fd`` (edge-triggered, input and
+        output) until ``unwatch``; the owner may swap the callback in ``callbacks``."""
+        self.ep.register(fd, _MASK)
+        self.callbacks[fd] = on_event
+
+    def unwatch(self, fd: int) -> None:
+        """Stop watching ``fd``; call it before the socket is closed."""
+        if self.callbacks.pop(fd, None) is not None:
             try:
                 self.ep.unregister(fd)
             except OSError:
                 pass
+
+    def forget(self, sock: socket.socket) -> None:
+        """Stop watching a connecting socket (before the owner closes it)."""
+        self.unwatch(sock.fileno())
 
     def add(
         self,
@@ -179,7 +187,7 @@ class Reactor:
         self.fds[link.down.src] = (link.down, link.up)
         try:
             self.ep.register(link.up.src, _MASK)
-            if self.pending.pop(link.down.src, None) is None:
+            if self.callbacks.pop(link.down.src, None) is None:
                 self.ep.register(link.down.src, _MASK)
         except BaseException:
             self.remove(link)  # on_done is not called: the caller still owns the sockets
@@ -211,7 +219,7 @@ class Reactor:
                 for fd, ev in ep.poll(0, MAX_EVENTS):
                     sides = fds.get(fd)
                     if sides is None:
-                        on_event = self.pending.get(fd)
+                        on_event = self.callbacks.get(fd)
                         if on_event is not None:
                             _guarded(on_event, ev)
                         continue  # or: its link ended earlier in this batch

@@ -146,14 +146,35 @@ class Proxy:
         self.router = Router.compile(config.routes, config.default_backend)
         self.scheme = b"http"
 
+    def prepare(self, head: RequestHead, client_ip: bytes) -> tuple[HttpBackend, bytes]:
+        """Route ``head`` and build what goes to the backend: (its backend, the head's
+        wire form). Nothing is sent.
+
+        Raises:
+          ProtocolError: 413 for a declared body over ``max_body_size``; 500 when a field
+            cannot be written.
+        """
+        backend = self.backends[self.router.match(head).backend]
+        if head.framing is Framing.LENGTH:
+            limit = self.config.max_body_size
+            if limit and (head.content_length or 0) > limit:
+                raise ProtocolError(413, f"request body of {head.content_length} bytes "
+                                    f"over {limit}")  # fmt: skip
+        return backend, self._request_wire(head, client_ip)
+
     async def exchange(
-        self, client: Stream, head: RequestHead, first: bytes, client_ip: bytes
+        self,
+        client: Stream,
+        head: RequestHead,
+        first: bytes,
+        client_ip: bytes,
+        slot: ServerSlot | None = None,
+        fresh: bool = False,
     ) -> tuple[bool, bytes]:
         """Proxy one request; returns (keep the client connection, bytes that followed).
 
-        The common case (a pooled connection, no request body, a response whose head
-        and body came in one read) runs here without awaiting anything but the
-        response; everything else goes through the general steps below.
+        ``slot``: the server the balancer already picked for this request (tried first);
+        ``fresh``: do not reuse a pooled connection (the request failed on one already).
 
         Raises:
           ProtocolError: the request is refused (its status) or the response is invalid
@@ -162,49 +183,61 @@ class Proxy:
           ExchangeAborted: the response broke off after its head went to the client.
           ClientClosed, ClientTimeout: the client went away or stalled.
         """
-        backend = self.backends[self.router.match(head).backend]
-        framing = head.framing
-        if framing is Framing.LENGTH:
-            limit = self.config.max_body_size
-            if limit and (head.content_length or 0) > limit:
-                raise ProtocolError(413, f"request body of {head.content_length} bytes "
-                                    f"over {limit}")  # fmt: skip
-        wire = self._request_wire(head, client_ip)
+        backend, wire = self.prepare(head, client_ip)
         if head.expect_continue:
             await client.send_all(CONTINUE)
             client.responding = False  # an interim response: a final error may still follow
-        upstream, slot = backend.pooled(head)
-        reused = upstream is not None
-        if upstream is None or slot is None:
-            upstream, slot, reused = await backend.connect(head, slot)
-        replayable = framing is Framing.NONE and head.method in IDEMPOTENT
-        held = True  # whether ``upstream`` is ours to give back
-        clean = False
+        upstream, slot, reused = await backend.connect(head, slot, fresh)
+        replayable = head.framing is Framing.NONE and head.method in IDEMPOTENT
         try:
+            if head.framing is Framing.NONE:
+                await upstream.send_all(wire)
+                rest = first
+            else:
+                rest = await self._send_body(client, upstream, head, wire, first, backend)
+            rhead, body = await self._response_head(upstream, head, backend)
+        except UpstreamError as exc:
+            backend.pool.release(slot, upstream, False)
+            if not (reused and replayable) or exc.kind == "timeout":
+                raise
+            # The server closed the pooled connection before we used it: once more, on a
+            # new connection (nothing that cannot be replayed was sent).
+            upstream, slot, reused = await backend.connect(head, None, fresh=True)
             try:
-                if framing is Framing.NONE:
-                    sent = upstream.send_nowait(wire)
-                    if sent < len(wire):
-                        await upstream.send_rest(wire, sent)
-                    rest = first
-                else:
-                    rest = await self._send_body(client, upstream, head, wire, first, backend)
-                rhead, body = await self._response_head(upstream, head, backend)
-            except UpstreamError as exc:
-                if not (reused and replayable) or exc.kind == "timeout":
-                    raise
-                # The server closed the pooled connection before we used it: once more,
-                # on a new connection (nothing that cannot be replayed was sent).
-                backend.pool.release(slot, upstream, False)
-                held = False
-                upstream, slot, reused = await backend.connect(head, None, fresh=True)
-                held = True
                 await upstream.send_all(wire)
                 rhead, body = await self._response_head(upstream, head, backend)
+            except BaseException:
+                backend.pool.release(slot, upstream, False)
+                raise
+        except BaseException:
+            backend.pool.release(slot, upstream, False)
+            raise
+        return await self.respond(client, upstream, slot, backend, head, rest, rhead, body)
+
+    async def respond(
+        self,
+        client: Stream,
+        upstream: Stream,
+        slot: ServerSlot,
+        backend: HttpBackend,
+        head: RequestHead,
+        rest: bytes,
+        rhead: ResponseHead | None,
+        body: bytes,
+    ) -> tuple[bool, bytes]:
+        """Relay the response to a request already sent on ``upstream``, then give the
+        connection back; returns what ``exchange`` returns.
+
+        ``rhead``: its head when already read (``body``: the bytes after it), or None
+        to read it first (``body``: bytes already received from the backend).
+        """
+        clean = False
+        try:
+            if rhead is None:
+                rhead, body = await self._response_head(upstream, head, backend, body)
             keep, clean = await self._send_response(client, upstream, head, rhead, body, backend)
         finally:
-            if held:
-                backend.pool.release(slot, upstream, clean)
+            backend.pool.release(slot, upstream, clean)
         return keep, rest
 
     def _request_wire(self, head: RequestHead, client_ip: bytes) -> bytes:
@@ -216,6 +249,20 @@ class Proxy:
             fields.append((b"transfer-encoding", b"chunked"))
         # trilb speaks HTTP/1.1 to backends, whatever the client spoke.
         return serialize_request(head, fields, b"1.1")
+
+    def response_wire(self, head: RequestHead, rhead: ResponseHead) -> tuple[bytes, bool]:
+        """The response head as forwarded to the client, and whether the client
+        connection stays open after this response."""
+        framing = rhead.framing
+        keep = head.keep_alive and framing is not Framing.CLOSE and not self.draining()
+        fields = forward_response_fields(rhead.headers)
+        if framing is Framing.CHUNKED:
+            fields.append((b"transfer-encoding", b"chunked"))
+        elif rhead.content_length is not None:  # a body's, or a HEAD or 304's: passed on
+            fields.append((b"content-length", b"%d" % rhead.content_length))
+        if not keep:
+            fields.append((b"connection", b"close"))
+        return serialize_response(rhead, fields, b"1.1"), keep
 
     async def _send_body(
         self,
@@ -246,13 +293,14 @@ class Proxy:
         return rest
 
     async def _response_head(
-        self, upstream: Stream, head: RequestHead, backend: HttpBackend
+        self, upstream: Stream, head: RequestHead, backend: HttpBackend, pending: bytes = b""
     ) -> tuple[ResponseHead, bytes]:
+        """Read the final response head (``pending``: bytes of it already received)."""
         parser = upstream.parser
         assert parser is not None, "the pool gives every backend connection a parser"
         parser.method = head.method
         upstream.arm(backend.config.response_timeout, "response")
-        data = await upstream.recv_later()
+        data = pending or await upstream.recv_later()
         while True:
             if not data:
                 raise UpstreamError("closed", f"server {upstream.name} closed the "
@@ -281,16 +329,8 @@ class Proxy:
         """Forward the response; returns (keep the client, the backend connection is
         clean for reuse: its response ended exactly where its framing said)."""
         framing = rhead.framing
-        keep = head.keep_alive and framing is not Framing.CLOSE and not self.draining()
-        fields = forward_response_fields(rhead.headers)
         length = rhead.content_length
-        if framing is Framing.CHUNKED:
-            fields.append((b"transfer-encoding", b"chunked"))
-        elif length is not None:  # a body's length, or a HEAD or 304's: passed on
-            fields.append((b"content-length", b"%d" % length))
-        if not keep:
-            fields.append((b"connection", b"close"))
-        wire = serialize_response(rhead, fields, b"1.1")
+        wire, keep = self.response_wire(head, rhead)
         reusable = rhead.keep_alive and framing is not Framing.CLOSE
         if framing is Framing.LENGTH:
             n = length or 0

@@ -24,6 +24,7 @@ from trilb.errors import ClientClosed, ClientTimeout, UpstreamError
 from trilb.l4.idle import Deadline, IdleSweeper
 
 if TYPE_CHECKING:
+    from trilb.l4.reactor import Reactor
     from trilb.l7.http1 import ResponseParser
 
 # Bytes asked of one recv: a whole request head or a good slice of a body.
@@ -36,8 +37,8 @@ _NOT_IDLE = select.POLLIN | select.POLLPRI | select.POLLRDHUP
 class Stream:
     """One side of an exchange: the client's socket, or a backend connection."""
 
-    __slots__ = ("_poller", "closed", "fd", "name", "parser", "phase", "responding", "sock",
-                 "sweeper", "timeout", "timer", "upstream")  # fmt: skip
+    __slots__ = ("_poller", "closed", "fd", "name", "parser", "phase", "reactor", "responding",
+                 "sock", "sweeper", "timeout", "timer", "upstream", "wake")  # fmt: skip
 
     def __init__(
         self, sock: socket.socket, sweeper: IdleSweeper, upstream: bool, name: str = ""
@@ -47,8 +48,11 @@ class Stream:
         self.sweeper = sweeper
         self.upstream = upstream
         self.name = name  # the server's name, for messages (never its address)
+        # What a deadline does for a trio task waiting on this socket; an owner driven by
+        # the reactor sets its own ``timer.on_expire`` and puts this back when done.
+        self.wake: Callable[[], object] = partial(trio.lowlevel.notify_closing, sock)
         # One deadline object per stream, re-armed per phase: no allocation per request.
-        self.timer = Deadline(0.0, partial(trio.lowlevel.notify_closing, sock))
+        self.timer = Deadline(0.0, self.wake)
         self.phase = ""
         self.timeout = 0.0
         self.closed = False
@@ -57,6 +61,8 @@ class Stream:
         # A backend connection's response parser, kept with it across requests.
         self.parser: ResponseParser | None = None
         self._poller: select.poll | None = None
+        # The reactor watching this socket, if one is (l7/client.py): told before close.
+        self.reactor: Reactor | None = None
 
     def arm(self, timeout: float, phase: str) -> None:
         """Start (or restart) this stream's deadline for the next waits, until ``disarm``."""
@@ -155,6 +161,8 @@ class Stream:
         if not self.closed:
             self.closed = True
             self.disarm()
+            if self.reactor is not None:
+                self.reactor.unwatch(self.fd)
             self.sock.close()
 
     async def _wait(self, wait: Callable[[int], Awaitable[None]]) -> None:

@@ -78,6 +78,7 @@ class UpstreamPool:
         pool = self.servers[slot.index]
         pool.busy -= 1
         stream.disarm()
+        stream.timer.on_expire = stream.wake
         if reusable and len(pool.idle) < self.config.pool_max_idle and not stream.closed:
             pool.idle.append((stream, trio.current_time()))
         else:

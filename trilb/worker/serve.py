@@ -61,6 +61,9 @@ async def serve_worker(
             active = sum(fe.active for fe in frontends)
             log.info("stopped accepting; draining %d connection(s)", active)
             await _drain(frontends, config.global_.grace)
+            for fe in frontends:
+                if isinstance(fe, HttpFrontend):
+                    fe.close_all()
             handlers.cancel_scope.cancel()
     pools.close()
 
@@ -104,7 +107,7 @@ def _frontends(
             for name in {fe.default_backend, *(r.backend for r in fe.routes)}:
                 if name not in http_backends:
                     http_backends[name] = HttpBackend(config.backends[name], sweeper)
-            out.append(HttpFrontend(fe, http_backends, sweeper))
+            out.append(HttpFrontend(fe, http_backends, sweeper, reactor))
         else:
             name = fe.default_backend
             if name not in tcp_backends:

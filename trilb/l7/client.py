@@ -1,0 +1,429 @@
+"""A client connection of an http frontend, driven by the worker's reactor.
+
+Theory of operation. A trio wait costs about 10 µs of Python (l4/reactor.py says how
+that was measured), and proxying a request through a task per connection needs two
+per request (the request, the response): with a strict parser, forwarding fields and
+pools on top, that is most of a worker's CPU at keep-alive rates, and it kept trilb
+under half of HAProxy's requests/s. So the client socket, and the backend connection
+while a request waits for its answer, are watched by the worker's edge-triggered
+reactor, and the common exchange runs in its callbacks, with no task switch:
+
+- a request without a body (and without ``Expect``) whose balancer pick has an idle
+  pooled connection: its head is sent at once (``Proxy.prepare`` built it);
+- a final response whose head and whole body (a Content-Length, or none) arrived in
+  one read: relayed in one send, the backend connection goes back to its pool.
+
+Everything else (request bodies, a server with no idle connection, an interim or a
+streamed response, a retry after a stale pooled connection) is handed to a task of the
+worker's handler nursery that runs the general path of l7/proxy.py for that one
+exchange: the same steps, the same errors and statuses. The connection comes back to
+the reactor after it. Bytes that arrive on a socket while a task owns it make edges the
+reactor ignores, so a connection coming back reads once before waiting again.
+
+Deadlines are the sweeper's, as for tasks: in the reactor's hands a client's deadline
+calls ``_client_timeout`` (close an idle connection, 408 a slow head, drop a client that
+does not read), a waiting backend's calls ``_upstream_timeout`` (504). It does not parse,
+route or choose statuses (http1, router, proxy do); it sequences one connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+import socket
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from trilb.balance.algorithms import ServerSlot
+from trilb.errors import ClientClosed, ProtocolError, UpstreamError
+from trilb.l7.http1 import RequestParser
+from trilb.l7.proxy import IDEMPOTENT, HttpBackend, error_response, status_for
+from trilb.l7.stream import RECV_SIZE, Stream
+from trilb.messages import Framing, RequestHead
+
+if TYPE_CHECKING:
+    from trilb.l7.server import HttpFrontend
+
+log = logging.getLogger(__name__)
+
+# States of a connection.
+IDLE = 0  # between requests: keepalive_timeout
+HEAD = 1  # a request head has begun: header_timeout
+WAITING = 2  # a request went to a backend; the reactor waits for its response
+WRITING = 3  # a response did not fit the socket buffer; the rest waits for room
+TASK = 4  # a task runs this exchange (l7/proxy.py)
+CLOSED = 5
+
+_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+_OUT = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+
+Step = Callable[[], Awaitable[tuple[bool, bytes]]]
+
+
+class ClientConnection:
+    """One client connection of an http frontend, from accept to close."""
+
+    __slots__ = (
+        "backend",
+        "client",
+        "fe",
+        "head",
+        "ip",
+        "keep",
+        "more",
+        "out",
+        "parser",
+        "rest",
+        "slot",
+        "sock",
+        "state",
+        "upstream",
+    )
+
+    def __init__(self, fe: HttpFrontend, sock: socket.socket, ip: bytes) -> None:
+        self.fe = fe
+        self.sock = sock
+        self.ip = ip
+        cfg = fe.config
+        self.client = Stream(sock, fe.sweeper, upstream=False)
+        self.client.timer.on_expire = self._client_timeout
+        self.parser = RequestParser(cfg.max_request_line, cfg.max_header_size, cfg.max_headers)
+        self.state = HEAD  # a first request is expected at once: header_timeout
+        # An input edge came while the connection was busy: read once it is idle again.
+        self.more = False
+        # The exchange in flight: its head, what followed it, its backend and connection.
+        self.head: RequestHead | None = None
+        self.rest = b""
+        self.backend: HttpBackend | None = None
+        self.slot: ServerSlot | None = None
+        self.upstream: Stream | None = None
+        # What is left of a response the client socket did not take at once, and
+        # whether the connection stays open once it is out.
+        self.out: memoryview | None = None
+        self.keep = False
+
+    def start(self) -> None:
+        self.client.arm(self.fe.config.header_timeout, "head")
+        self.client.reactor = self.fe.reactor
+        self.fe.reactor.watch(self.client.fd, self._on_client)
+
+    # --- reading requests ------------------------------------------------------------
+
+    def _on_client(self, events: int) -> None:
+        try:
+            state = self.state
+            if state <= HEAD:
+                if events & _IN:
+                    self._read()
+            elif state == WRITING:
+                if events & _OUT:
+                    self._write()
+            elif events & _IN:
+                self.more = True  # pipelined bytes or the client's close: after the response
+        except Exception:
+            self._bug()
+
+    def _read(self) -> None:
+        sock = self.sock
+        while True:
+            try:
+                data = sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:
+                self.close()
+                return
+            if not data:
+                self.close()  # between requests or inside a head: nobody to answer
+                return
+            if self._feed(data) or len(data) < RECV_SIZE:
+                return
+
+    def _feed(self, data: bytes) -> bool:
+        """Parse request bytes; True once they made a head (and it is being served)."""
+        try:
+            head = self.parser.feed(data)
+        except ProtocolError as exc:
+            self._refuse(exc)
+            return True
+        if head is None:
+            if self.state == IDLE:  # a head has begun: header_timeout from now
+                self.state = HEAD
+                self.client.arm(self.fe.config.header_timeout, "head")
+            return False
+        self._request(head, self.parser.leftover)
+        return True
+
+    # --- one exchange ----------------------------------------------------------------
+
+    def _request(self, head: RequestHead, rest: bytes) -> None:
+        client = self.client
+        client.disarm()
+        client.responding = False
+        self.head = head
+        self.rest = rest
+        fe = self.fe
+        proxy = fe.proxy
+        try:
+            backend, wire = proxy.prepare(head, self.ip)
+        except ProtocolError as exc:
+            self._refuse(exc)
+            return
+        if head.framing is not Framing.NONE or head.expect_continue:
+            self._hand_over(lambda: proxy.exchange(client, head, rest, self.ip))
+            return
+        upstream, slot = backend.pooled(head)
+        if upstream is None:
+            # No idle connection to that server: a task connects (to it first).
+            self._hand_over(lambda: proxy.exchange(client, head, rest, self.ip, slot))
+            return
+        assert slot is not None
+        self.backend = backend
+        self.slot = slot
+        self.upstream = upstream
+        try:
+            sent = upstream.send_nowait(wire)
+        except UpstreamError as exc:
+            self._upstream_failed(exc)
+            return
+        if sent < len(wire):  # a head larger than the socket buffer: let a task finish it
+            self._respond_in_task(b"", wire[sent:])
+            return
+        upstream.parser.method = head.method  # type: ignore[union-attr]
+        upstream.timer.on_expire = self._upstream_timeout
+        upstream.arm(backend.config.response_timeout, "response")
+        if upstream.reactor is None:
+            upstream.reactor = fe.reactor
+            fe.reactor.watch(upstream.fd, self._on_upstream)
+        else:
+            fe.reactor.callbacks[upstream.fd] = self._on_upstream
+        self.state = WAITING
+
+    def _on_upstream(self, events: int) -> None:
+        if self.state != WAITING or not events & _IN:
+            return
+        try:
+            self._response()
+        except Exception:
+            self._bug()
+
+    def _response(self) -> None:
+        upstream = self.upstream
+        assert upstream is not None and upstream.parser is not None
+        parser = upstream.parser
+        while True:
+            try:
+                data = upstream.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                why = f"server {upstream.name}: {exc.strerror}"
+                self._upstream_failed(UpstreamError("reset", why, retryable=False))
+                return
+            if not data:
+                why = f"server {upstream.name} closed the connection before answering"
+                self._upstream_failed(UpstreamError("closed", why, retryable=False))
+                return
+            try:
+                rhead = parser.feed(data)
+            except ProtocolError as exc:
+                self._release(False)
+                self._refuse(exc)
+                return
+            if rhead is not None:
+                break
+            if len(data) < RECV_SIZE:
+                return  # the rest of the head comes with the next edge
+        body = parser.leftover
+        framing = rhead.framing
+        if rhead.status < 200 and rhead.status != 101:
+            self._respond_in_task(body, b"")  # interim: a task reads the final head
+            return
+        head, slot, backend = self.head, self.slot, self.backend
+        assert head is not None and slot is not None and backend is not None
+        if not (
+            (framing is Framing.LENGTH and len(body) == rhead.content_length)
+            or (framing is Framing.NONE and not body)
+        ):
+            client, rest, respond = self.client, self.rest, self.fe.proxy.respond
+            self._hand_over_response(
+                lambda: respond(client, upstream, slot, backend, head, rest, rhead, body)
+            )
+            return
+        upstream.disarm()
+        try:
+            wire, keep = self.fe.proxy.response_wire(head, rhead)
+        except ProtocolError as exc:
+            self._release(False)
+            self._refuse(exc)
+            return
+        self._release(rhead.keep_alive)
+        data = wire + body if body else wire
+        try:
+            sent = self.client.send_nowait(data)
+        except ClientClosed:
+            self.close()
+            return
+        if sent < len(data):
+            self.out = memoryview(data)[sent:]
+            self.keep = keep
+            self.state = WRITING
+            self.client.arm(self.fe.config.body_timeout, "response")
+            return
+        self._next(keep)
+
+    def _write(self) -> None:
+        out = self.out
+        assert out is not None
+        try:
+            sent = self.client.send_nowait(out)
+        except ClientClosed:
+            self.close()
+            return
+        if sent < len(out):
+            self.out = out[sent:]
+            self.client.touch()
+            return
+        self.out = None
+        self.client.disarm()
+        self._next(self.keep)
+
+    def _next(self, keep: bool) -> None:
+        """The response is out: wait for the next request, or close."""
+        self.head = None
+        if not keep or self.fe.draining:
+            self.close()
+            return
+        self.state = IDLE
+        self.client.arm(self.fe.config.keepalive_timeout, "idle")
+        rest = self.rest
+        if rest:
+            self.rest = b""
+            self._feed(rest)  # pipelined: the next head may be complete already
+        elif self.more:
+            self.more = False
+            self._read()
+
+    def _release(self, reusable: bool) -> None:
+        upstream = self.upstream
+        if upstream is not None:
+            assert self.backend is not None and self.slot is not None
+            upstream.timer.on_expire = upstream.wake
+            self.fe.reactor.callbacks[upstream.fd] = _ignore
+            self.backend.pool.release(self.slot, upstream, reusable)
+            self.upstream = None
+
+    def _upstream_failed(self, exc: UpstreamError) -> None:
+        """The backend connection broke before any response byte."""
+        head = self.head
+        assert head is not None and self.slot is not None
+        slot = self.slot
+        self._release(False)
+        if head.method in IDEMPOTENT:
+            # A pooled connection the server had closed: once more, on a new one.
+            proxy = self.fe.proxy
+            client, rest = self.client, self.rest
+            self._hand_over(lambda: proxy.exchange(client, head, rest, self.ip, slot, True))
+            return
+        self._refuse(exc)
+
+    # --- hand-over to a task -----------------------------------------------------------
+
+    def _respond_in_task(self, received: bytes, unsent: bytes) -> None:
+        """A task finishes sending the head (``unsent``), reads the final response head
+        (``received``: bytes of it already here) and relays the response."""
+        upstream, head, slot, backend = self.upstream, self.head, self.slot, self.backend
+        assert upstream is not None and head is not None
+        assert slot is not None and backend is not None
+        client, rest, proxy = self.client, self.rest, self.fe.proxy
+
+        async def step() -> tuple[bool, bytes]:
+            if unsent:
+                try:
+                    await upstream.send_all(unsent)
+                except BaseException:
+                    backend.pool.release(slot, upstream, False)
+                    raise
+            return await proxy.respond(client, upstream, slot, backend, head, rest, None,
+                                       received)  # fmt: skip
+
+        self._hand_over_response(step)
+
+    def _hand_over_response(self, step: Step) -> None:
+        upstream = self.upstream
+        assert upstream is not None
+        upstream.timer.on_expire = upstream.wake
+        self.fe.reactor.callbacks[upstream.fd] = _ignore
+        self.upstream = None  # the task's now, and the pool's after it
+        self._hand_over(step)
+
+    def _hand_over(self, step: Step) -> None:
+        self.state = TASK
+        self.client.timer.on_expire = self.client.wake
+        self.fe.start_task(self, step)
+
+    def resume(self, keep: bool, rest: bytes) -> None:
+        """Back from a task: the exchange is over."""
+        self.client.timer.on_expire = self._client_timeout
+        self.rest = rest
+        self.more = True  # edges that came while the task had the socket were ignored
+        self._next(keep)
+
+    # --- errors, timeouts, close -----------------------------------------------------
+
+    def _refuse(self, exc: ProtocolError | UpstreamError) -> None:
+        """Answer an error status and close."""
+        if isinstance(exc, UpstreamError):
+            status = status_for(exc)
+            log.warning("frontend %s: %d: %s", self.fe.config.name, status, exc)
+        else:
+            status = exc.status
+            level = logging.WARNING if status >= 500 else logging.DEBUG
+            log.log(level, "frontend %s: %d: %s", self.fe.config.name, status, exc)
+        self.answer(status)
+        self.close()
+
+    def answer(self, status: int) -> None:
+        """Send an error response if the socket takes it now; it is small and final."""
+        if self.client.responding:
+            return  # a response has begun: an error status would land inside it
+        try:
+            self.client.send_nowait(error_response(status))
+        except ClientClosed:
+            pass
+
+    def _client_timeout(self) -> None:
+        state = self.state
+        if state == TASK:
+            self.client.wake()  # a task waits on the socket: it raises ClientTimeout
+        elif state == HEAD:
+            self.answer(408)
+            self.close()
+        elif state != CLOSED:
+            self.close()  # idle between requests, or a client that does not read
+
+    def _upstream_timeout(self) -> None:
+        if self.state != WAITING:
+            return
+        upstream = self.upstream
+        assert upstream is not None
+        self._refuse(UpstreamError("timeout", f"server {upstream.name}: response timed out",
+                                   retryable=False))  # fmt: skip
+
+    def _bug(self) -> None:
+        # A failing callback loses its connection, never the reactor or the worker.
+        log.exception("frontend %s: connection failed", self.fe.config.name)
+        self.answer(500)
+        self.close()
+
+    def close(self) -> None:
+        if self.state == CLOSED:
+            return
+        self.state = CLOSED
+        self._release(False)
+        self.client.close()
+        self.fe.closed(self)
+
+
+def _ignore(events: int) -> None:
+    """The callback of a socket whose owner is a task or a pool, not the reactor."""
