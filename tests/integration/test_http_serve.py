@@ -534,3 +534,53 @@ def test_every_route_field_and_the_first_match_rule_end_to_end(
     assert who("GET", "/x?tier=silver") == "A"
     assert who("GET", "/x") == "A"
     assert who("DELETE", "/x") == "B"
+
+
+class OneWriteBackend(ThreadedServer):
+    """Keep-alive; answers ``GET /N`` with N bytes, head and body in one write, so
+    trilb receives each response whole (the path relayed from the reactor)."""
+
+    def serve(self, conn: socket.socket) -> None:
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, data = data.split(b"\r\n\r\n", 1)
+            size = int(head.split(b" ")[1].lstrip(b"/"))
+            body = (b"%08d" % size) * (size // 8)
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
+
+
+def test_a_client_that_does_not_read_gets_every_pipelined_response_whole(
+    trilb_factory: Factory,
+) -> None:
+    # 12 MB of responses are more than the socket buffers hold while the client does
+    # not read: trilb must wait for room (not drop, not buffer without end).
+    backends = [OneWriteBackend(), OneWriteBackend()]
+    try:
+        port = free_port()
+        a, b = (x.port for x in backends)
+        trilb_factory(http_config(port, a, b), workers=1, ready=1)
+        sizes = [60000 + 8 * i for i in range(200)]
+        request = b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n for n in sizes)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            s.sendall(request + b"GET /8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            time.sleep(1.0)
+            chunks = []
+            while data := s.recv(65536):
+                chunks.append(data)
+        reply = b"".join(chunks)
+        for n in [*sizes, 8]:
+            head, reply = reply.split(b"\r\n\r\n", 1)
+            assert head.startswith(b"HTTP/1.1 200 ")
+            assert b"content-length: %d" % (n // 8 * 8) in head
+            body, reply = reply[: n // 8 * 8], reply[n // 8 * 8 :]
+            assert body == (b"%08d" % n) * (n // 8)
+        assert reply == b""
+    finally:
+        for backend in backends:
+            backend.stop()

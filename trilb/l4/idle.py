@@ -72,6 +72,10 @@ class IdleSweeper:
         self.deadlines: set[Deadline] = set()
         # Other per-tick chores of the worker (closing expired pooled connections).
         self.chores: list[Callable[[float], None]] = []
+        # trio's clock, read by per-request deadlines: once ``serve`` runs, the clock's
+        # own method, which skips the lookups of trio.current_time (a tenth of a µs
+        # each, a few times per request).
+        self.now: Callable[[], float] = trio.current_time
 
     def watch_deadline(self, timeout: float, on_expire: Callable[[], object]) -> Deadline:
         """Run ``on_expire`` once ``timeout`` seconds from now, unless unwatched first."""
@@ -120,6 +124,7 @@ class IdleSweeper:
         return aborted
 
     async def serve(self) -> None:
+        self.now = trio.lowlevel.current_clock().current_time
         while True:
             await trio.sleep(self.tick)
             now = trio.current_time()

@@ -203,11 +203,11 @@ class ResponseParser(HeadParser):
         code = line[9:12]  # llhttp has checked it is three digits
         status = int(code) if code.isdigit() else 0
         reason = line[13:]
-        if not 100 <= status <= 599 or (reason and CTL_RE.search(reason)):
+        if not 100 <= status <= 599 or (reason and reason != b"OK" and CTL_RE.search(reason)):
             raise ProtocolError(502, f"invalid status line {show(line)}")
         fields = self._take_fields()
         cl, te, _, _, conn, _, _ = scan(fields, 502)
-        length = None if cl is None else content_length(cl, 502)
+        length = None if cl is None else int(cl) if cl.isdigit() else content_length(cl, 502)
         if te is not None and (version == b"1.0" or te.lower() != b"chunked"):
             raise ProtocolError(502, f"unsupported transfer-encoding {show(te)} in response")
         if self.method == b"HEAD" or status < 200 or status == 204 or status == 304:
@@ -218,7 +218,10 @@ class ResponseParser(HeadParser):
             framing = Framing.LENGTH if length else Framing.NONE
         else:
             framing = Framing.CLOSE
-        keep_alive = connection(conn, version == b"1.1")[0]
+        if conn is None or conn == b"keep-alive":
+            keep_alive = conn is not None or version == b"1.1"
+        else:
+            keep_alive = connection(conn, version == b"1.1")[0]
         if framing is Framing.CLOSE or status == 101:
             keep_alive = False
         return ResponseHead(status, reason, version, Headers(fields), framing, length, keep_alive)

@@ -67,7 +67,7 @@ class Stream:
     def arm(self, timeout: float, phase: str) -> None:
         """Start (or restart) this stream's deadline for the next waits, until ``disarm``."""
         timer = self.timer
-        timer.deadline = trio.current_time() + timeout
+        timer.deadline = self.sweeper.now() + timeout
         timer.expired = False
         self.phase = phase
         self.timeout = timeout
@@ -78,7 +78,7 @@ class Stream:
         timeout, as HAProxy's and nginx's are). A deadline that already passed stays."""
         timer = self.timer
         if not timer.expired:
-            timer.deadline = trio.current_time() + self.timeout
+            timer.deadline = self.sweeper.now() + self.timeout
 
     def disarm(self) -> None:
         self.sweeper.deadlines.discard(self.timer)

@@ -11,8 +11,6 @@ response byte, which the proxy may retry. It does not choose servers or speak HT
 
 from __future__ import annotations
 
-import trio
-
 from trilb.balance.algorithms import ServerSlot
 from trilb.config.schema import Backend
 from trilb.l4.connect import open_tcp
@@ -80,7 +78,7 @@ class UpstreamPool:
         stream.disarm()
         stream.timer.on_expire = stream.wake
         if reusable and len(pool.idle) < self.config.pool_max_idle and not stream.closed:
-            pool.idle.append((stream, trio.current_time()))
+            pool.idle.append((stream, self.sweeper.now()))
         else:
             stream.close()
 
