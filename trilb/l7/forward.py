@@ -56,6 +56,10 @@ def strip_hop_by_hop(headers: Headers, keep_upgrade: bool = False) -> None:
 
 
 _FORWARDING = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"via"))
+# Connection values that name no field beyond the hop-by-hop ones (the common ones).
+_PLAIN_CONNECTION = frozenset(
+    (b"keep-alive", b"close", b"Keep-Alive", b"Close", b"upgrade", b"Upgrade")
+)
 # What a forwarded request never carries as received: hop-by-hop and framing fields, the
 # forwarding fields (rewritten), and Expect (trilb answers 100-continue itself).
 _REQUEST_DROP = HOP_BY_HOP | _FORWARDING | {b"expect"}
@@ -82,7 +86,7 @@ def forward_request_fields(
                 xff = item[1] if xff is None else xff + b", " + item[1]
             elif name == b"via":
                 via = item[1] if via is None else via + b", " + item[1]
-            elif name == b"connection":
+            elif name == b"connection" and item[1] not in _PLAIN_CONNECTION:
                 named = True
             continue
         kept.append(item)
@@ -114,7 +118,7 @@ def forward_response_fields(headers: Headers) -> list[tuple[bytes, bytes]]:
         if name in _RESPONSE_DROP:
             if name == b"via":
                 via = item[1] if via is None else via + b", " + item[1]
-            elif name == b"connection":
+            elif name == b"connection" and item[1] not in _PLAIN_CONNECTION:
                 named = True
             continue
         kept.append(item)

@@ -212,6 +212,13 @@ class HeadParser:
             wrong = "ends before" if self._done else "does not end at"
             raise self._error(f"{wrong} its first empty line", source)
 
+    def _execute_body(self, body: bytes | memoryview) -> None:
+        """Feed a whole body to llhttp (it only counts its bytes): the message ends."""
+        try:
+            self._ll.feed_data(body)
+        except httptools.HttpParserError:
+            self._msg_done = False  # a fresh llhttp is made for the next message
+
     def _llhttp_error(self, exc: Exception, source: bytes | bytearray) -> ProtocolError:
         reason = str(exc)
         return self._error(LLHTTP_REASONS.get(reason, reason.lower()), source)

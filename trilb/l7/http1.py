@@ -193,7 +193,17 @@ class ResponseParser(HeadParser):
         if line is None:
             return None
         head = self._build(line)
-        self._next_message(head.keep_alive and head.framing is Framing.NONE)
+        reuse = head.keep_alive and head.framing is Framing.NONE
+        if head.keep_alive and head.framing is Framing.LENGTH:
+            # The whole body is here (a small response): llhttp takes it, without a
+            # callback, and ends the message, so this llhttp serves the next response
+            # too instead of a new one being made.
+            length = head.content_length or 0
+            if len(self.leftover) >= length:
+                body = self.leftover
+                self._execute_body(body if len(body) == length else memoryview(body)[:length])
+                reuse = True
+        self._next_message(reuse)
         return head
 
     def _build(self, line: bytes) -> ResponseHead:

@@ -162,7 +162,7 @@ class Stream:
             self.closed = True
             self.disarm()
             if self.reactor is not None:
-                self.reactor.unwatch(self.fd)
+                self.reactor.unwatch(self.fd, closing=True)
             self.sock.close()
 
     async def _wait(self, wait: Callable[[int], Awaitable[None]]) -> None:

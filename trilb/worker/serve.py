@@ -46,6 +46,8 @@ async def serve_worker(
                     if isinstance(fe, HttpFrontend):
                         fe.handlers = handlers
                     for sock in listeners[fe.config.name]:
+                        if isinstance(fe, HttpFrontend):
+                            fe.prepare(sock)
                         accepting.start_soon(fe.serve, sock)
                 _notify_ready(ready_fd)
                 async for _ in signals:
