@@ -97,6 +97,12 @@ class RequestHead:
     expect_continue: bool = False
     # The upgrade token (b"websocket"), when the request asks for one.
     upgrade: bytes | None = None
+    # The head as received (request line and fields, each line ending CRLF, no final
+    # empty line, any Connection field taken out) when it can be forwarded with only the
+    # forwarding fields appended: HTTP/1.1, no hop-by-hop, forwarding or Expect field but
+    # one Connection: keep-alive or close. Empty otherwise. Whoever changes the method,
+    # target or headers must empty it.
+    raw: bytes = field(default=b"", compare=False, repr=False)
 
     @property
     def host(self) -> bytes | None:
@@ -114,3 +120,8 @@ class ResponseHead:
     framing: Framing = Framing.NONE
     content_length: int | None = None
     keep_alive: bool = True
+    # The head as received (status line and fields, each line ending CRLF, no final
+    # empty line, any Connection field taken out) when it can be forwarded as it is:
+    # HTTP/1.1, and no hop-by-hop field but one Connection: keep-alive or close. Empty
+    # otherwise. Whoever changes the status, reason or headers must empty it.
+    raw: bytes = field(default=b"", compare=False, repr=False)

@@ -61,6 +61,11 @@ VERSION_RE: Final = re.compile(rb" HTTP/(\d\.\d)$")
 FRAMING_FIELDS: Final = frozenset(
     (b"host", b"content-length", b"transfer-encoding", b"connection", b"expect", b"upgrade")
 )
+# What scan_fields looks at: those, and the fields a proxy rewrites or drops.
+SCANNED_FIELDS: Final = FRAMING_FIELDS | frozenset(
+    (b"keep-alive", b"proxy-connection", b"proxy-authenticate", b"proxy-authorization",
+     b"te", b"trailer", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"via")
+)  # fmt: skip
 # The versions trilb speaks, by their protocol token; the values are the ones heads carry.
 VERSIONS: Final = {b"HTTP/1.1": b"1.1", b"HTTP/1.0": b"1.0"}
 # Connection tokens of the common cases, to skip splitting the value.
@@ -107,6 +112,8 @@ class HeadParser:
         "_max_headers_size",
         "_max_line",
         "_msg_done",
+        "_raw",
+        "_raw_end",
         "leftover",
     )
     _kind: ClassVar[str]  # "request" or "response", for messages
@@ -125,6 +132,9 @@ class HeadParser:
         self._msg_done = False
         # After a head: the bytes that followed it (body, next message), owned by the caller.
         self.leftover = b""
+        # After a head: the bytes it came in, and where in them it ended (its empty line).
+        self._raw = b""
+        self._raw_end = 0
         self._ll = self._new_llhttp()
 
     def _new_llhttp(self) -> httptools.HttpRequestParser | httptools.HttpResponseParser:
@@ -163,6 +173,8 @@ class HeadParser:
         if not self._done:
             raise self._error("does not end at its first empty line", data)
         self.leftover = data[end:]
+        self._raw = data
+        self._raw_end = end
         return data[:line_end]
 
     def _take_more(self, data: bytes) -> bytes | None:
@@ -188,6 +200,8 @@ class HeadParser:
         self.leftover = data[end - base :]
         buf.clear()
         self._line_end = -1
+        self._raw = head
+        self._raw_end = end
         return head[: head.find(b"\r\n")]
 
     def _check_size(self, line_end: int, size: int) -> None:
@@ -279,14 +293,31 @@ def request_line_error(line: bytes) -> ProtocolError:
     return ProtocolError(505, f"http version {show(match[1])} is not supported")
 
 
-def scan(
-    fields: Fields, status: int
-) -> tuple[bytes | None, bytes | None, int, bytes | None, bytes | None, bytes | None, bytes | None]:
-    """Content-Length, Transfer-Encoding, Host count and value, Connection, Expect, Upgrade."""
+class Scan:
+    """What a request head's fields say about framing and forwarding (``scan``)."""
+
+    __slots__ = ("cl", "conn", "expect", "host", "hosts", "others", "te", "upgrade")
+
+    def __init__(self) -> None:
+        self.cl: bytes | None = None
+        self.te: bytes | None = None
+        self.hosts = 0
+        self.host: bytes | None = None
+        self.conn: bytes | None = None
+        self.expect: bytes | None = None
+        self.upgrade: bytes | None = None
+        # A field a proxy rewrites or drops besides those above (X-Forwarded-*, Via,
+        # Keep-Alive, TE, Trailer, Proxy-*): the head cannot be forwarded as received.
+        self.others = False
+
+
+def scan_fields(fields: Fields, status: int) -> Scan:
+    """One pass over a request's fields; duplicate framing fields are refused."""
+    out = Scan()
     cl = te = host = conn = expect = upgrade = None
     hosts = 0
     for name, value in fields:
-        if name not in FRAMING_FIELDS:
+        if name not in SCANNED_FIELDS:
             continue
         if name == b"host":
             hosts += 1
@@ -307,9 +338,13 @@ def scan(
             conn = value if conn is None else conn + b"," + value
         elif name == b"expect":
             expect = value if expect is None else expect + b"," + value
-        else:
+        elif name == b"upgrade":
             upgrade = value
-    return cl, te, hosts, host, conn, expect, upgrade
+        else:
+            out.others = True
+    out.cl, out.te, out.hosts, out.host = cl, te, hosts, host
+    out.conn, out.expect, out.upgrade = conn, expect, upgrade
+    return out
 
 
 def content_length(value: bytes, status: int) -> int:

@@ -34,7 +34,7 @@ from trilb.l7.h1parse import (
     expect_continue,
     request_framing,
     request_line,
-    scan,
+    scan_fields,
     show,
     start_line,
 )
@@ -51,6 +51,14 @@ _QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
 CHUNK_EXT_RE: Final = re.compile(
     rb"(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*"
 )
+# Response fields that framing or forwarding looks at (l7/forward.HOP_BY_HOP and Via).
+RESPONSE_FIELDS: Final = frozenset(
+    (b"content-length", b"transfer-encoding", b"connection", b"keep-alive",
+     b"proxy-connection", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
+     b"upgrade", b"via")
+)  # fmt: skip
+# Connection values that name no other field (the ones servers send).
+PLAIN_CONNECTION: Final = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
 # Trailers that would change framing or routing if a next hop merged them into the head.
 FORBIDDEN_TRAILERS: Final = frozenset((b"content-length", b"transfer-encoding", b"host"))
 # ChunkedReader states.
@@ -102,7 +110,9 @@ class RequestParser(HeadParser):
 
     def _build(self, line: bytes, fields: Fields) -> RequestHead:
         method, target, version = request_line(line)
-        cl, te, hosts, host, conn, expect, upgrade = scan(fields, 400)
+        found = scan_fields(fields, 400)
+        cl, te, hosts, host, conn = found.cl, found.te, found.hosts, found.host, found.conn
+        expect, upgrade = found.expect, found.upgrade
         http11 = version == b"1.1"
         if hosts != 1 and (hosts or http11):
             raise ProtocolError(400, "duplicate host header" if hosts else "missing host header")
@@ -119,6 +129,18 @@ class RequestParser(HeadParser):
         keep_alive, tokens = connection(conn, http11)
         if upgrade is not None:
             upgrade = upgrade.strip().lower() if http11 and b"upgrade" in tokens else None
+        raw = b""
+        if (
+            http11
+            and not found.others
+            and expect is None
+            and found.upgrade is None
+            and (conn is None or conn in PLAIN_CONNECTION)
+        ):
+            raw = self._raw[: self._raw_end - 2]
+            if conn is not None:
+                start = raw.lower().find(b"\r\nconnection:")
+                raw = raw[:start] + raw[raw.find(b"\r\n", start + 2) :]
         return RequestHead(
             method,
             target,
@@ -129,6 +151,7 @@ class RequestParser(HeadParser):
             keep_alive,
             expect is not None and expect_continue(expect, http11),
             upgrade,
+            raw,
         )
 
     def _llhttp_error(self, exc: Exception, source: bytes | bytearray) -> ProtocolError:
@@ -216,7 +239,25 @@ class ResponseParser(HeadParser):
         if not 100 <= status <= 599 or (reason and reason != b"OK" and CTL_RE.search(reason)):
             raise ProtocolError(502, f"invalid status line {show(line)}")
         fields = self._take_fields()
-        cl, te, _, _, conn, _, _ = scan(fields, 502)
+        cl = te = conn = None
+        rawable = version == b"1.1"
+        for name, value in fields:
+            if name not in RESPONSE_FIELDS:
+                continue
+            if name == b"content-length":
+                if cl is not None:  # llhttp rejects it already; the rule is stated here
+                    raise ProtocolError(502, f"duplicate content-length {show(cl)}")
+                cl = value
+            elif name == b"transfer-encoding":
+                if te is not None:
+                    raise ProtocolError(502, "more than one transfer-encoding field")
+                te = value
+            elif name == b"connection":
+                if conn is not None or value not in PLAIN_CONNECTION:
+                    rawable = False  # fields named in Connection: the general path
+                conn = value if conn is None else conn + b"," + value
+            else:
+                rawable = False  # another hop-by-hop field, or a Via to append to
         length = None if cl is None else int(cl) if cl.isdigit() else content_length(cl, 502)
         if te is not None and (version == b"1.0" or te.lower() != b"chunked"):
             raise ProtocolError(502, f"unsupported transfer-encoding {show(te)} in response")
@@ -234,7 +275,15 @@ class ResponseParser(HeadParser):
             keep_alive = connection(conn, version == b"1.1")[0]
         if framing is Framing.CLOSE or status == 101:
             keep_alive = False
-        return ResponseHead(status, reason, version, Headers(fields), framing, length, keep_alive)
+        raw = b""
+        if rawable:
+            raw = self._raw[: self._raw_end - 2]
+            if conn is not None:
+                start = raw.lower().find(b"\r\nconnection:")
+                raw = raw[:start] + raw[raw.find(b"\r\n", start + 2) :]
+        return ResponseHead(
+            status, reason, version, Headers(fields), framing, length, keep_alive, raw
+        )
 
 
 class ChunkedReader:

@@ -34,7 +34,7 @@ from trilb.config.schema import Backend, Frontend
 from trilb.errors import ExchangeAborted, ProtocolError, UpstreamError
 from trilb.l4.idle import IdleSweeper
 from trilb.l7.body import relay_chunked, relay_length, relay_until_close
-from trilb.l7.forward import forward_request_fields, forward_response_fields
+from trilb.l7.forward import VIA, forward_request_fields, forward_response_fields
 from trilb.l7.http1 import serialize_request, serialize_response
 from trilb.l7.router import Router
 from trilb.l7.stream import Stream
@@ -46,6 +46,9 @@ log = logging.getLogger(__name__)
 # Methods whose request may be sent twice with the effect of once (RFC 9110 9.2.2).
 IDEMPOTENT = frozenset((b"GET", b"HEAD", b"OPTIONS", b"TRACE", b"PUT", b"DELETE"))
 CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
+# The end of a response head forwarded as received (ResponseHead.raw).
+VIA_END = b"via: " + VIA + b"\r\n\r\n"
+VIA_CLOSE_END = b"via: " + VIA + b"\r\nconnection: close\r\n\r\n"
 REASONS = {
     400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large",
     414: b"URI Too Long", 417: b"Expectation Failed", 431: b"Request Header Fields Too Large",
@@ -242,6 +245,11 @@ class Proxy:
 
     def _request_wire(self, head: RequestHead, client_ip: bytes) -> bytes:
         headers = head.headers
+        if head.raw:  # forwarded as received, Connection out, the forwarding fields in
+            host = headers.get(b"host")
+            return b"".join((head.raw, b"x-forwarded-for: ", client_ip, b"\r\nx-forwarded-proto: ",
+                             self.scheme, b"\r\n" if host is None else
+                             b"\r\nx-forwarded-host: " + host + b"\r\n", VIA_END))  # fmt: skip
         fields = forward_request_fields(headers, client_ip, self.scheme, headers.get(b"host"))
         if head.framing is Framing.LENGTH:
             fields.append((b"content-length", b"%d" % (head.content_length or 0)))
@@ -255,6 +263,8 @@ class Proxy:
         connection stays open after this response."""
         framing = rhead.framing
         keep = head.keep_alive and framing is not Framing.CLOSE and not self.draining()
+        if rhead.raw:  # forwarded as received, Connection out, trilb's Via in
+            return rhead.raw + (VIA_END if keep else VIA_CLOSE_END), keep
         fields = forward_response_fields(rhead.headers)
         if framing is Framing.CHUNKED:
             fields.append((b"transfer-encoding", b"chunked"))
