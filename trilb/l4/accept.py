@@ -63,6 +63,7 @@ class Acceptor:
     async def serve(self, listener: socket.socket) -> None:
         """Accept until cancelled."""
         maxconn = self.config.maxconn
+        family, kind = int(listener.family), int(listener.type)
         burst = 0
         while True:
             if self.active >= maxconn:
@@ -72,7 +73,10 @@ class Acceptor:
                 await self._room.wait()
                 continue
             try:
-                conn, peer = listener.accept()
+                # socket.accept() without its two enum conversions (family and type,
+                # about 2 µs a connection on 3.11): the listener's ints, once.
+                fd, peer = listener._accept()  # type: ignore[attr-defined]
+                conn = socket.socket(family, kind, 0, fd)
             except BlockingIOError:
                 burst = 0
                 await wait_readable(listener)

@@ -422,7 +422,15 @@ class ClientConnection:
         self.state = CLOSED
         self._release(False)
         self.client.close()
+        # Break the reference cycles (deadline -> bound method -> self, parser <->
+        # llhttp): the connection is freed now, not at the next garbage collection.
+        self.client.timer.on_expire = _ignore_expiry
+        self.parser.close()
         self.fe.closed(self)
+
+
+def _ignore_expiry() -> None:
+    """A closed connection's deadline (disarmed: never called)."""
 
 
 def _ignore(events: int) -> None:

@@ -251,10 +251,25 @@ class HeadParser:
             )
         return fields
 
+    def close(self) -> None:
+        """Drop the llhttp parser. It refers back to this object (its callbacks), so
+        the pair would wait for the garbage collector; feed nothing after this."""
+        self._ll = _CLOSED
+
     def _next_message(self, reuse: bool) -> None:
         if not (reuse and self._msg_done):
             self._ll = self._new_llhttp()
         self._done = self._msg_done = False
+
+
+class _Closed:
+    """What a closed parser feeds: a bug, never a silent success."""
+
+    def feed_data(self, data: object) -> None:
+        raise RuntimeError("feed after close")
+
+
+_CLOSED: httptools.HttpRequestParser = _Closed()  # type: ignore[assignment]
 
 
 def empty_lines(data: bytes | bytearray) -> int:

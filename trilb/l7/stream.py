@@ -164,6 +164,8 @@ class Stream:
             if self.reactor is not None:
                 self.reactor.unwatch(self.fd, closing=True)
             self.sock.close()
+            if self.parser is not None:
+                self.parser.close()  # it and its llhttp refer to each other
 
     async def _wait(self, wait: Callable[[int], Awaitable[None]]) -> None:
         # A deadline that passed while this task waited on the other socket woke no
