@@ -7,7 +7,7 @@ wrk as the load generator, and the comparison table. Shared process, origin and 
 in benchlib.py. It deliberately does not tune the kernel, pin CPUs or touch any system
 service or config: numbers are only comparable within one run, hence the ratio to HAProxy.
 
-    python loadtests/bench_l7.py [--duration 5] [--workers 1,2]
+    python loadtests/bench_l7.py [--duration 5] [--rounds 3] [--workers 1,2]
                                  [--only trilb,haproxy,nginx,proxy.py] [--markdown FILE]
                                  [--install]
 """
@@ -21,6 +21,7 @@ import importlib.metadata
 import os
 import shlex
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -260,11 +261,24 @@ def measure(row: Row, server: Server, duration: int) -> None:
 
 
 def run_all(args: argparse.Namespace, tmp: Path, run_dir: Path, origin: Server) -> list[Row]:
-    return run_matrix(
-        [Row(proxy, workers) for workers in args.workers for proxy in args.only],
+    """Every proxy and worker count, ``--rounds`` times over, in turn (so that a change in
+    what else the machine does hits all of them alike); the median of each figure."""
+    runs = run_matrix(
+        [Row(p, w) for _ in range(args.rounds) for w in args.workers for p in args.only],
         lambda row: start_proxy(row.proxy, row.workers, tmp, run_dir, origin.port),
         lambda row, server: measure(row, server, args.duration),
     )
+    return [median_row([r for r in runs if (r.proxy, r.workers) == (p, w)])
+            for w in args.workers for p in args.only]  # fmt: skip
+
+
+def median_row(rows: list[Row]) -> Row:
+    out = Row(rows[0].proxy, rows[0].workers)
+    for name in ("keep", "keep_p99", "close", "close_p99"):
+        values = [v for r in rows if (v := getattr(r, name)) is not None]
+        setattr(out, name, statistics.median(values) if values else None)
+    out.notes = sorted({n for r in rows for n in r.notes})
+    return out
 
 
 # --- report ------------------------------------------------------------------------------
@@ -310,7 +324,8 @@ def render_markdown(rows: list[Row], args: argparse.Namespace) -> str:
     head = [
         f"### L7 benchmark, {utc_now()}, commit {commit()}",
         "",
-        f"{os.cpu_count()} CPUs, {versions()}; {args.duration}s per measurement; "
+        f"{os.cpu_count()} CPUs, {versions()}; {args.duration}s per measurement, median of "
+        f"{args.rounds} rounds (every proxy in turn, each round); "
         f"keep-alive = wrk {load} --latency, conn-per-req = the same with "
         f"`Connection: close`, on a {SMALL_BYTES}-byte file; p99 = wrk's 99th percentile "
         f"latency (its ratio: lower is better); Python proxy: {python_proxy()}.",
@@ -327,6 +342,9 @@ def render_markdown(rows: list[Row], args: argparse.Namespace) -> str:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5, help="seconds per measurement")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="runs of every proxy, in turn; medians reported"
+    )
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--only", default=",".join(PROXIES), help="comma-separated proxies")
     parser.add_argument("--markdown", type=Path, help="append the table as Markdown to FILE")
@@ -338,8 +356,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args.only = [p for p in args.only.split(",") if p]
     if unknown := set(args.only) - set(PROXIES):
         parser.error(f"unknown proxy {', '.join(sorted(unknown))}: choose from {PROXIES}")
-    if args.duration < 1 or not args.workers or min(args.workers) < 1:
-        parser.error("--duration and --workers must be positive")
+    if args.duration < 1 or args.rounds < 1 or not args.workers or min(args.workers) < 1:
+        parser.error("--duration, --rounds and --workers must be positive")
     return args
 
 
