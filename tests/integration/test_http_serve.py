@@ -584,3 +584,77 @@ def test_a_client_that_does_not_read_gets_every_pipelined_response_whole(
     finally:
         for backend in backends:
             backend.stop()
+
+
+class EarlyHintsBackend(ThreadedServer):
+    """Answers every request with 103 Early Hints, then 100 Continue, then 200."""
+
+    def serve(self, conn: socket.socket) -> None:
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            _, data = data.split(b"\r\n\r\n", 1)
+            conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
+                         b"HTTP/1.1 100 Continue\r\n\r\n"
+                         b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")  # fmt: skip
+
+
+def test_early_hints_reach_http11_clients_but_not_100_or_http10_clients(
+    trilb_factory: Factory,
+) -> None:
+    backend, other = EarlyHintsBackend(), EarlyHintsBackend()
+    try:
+        port = free_port()
+        trilb_factory(http_config(port, backend.port, other.port), workers=1, ready=1)
+        url = f"http://127.0.0.1:{port}"
+        reply = raw(url, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert reply.startswith(b"HTTP/1.1 103 Early Hints\r\n")
+        assert b"link: </s.css>; rel=preload\r\n" in reply.lower()
+        assert b" 100 " not in reply
+        assert reply.count(b"HTTP/1.1 200 OK\r\n") == 1 and reply.endswith(b"\r\n\r\nok")
+        old = raw(url, b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        assert old.startswith(b"HTTP/1.1 200 OK\r\n") and old.endswith(b"\r\n\r\nok")
+    finally:
+        backend.stop()
+        other.stop()
+
+
+class CloseDelimitedBackend(ThreadedServer):
+    """An HTTP/1.0 server: the body of its answer ends when it closes the connection."""
+
+    def serve(self, conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        conn.sendall(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nhello ")
+        time.sleep(0.05)
+        conn.sendall(b"world")
+
+
+def test_a_close_delimited_body_is_chunked_for_http11_and_the_client_stays(
+    trilb_factory: Factory,
+) -> None:
+    backend, other = CloseDelimitedBackend(), CloseDelimitedBackend()
+    try:
+        port = free_port()
+        trilb_factory(http_config(port, backend.port, other.port), workers=1, ready=1)
+        with httpx.Client() as client:
+            for _ in range(3):  # one client connection for all three
+                response = client.get(f"http://127.0.0.1:{port}/")
+                assert response.status_code == 200 and response.text == "hello world"
+                assert response.headers["transfer-encoding"] == "chunked"
+                assert response.headers.get("connection") != "close"  # trilb keeps it
+        assert backend.connections + other.connections == 3
+        old = raw(f"http://127.0.0.1:{port}", b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+        assert old.startswith(b"HTTP/1.1 200 OK\r\n") and old.endswith(b"\r\n\r\nhello world")
+        assert b"transfer-encoding" not in old.lower()
+    finally:
+        backend.stop()
+        other.stop()

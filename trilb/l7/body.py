@@ -2,9 +2,9 @@
 
 Owns moving body bytes: a known length is relayed raw (never through a parser), a
 chunked body is relayed exactly as framed after ChunkedReader has checked each byte,
-a close-delimited response until the backend's end of stream. Returns what followed
-the body (the next pipelined message). It does not decide framing (l7/http1.py) and
-does not answer errors (l7/proxy.py).
+a close-delimited response until the backend's end of stream (chunked for an HTTP/1.1
+client). Returns what followed the body (the next pipelined message). It does not decide
+framing (l7/http1.py) and does not answer errors (l7/proxy.py).
 """
 
 from __future__ import annotations
@@ -73,14 +73,23 @@ async def relay_chunked(
         src.touch()
 
 
-async def relay_until_close(src: Stream, dst: Stream, first: bytes) -> None:
-    """Relay a close-delimited response body until the backend closes."""
-    if first:
-        await dst.send_all(first)
-    while data := await src.recv():
+async def relay_until_close(src: Stream, dst: Stream, first: bytes, chunked: bool) -> None:
+    """Relay a close-delimited response body until the backend closes.
+
+    ``chunked``: frame it as chunks for the client (each read one chunk, then the last
+    chunk), so that the client sees where it ends without a close.
+    """
+    data = first
+    while True:
+        if data:
+            await dst.send_all(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
+            dst.touch()
+        data = await src.recv()
+        if not data:
+            break
         src.touch()
-        await dst.send_all(data)
-        dst.touch()
+    if chunked:
+        await dst.send_all(b"0\r\n\r\n")
 
 
 def _truncated(src: Stream) -> ProtocolError:

@@ -39,7 +39,7 @@ from trilb.errors import ClientClosed, ProtocolError, UpstreamError
 from trilb.l7.http1 import RequestParser
 from trilb.l7.proxy import IDEMPOTENT, HttpBackend, error_response, status_for
 from trilb.l7.stream import RECV_SIZE, Stream
-from trilb.messages import Framing, RequestHead
+from trilb.messages import Framing, RequestHead, ResponseHead
 
 if TYPE_CHECKING:
     from trilb.l7.server import HttpFrontend
@@ -237,7 +237,7 @@ class ClientConnection:
         body = parser.leftover
         framing = rhead.framing
         if rhead.status < 200 and rhead.status != 101:
-            self._respond_in_task(body, b"")  # interim: a task reads the final head
+            self._respond_in_task(body, b"", rhead)  # interim: a task passes it on, reads on
             return
         head, slot, backend = self.head, self.slot, self.backend
         assert head is not None and slot is not None and backend is not None
@@ -329,9 +329,11 @@ class ClientConnection:
 
     # --- hand-over to a task -----------------------------------------------------------
 
-    def _respond_in_task(self, received: bytes, unsent: bytes) -> None:
-        """A task finishes sending the head (``unsent``), reads the final response head
-        (``received``: bytes of it already here) and relays the response."""
+    def _respond_in_task(
+        self, received: bytes, unsent: bytes, interim: ResponseHead | None = None
+    ) -> None:
+        """A task finishes sending the head (``unsent``), passes on ``interim``, reads the
+        final response head (``received``: bytes of it already here) and relays it."""
         upstream, head, slot, backend = self.upstream, self.head, self.slot, self.backend
         assert upstream is not None and head is not None
         assert slot is not None and backend is not None
@@ -345,7 +347,7 @@ class ClientConnection:
                     backend.pool.release(slot, upstream, False)
                     raise
             return await proxy.respond(client, upstream, slot, backend, head, rest, None,
-                                       received)  # fmt: skip
+                                       received, interim)  # fmt: skip
 
         self._hand_over_response(step)
 

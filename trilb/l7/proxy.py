@@ -198,7 +198,7 @@ class Proxy:
                 rest = first
             else:
                 rest = await self._send_body(client, upstream, head, wire, first, backend)
-            rhead, body = await self._response_head(upstream, head, backend)
+            rhead, body = await self._response_head(upstream, head, backend, b"", client)
         except UpstreamError as exc:
             backend.pool.release(slot, upstream, False)
             if not (reused and replayable) or exc.kind == "timeout":
@@ -208,7 +208,7 @@ class Proxy:
             upstream, slot, reused = await backend.connect(head, None, fresh=True)
             try:
                 await upstream.send_all(wire)
-                rhead, body = await self._response_head(upstream, head, backend)
+                rhead, body = await self._response_head(upstream, head, backend, b"", client)
             except BaseException:
                 backend.pool.release(slot, upstream, False)
                 raise
@@ -227,17 +227,21 @@ class Proxy:
         rest: bytes,
         rhead: ResponseHead | None,
         body: bytes,
+        interim: ResponseHead | None = None,
     ) -> tuple[bool, bytes]:
         """Relay the response to a request already sent on ``upstream``, then give the
         connection back; returns what ``exchange`` returns.
 
         ``rhead``: its head when already read (``body``: the bytes after it), or None
         to read it first (``body``: bytes already received from the backend).
+        ``interim``: an interim response already read, to pass on first.
         """
         clean = False
         try:
+            if interim is not None:
+                await self._interim(client, head, interim)
             if rhead is None:
-                rhead, body = await self._response_head(upstream, head, backend, body)
+                rhead, body = await self._response_head(upstream, head, backend, body, client)
             keep, clean = await self._send_response(client, upstream, head, rhead, body, backend)
         finally:
             backend.pool.release(slot, upstream, clean)
@@ -258,15 +262,29 @@ class Proxy:
         # trilb speaks HTTP/1.1 to backends, whatever the client spoke.
         return serialize_request(head, fields, b"1.1")
 
+    async def _interim(self, client: Stream, head: RequestHead, rhead: ResponseHead) -> None:
+        """Pass an interim response on (103 Early Hints...), as RFC 9110 15.2 asks of a
+        proxy, except to an HTTP/1.0 client (which knows none) and except 100 Continue:
+        trilb answers Expect itself and does not forward it."""
+        if rhead.status == 100 or head.version != b"1.1":
+            return
+        fields = forward_response_fields(rhead.headers)
+        await client.send_all(serialize_response(rhead, fields, b"1.1"))
+        client.responding = False  # interim: a final error status may still follow
+
     def response_wire(self, head: RequestHead, rhead: ResponseHead) -> tuple[bytes, bool]:
         """The response head as forwarded to the client, and whether the client
         connection stays open after this response."""
         framing = rhead.framing
-        keep = head.keep_alive and framing is not Framing.CLOSE and not self.draining()
-        if rhead.raw:  # forwarded as received, Connection out, trilb's Via in
+        # A body that ends when the backend closes goes to an HTTP/1.1 client chunked:
+        # its end is then marked, and the client connection can stay open.
+        rechunk = framing is Framing.CLOSE and head.version == b"1.1"
+        keep = head.keep_alive and (rechunk or framing is not Framing.CLOSE)
+        keep = keep and not self.draining()
+        if rhead.raw and not rechunk:  # forwarded as received, Connection out, trilb's Via in
             return rhead.raw + (VIA_END if keep else VIA_CLOSE_END), keep
         fields = forward_response_fields(rhead.headers)
-        if framing is Framing.CHUNKED:
+        if framing is Framing.CHUNKED or rechunk:
             fields.append((b"transfer-encoding", b"chunked"))
         elif rhead.content_length is not None:  # a body's, or a HEAD or 304's: passed on
             fields.append((b"content-length", b"%d" % rhead.content_length))
@@ -303,9 +321,15 @@ class Proxy:
         return rest
 
     async def _response_head(
-        self, upstream: Stream, head: RequestHead, backend: HttpBackend, pending: bytes = b""
+        self,
+        upstream: Stream,
+        head: RequestHead,
+        backend: HttpBackend,
+        pending: bytes = b"",
+        client: Stream | None = None,
     ) -> tuple[ResponseHead, bytes]:
-        """Read the final response head (``pending``: bytes of it already received)."""
+        """Read the final response head (``pending``: bytes of it already received);
+        interim responses before it go to ``client``."""
         parser = upstream.parser
         assert parser is not None, "the pool gives every backend connection a parser"
         parser.method = head.method
@@ -320,8 +344,8 @@ class Proxy:
                 if rhead.status >= 200 or rhead.status == 101:
                     upstream.disarm()
                     return rhead, parser.leftover
-                # Interim responses (103 Early Hints...) are not passed on; 100 Continue
-                # never comes: trilb answers Expect itself and does not forward it.
+                if client is not None:
+                    await self._interim(client, head, rhead)
                 data = parser.leftover
                 if data:
                     continue
@@ -365,7 +389,7 @@ class Proxy:
             elif framing is Framing.CHUNKED:
                 extra = await relay_chunked(upstream, client, body, response=True)
             else:
-                await relay_until_close(upstream, client, body)
+                await relay_until_close(upstream, client, body, chunked=head.version == b"1.1")
                 extra = b""
         except (UpstreamError, ProtocolError) as exc:
             raise ExchangeAborted(str(exc)) from exc
