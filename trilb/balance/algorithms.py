@@ -78,6 +78,10 @@ class RoundRobin:
         self._current = [0] * len(self._servers)
 
     def pick(self, key: bytes | None = None, exclude: Collection[int] = ()) -> ServerSlot | None:
+        servers = self._servers
+        if len(servers) == 1:  # a backend of one server (common): nothing to weigh
+            only = servers[0]
+            return only if _eligible(only, exclude) else None
         current = self._current
         total = 0
         best = -1

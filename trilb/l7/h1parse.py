@@ -308,29 +308,22 @@ def request_line_error(line: bytes) -> ProtocolError:
     return ProtocolError(505, f"http version {show(match[1])} is not supported")
 
 
-class Scan:
-    """What a request head's fields say about framing and forwarding (``scan``)."""
-
-    __slots__ = ("cl", "conn", "expect", "host", "hosts", "others", "te", "upgrade")
-
-    def __init__(self) -> None:
-        self.cl: bytes | None = None
-        self.te: bytes | None = None
-        self.hosts = 0
-        self.host: bytes | None = None
-        self.conn: bytes | None = None
-        self.expect: bytes | None = None
-        self.upgrade: bytes | None = None
-        # A field a proxy rewrites or drops besides those above (X-Forwarded-*, Via,
-        # Keep-Alive, TE, Trailer, Proxy-*): the head cannot be forwarded as received.
-        self.others = False
+ScanResult = tuple[
+    bytes | None, bytes | None, int, bytes | None, bytes | None, bytes | None, bytes | None, bool
+]
 
 
-def scan_fields(fields: Fields, status: int) -> Scan:
-    """One pass over a request's fields; duplicate framing fields are refused."""
-    out = Scan()
+def scan_fields(fields: Fields, status: int) -> ScanResult:
+    """One pass over a request's fields; duplicate framing fields are refused.
+
+    Returns Content-Length, Transfer-Encoding, the Host count and value, Connection,
+    Expect, Upgrade, and whether a field a proxy rewrites or drops besides those is
+    there (X-Forwarded-*, Via, Keep-Alive, TE, Trailer, Proxy-*). A tuple, not an
+    object: this runs once per request.
+    """
     cl = te = host = conn = expect = upgrade = None
     hosts = 0
+    others = False
     for name, value in fields:
         if name not in SCANNED_FIELDS:
             continue
@@ -356,10 +349,8 @@ def scan_fields(fields: Fields, status: int) -> Scan:
         elif name == b"upgrade":
             upgrade = value
         else:
-            out.others = True
-    out.cl, out.te, out.hosts, out.host = cl, te, hosts, host
-    out.conn, out.expect, out.upgrade = conn, expect, upgrade
-    return out
+            others = True
+    return cl, te, hosts, host, conn, expect, upgrade, others
 
 
 def content_length(value: bytes, status: int) -> int:

@@ -110,9 +110,8 @@ class RequestParser(HeadParser):
 
     def _build(self, line: bytes, fields: Fields) -> RequestHead:
         method, target, version = request_line(line)
-        found = scan_fields(fields, 400)
-        cl, te, hosts, host, conn = found.cl, found.te, found.hosts, found.host, found.conn
-        expect, upgrade = found.expect, found.upgrade
+        cl, te, hosts, host, conn, expect, upgrade, others = scan_fields(fields, 400)
+        upgrade_field = upgrade
         http11 = version == b"1.1"
         if hosts != 1 and (hosts or http11):
             raise ProtocolError(400, "duplicate host header" if hosts else "missing host header")
@@ -132,9 +131,9 @@ class RequestParser(HeadParser):
         raw = b""
         if (
             http11
-            and not found.others
+            and not others
             and expect is None
-            and found.upgrade is None
+            and upgrade_field is None
             and (conn is None or conn in PLAIN_CONNECTION)
         ):
             raw = self._raw[: self._raw_end - 2]
