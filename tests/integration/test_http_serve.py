@@ -540,6 +540,8 @@ class OneWriteBackend(ThreadedServer):
     """Keep-alive; answers ``GET /N`` with N bytes, head and body in one write, so
     trilb receives each response whole (the path relayed from the reactor)."""
 
+    delay = 0.0  # before each answer
+
     def serve(self, conn: socket.socket) -> None:
         data = b""
         while True:
@@ -551,6 +553,7 @@ class OneWriteBackend(ThreadedServer):
             head, data = data.split(b"\r\n\r\n", 1)
             size = int(head.split(b" ")[1].lstrip(b"/"))
             body = (b"%08d" % size) * (size // 8)
+            time.sleep(self.delay)
             conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
 
 
@@ -658,3 +661,34 @@ def test_a_close_delimited_body_is_chunked_for_http11_and_the_client_stays(
     finally:
         backend.stop()
         other.stop()
+
+
+class DelayedBackend(OneWriteBackend):
+    """Like OneWriteBackend, but each answer waits 0.3 s."""
+
+    delay = 0.3
+
+
+def test_the_rest_of_a_pipelined_head_sent_while_waiting_is_not_forgotten(
+    trilb_factory: Factory,
+) -> None:
+    # The first read holds request 1 and the start of request 2; the rest of request 2
+    # arrives while request 1 waits for its backend. It must be served, not left to time
+    # out (header_timeout is 1 s here).
+    backends = [DelayedBackend(), DelayedBackend()]
+    try:
+        port = free_port()
+        a, b = (x.port for x in backends)
+        trilb_factory(http_config(port, a, b), workers=1, ready=1)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /16 HTTP/1.1\r\nHost: x\r\n\r\nGET /24 HTTP/1.1\r\nHo")
+            time.sleep(0.1)
+            s.sendall(b"st: x\r\nConnection: close\r\n\r\n")
+            reply = b""
+            while data := s.recv(65536):
+                reply += data
+        assert reply.count(b"HTTP/1.1 200 OK\r\n") == 2, reply
+        assert reply.endswith(b"00000024" * 3)
+    finally:
+        for backend in backends:
+            backend.stop()

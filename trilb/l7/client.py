@@ -299,8 +299,9 @@ class ClientConnection:
         rest = self.rest
         if rest:
             self.rest = b""
-            self._feed(rest)  # pipelined: the next head may be complete already
-        elif self.more:
+            if self._feed(rest):  # pipelined: the next head was complete already
+                return
+        if self.more:  # bytes came while busy: their edge is spent, read them now
             self.more = False
             self._read()
 
