@@ -541,9 +541,11 @@ class OneWriteBackend(ThreadedServer):
     trilb receives each response whole (the path relayed from the reactor)."""
 
     delay = 0.0  # before each answer
+    first_delay = 0.0  # before the first answer on each connection
 
     def serve(self, conn: socket.socket) -> None:
         data = b""
+        wait = self.first_delay
         while True:
             while b"\r\n\r\n" not in data:
                 chunk = conn.recv(65536)
@@ -553,7 +555,8 @@ class OneWriteBackend(ThreadedServer):
             head, data = data.split(b"\r\n\r\n", 1)
             size = int(head.split(b" ")[1].lstrip(b"/"))
             body = (b"%08d" % size) * (size // 8)
-            time.sleep(self.delay)
+            time.sleep(self.delay + wait)
+            wait = 0.0
             conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body))
 
 
@@ -692,3 +695,67 @@ def test_the_rest_of_a_pipelined_head_sent_while_waiting_is_not_forgotten(
     finally:
         for backend in backends:
             backend.stop()
+
+
+def test_a_request_sent_while_a_response_waits_for_room_is_answered(
+    trilb_factory: Factory,
+) -> None:
+    # trilb is stuck writing to a client that does not read when the client's last
+    # request arrives: that request must still be read and answered afterwards.
+    backends = [OneWriteBackend(), OneWriteBackend()]
+    try:
+        port = free_port()
+        a, b = (x.port for x in backends)
+        trilb_factory(http_config(port, a, b), workers=1, ready=1)
+        sizes = [60000 + 8 * i for i in range(200)]
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            s.sendall(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n for n in sizes))
+            time.sleep(0.5)
+            s.sendall(b"GET /8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            time.sleep(0.5)
+            chunks = []
+            while data := s.recv(1 << 20):
+                chunks.append(data)
+        reply = b"".join(chunks)
+        assert reply.count(b"HTTP/1.1 200 OK\r\n") == 201
+        assert reply.endswith(b"\r\n\r\n00000008")
+    finally:
+        for backend in backends:
+            backend.stop()
+
+
+def test_pipelined_requests_past_one_read_are_all_answered(trilb_factory: Factory) -> None:
+    # 3,000 small pipelined GETs (~90 KB, more than one 64 KiB read) arrive while the
+    # first request waits for its backend: all of them are in the socket when trilb
+    # reads again, and no further edge will come for what one read leaves there.
+    backends = [OneWriteBackend(), OneWriteBackend()]
+    for backend in backends:
+        backend.first_delay = 0.3
+    try:
+        port = free_port()
+        a, b = (x.port for x in backends)
+        trilb_factory(http_config(port, a, b), workers=1, ready=1)
+        request = b"GET /8 HTTP/1.1\r\nHost: x\r\n\r\n" * 2998
+        last = b"GET /16 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            s.sendall(b"GET /8 HTTP/1.1\r\nHost: x\r\n\r\n")
+            time.sleep(0.1)
+            s.sendall(request + last)
+            chunks = []
+            while data := s.recv(65536):
+                chunks.append(data)
+        reply = b"".join(chunks)
+        assert reply.count(b"HTTP/1.1 200 OK\r\n") == 3000
+        assert reply.endswith(b"\r\n\r\n" + b"00000016" * 2)
+    finally:
+        for backend in backends:
+            backend.stop()
+
+
+def test_an_error_after_a_first_response_still_gets_its_status(web: tuple[Trilb, str]) -> None:
+    _, url = web
+    bad = b"GET /y HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+    reply = raw(url, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n" + bad)
+    assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"HTTP/1.1 400 Bad Request\r\n" in reply

@@ -16,6 +16,7 @@ what an aborted connection does is its owner's business.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Callable
 from functools import partial
@@ -24,6 +25,8 @@ from typing import Protocol
 import trio
 
 from trilb.l4.pump import Traffic
+
+log = logging.getLogger(__name__)
 
 # The longest a sweep waits: idle timeouts are seconds to minutes, and a tick costs
 # one pass over the open connections.
@@ -109,7 +112,11 @@ class IdleSweeper:
             if now >= d.deadline and not d.expired:
                 d.expired = True
                 self.deadlines.discard(d)
-                d.on_expire()
+                try:
+                    d.on_expire()
+                except Exception:
+                    # Its owner's bug loses its connection, not every timeout of the worker.
+                    log.exception("deadline callback failed")
                 aborted += 1
         # Copies: an abort runs its owner's callback, which unwatches at once.
         for w in list(self.watched):

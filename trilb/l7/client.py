@@ -116,6 +116,8 @@ class ClientConnection:
                 if events & _IN:
                     self._read()
             elif state == WRITING:
+                if events & _IN:
+                    self.more = True  # the next request, or the client's close: after
                 if events & _OUT:
                     self._write()
             elif events & _IN:
@@ -136,7 +138,11 @@ class ClientConnection:
             if not data:
                 self.close()  # between requests or inside a head: nobody to answer
                 return
-            if self._feed(data) or len(data) < RECV_SIZE:
+            if self._feed(data):
+                if len(data) == RECV_SIZE:
+                    self.more = True  # more may be queued: its edge is spent, read it later
+                return
+            if len(data) < RECV_SIZE:
                 return
 
     def _feed(self, data: bytes) -> bool:
@@ -294,6 +300,7 @@ class ClientConnection:
         if not keep or self.fe.draining:
             self.close()
             return
+        self.client.responding = False  # an error status may answer the next request
         self.state = IDLE
         self.client.arm(self.fe.config.keepalive_timeout, "idle")
         rest = self.rest
@@ -310,7 +317,8 @@ class ClientConnection:
         if upstream is not None:
             assert self.backend is not None and self.slot is not None
             upstream.timer.on_expire = upstream.wake
-            self.fe.reactor.callbacks[upstream.fd] = _ignore
+            if upstream.reactor is not None:
+                self.fe.reactor.callbacks[upstream.fd] = _ignore
             self.backend.pool.release(self.slot, upstream, reusable)
             self.upstream = None
 
@@ -356,7 +364,8 @@ class ClientConnection:
         upstream = self.upstream
         assert upstream is not None
         upstream.timer.on_expire = upstream.wake
-        self.fe.reactor.callbacks[upstream.fd] = _ignore
+        if upstream.reactor is not None:
+            self.fe.reactor.callbacks[upstream.fd] = _ignore
         self.upstream = None  # the task's now, and the pool's after it
         self._hand_over(step)
 
@@ -370,7 +379,10 @@ class ClientConnection:
         self.client.timer.on_expire = self._client_timeout
         self.rest = rest
         self.more = True  # edges that came while the task had the socket were ignored
-        self._next(keep)
+        try:
+            self._next(keep)
+        except Exception:
+            self._bug()
 
     # --- errors, timeouts, close -----------------------------------------------------
 
@@ -396,6 +408,12 @@ class ClientConnection:
             pass
 
     def _client_timeout(self) -> None:
+        try:
+            self._timed_out()
+        except Exception:
+            self._bug()
+
+    def _timed_out(self) -> None:
         state = self.state
         if state == TASK:
             self.client.wake()  # a task waits on the socket: it raises ClientTimeout
@@ -410,8 +428,11 @@ class ClientConnection:
             return
         upstream = self.upstream
         assert upstream is not None
-        self._refuse(UpstreamError("timeout", f"server {upstream.name}: response timed out",
-                                   retryable=False))  # fmt: skip
+        try:
+            self._refuse(UpstreamError("timeout", f"server {upstream.name}: response timed out",
+                                       retryable=False))  # fmt: skip
+        except Exception:
+            self._bug()
 
     def _bug(self) -> None:
         # A failing callback loses its connection, never the reactor or the worker.

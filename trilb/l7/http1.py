@@ -275,7 +275,8 @@ class ResponseParser(HeadParser):
         if framing is Framing.CLOSE or status == 101:
             keep_alive = False
         raw = b""
-        if rawable:
+        if rawable and not (te is not None and framing is Framing.NONE):
+            # (a 204 or 304 saying chunked: the rebuilt head drops that, so must this)
             raw = self._raw[: self._raw_end - 2]
             if conn is not None:
                 start = raw.lower().find(b"\r\nconnection:")

@@ -280,7 +280,8 @@ class Proxy:
         # its end is then marked, and the client connection can stay open.
         rechunk = framing is Framing.CLOSE and head.version == b"1.1"
         keep = head.keep_alive and (rechunk or framing is not Framing.CLOSE)
-        keep = keep and not self.draining()
+        # A 101 (no upgrade was forwarded, so a broken backend) ends HTTP on the connection.
+        keep = keep and rhead.status != 101 and not self.draining()
         if rhead.raw and not rechunk:  # forwarded as received, Connection out, trilb's Via in
             return rhead.raw + (VIA_END if keep else VIA_CLOSE_END), keep
         fields = forward_response_fields(rhead.headers)
