@@ -759,3 +759,18 @@ def test_an_error_after_a_first_response_still_gets_its_status(web: tuple[Trilb,
     reply = raw(url, b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n" + bad)
     assert reply.startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"HTTP/1.1 400 Bad Request\r\n" in reply
+
+
+def test_a_chunked_response_reaches_an_http10_client_as_plain_bytes(
+    web: tuple[Trilb, str],
+) -> None:
+    _, url = web
+    reply = raw(url, b"GET /chunked HTTP/1.0\r\nHost: x\r\n\r\n")
+    head, body = reply.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 ")
+    assert b"transfer-encoding" not in head.lower() and b"connection: close" in head.lower()
+    assert body == b"one two three"
+    # An HTTP/1.1 client gets the chunks as the backend framed them.
+    reply = raw(url, b"GET /chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert b"transfer-encoding: chunked" in reply.lower()
+    assert reply.endswith(b"\r\n0\r\n\r\n")

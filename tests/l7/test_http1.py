@@ -398,3 +398,18 @@ def test_valid_chunked_body_relayed_whole(
             break
     assert reader.done and out == body and rest == tail
     assert reader.trailers == Headers([(b"x-t", b"1")])
+
+
+def test_chunked_reader_gives_the_payload_alone_when_asked() -> None:
+    body = b"4;ext=1\r\nWiki\r\n5\r\npedia\r\n0\r\nX-T: 1\r\n\r\nNEXT"
+    whole = ChunkedReader(response=True)
+    assert whole.feed_payload(body) == b"Wikipedia"
+    assert whole.done and whole.leftover == b"NEXT"
+    assert whole.trailers.get(b"x-t") == b"1"
+    pieces = ChunkedReader(response=True)
+    out = b""
+    for i in range(0, len(body), 3):
+        out += pieces.feed_payload(body[i : i + 3])
+        if pieces.done:
+            break
+    assert out == b"Wikipedia" and pieces.done

@@ -39,12 +39,14 @@ async def relay_length(src: Stream, dst: Stream, length: int, first: bytes) -> b
 
 
 async def relay_chunked(
-    src: Stream, dst: Stream, first: bytes, response: bool, limit: int = 0
+    src: Stream, dst: Stream, first: bytes, response: bool, limit: int = 0, dechunk: bool = False
 ) -> bytes:
     """Relay a chunked body as it was framed, checked byte by byte.
 
     Args:
       limit: for a request, the most body bytes (framing included) allowed; 0: none.
+      dechunk: send only the chunks' data (to an HTTP/1.0 client, which cannot take
+        chunked: its response is then delimited by the close).
 
     Returns:
       What followed the body's last chunk and trailers.
@@ -58,7 +60,7 @@ async def relay_chunked(
     total = 0
     while True:
         if data:
-            checked = reader.feed(data)
+            checked = reader.feed_payload(data) if dechunk else reader.feed(data)
             total += len(checked)
             if limit and total > limit:
                 raise ProtocolError(413, f"chunked request body over {limit} bytes")

@@ -306,6 +306,7 @@ class ChunkedReader:
         "_limit_status",
         "_max_trailers",
         "_max_trailers_size",
+        "_payload",
         "_pending",
         "_state",
         "_status",
@@ -329,6 +330,19 @@ class ChunkedReader:
         self.done = False
         self.leftover = b""
         self.trailers = Headers()
+        # While feed_payload runs: the chunk data it found, without the framing.
+        self._payload: list[bytes] | None = None
+
+    def feed_payload(self, data: bytes) -> bytes:
+        """Like feed, but return only the chunks' data, checked, without the chunk
+        framing or trailers (for a recipient that cannot take chunked, HTTP/1.0)."""
+        payload: list[bytes] = []
+        self._payload = payload
+        try:
+            self.feed(data)
+        finally:
+            self._payload = None
+        return b"".join(payload)
 
     def feed(self, data: bytes) -> bytes:
         """Take the next bytes of the body; return the checked bytes to forward as they are.
@@ -352,6 +366,8 @@ class ChunkedReader:
             state = self._state
             if state == _DATA:
                 take = min(self._left, end - pos)
+                if self._payload is not None:
+                    self._payload.append(buf[pos : pos + take])
                 pos += take
                 self._left -= take
                 if not self._left:

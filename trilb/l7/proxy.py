@@ -279,13 +279,17 @@ class Proxy:
         # A body that ends when the backend closes goes to an HTTP/1.1 client chunked:
         # its end is then marked, and the client connection can stay open.
         rechunk = framing is Framing.CLOSE and head.version == b"1.1"
-        keep = head.keep_alive and (rechunk or framing is not Framing.CLOSE)
+        # And a chunked body goes to an HTTP/1.0 client as plain bytes ended by the close.
+        dechunk = framing is Framing.CHUNKED and head.version != b"1.1"
+        keep = head.keep_alive and not dechunk and (rechunk or framing is not Framing.CLOSE)
         # A 101 (no upgrade was forwarded, so a broken backend) ends HTTP on the connection.
         keep = keep and rhead.status != 101 and not self.draining()
-        if rhead.raw and not rechunk:  # forwarded as received, Connection out, trilb's Via in
+        if (
+            rhead.raw and not rechunk and not dechunk
+        ):  # forwarded as received, Connection out, trilb's Via in
             return rhead.raw + (VIA_END if keep else VIA_CLOSE_END), keep
         fields = forward_response_fields(rhead.headers)
-        if framing is Framing.CHUNKED or rechunk:
+        if (framing is Framing.CHUNKED and not dechunk) or rechunk:
             fields.append((b"transfer-encoding", b"chunked"))
         elif rhead.content_length is not None:  # a body's, or a HEAD or 304's: passed on
             fields.append((b"content-length", b"%d" % rhead.content_length))
@@ -388,7 +392,8 @@ class Proxy:
             if framing is Framing.LENGTH:
                 extra = await relay_length(upstream, client, length or 0, body)
             elif framing is Framing.CHUNKED:
-                extra = await relay_chunked(upstream, client, body, response=True)
+                dechunk = head.version != b"1.1"
+                extra = await relay_chunked(upstream, client, body, True, dechunk=dechunk)
             else:
                 await relay_until_close(upstream, client, body, chunked=head.version == b"1.1")
                 extra = b""
