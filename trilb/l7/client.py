@@ -32,6 +32,7 @@ import logging
 import select
 import socket
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import TYPE_CHECKING
 
 from trilb.balance.algorithms import ServerSlot
@@ -176,12 +177,12 @@ class ClientConnection:
             self._refuse(exc)
             return
         if head.framing is not Framing.NONE or head.expect_continue:
-            self._hand_over(lambda: proxy.exchange(client, head, rest, self.ip))
+            self._hand_over(partial(proxy.exchange, client, head, rest, self.ip))
             return
         upstream, slot = backend.pooled(head)
         if upstream is None:
             # No idle connection to that server: a task connects (to it first).
-            self._hand_over(lambda: proxy.exchange(client, head, rest, self.ip, slot))
+            self._hand_over(partial(proxy.exchange, client, head, rest, self.ip, slot))
             return
         assert slot is not None
         self.backend = backend
@@ -253,7 +254,7 @@ class ClientConnection:
         ):
             client, rest, respond = self.client, self.rest, self.fe.proxy.respond
             self._hand_over_response(
-                lambda: respond(client, upstream, slot, backend, head, rest, rhead, body)
+                partial(respond, client, upstream, slot, backend, head, rest, rhead, body)
             )
             return
         upstream.disarm()
@@ -332,7 +333,7 @@ class ClientConnection:
             # A pooled connection the server had closed: once more, on a new one.
             proxy = self.fe.proxy
             client, rest = self.client, self.rest
-            self._hand_over(lambda: proxy.exchange(client, head, rest, self.ip, slot, True))
+            self._hand_over(partial(proxy.exchange, client, head, rest, self.ip, slot, True))
             return
         self._refuse(exc)
 

@@ -121,7 +121,9 @@ class HeadParser:
     _line_status: ClassVar[int]  # answered for an over-long start line
     _size_status: ClassVar[int]  # answered for an over-large head
 
-    def __init__(self, max_line: int, max_headers_size: int, max_headers: int) -> None:
+    def __init__(
+        self, max_line: int = 8192, max_headers_size: int = 65536, max_headers: int = 100
+    ) -> None:
         self._max_line = max_line
         self._max_headers_size = max_headers_size
         self._max_headers = max_headers
