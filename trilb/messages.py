@@ -7,7 +7,7 @@ response heads with their body framing. It does not parse or serialize wire byte
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -48,12 +48,36 @@ class Headers:
 
     Kept as a plain list of pairs: heads have a few dozen fields at most, so a scan
     beats building a dict per message, and the order is preserved for forwarding.
+    ``deferred`` makes one whose list is built on first use: a response forwarded as
+    received never needs its fields one by one.
     """
 
-    __slots__ = ("items",)
+    __slots__ = ("_items", "_load")
 
     def __init__(self, items: list[tuple[bytes, bytes]] | None = None) -> None:
-        self.items: list[tuple[bytes, bytes]] = items if items is not None else []
+        self._items: list[tuple[bytes, bytes]] | None = items if items is not None else []
+        self._load: Callable[[], list[tuple[bytes, bytes]]] | None = None
+
+    @classmethod
+    def deferred(cls, load: Callable[[], list[tuple[bytes, bytes]]]) -> Headers:
+        headers = cls.__new__(cls)
+        headers._items = None
+        headers._load = load
+        return headers
+
+    @property
+    def items(self) -> list[tuple[bytes, bytes]]:
+        items = self._items
+        if items is None:
+            assert self._load is not None
+            items = self._items = self._load()
+            self._load = None
+        return items
+
+    @items.setter
+    def items(self, items: list[tuple[bytes, bytes]]) -> None:
+        self._items = items
+        self._load = None
 
     def __iter__(self) -> Iterator[tuple[bytes, bytes]]:
         return iter(self.items)

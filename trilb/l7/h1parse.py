@@ -143,11 +143,9 @@ class HeadParser:
         raise NotImplementedError
 
     # llhttp callbacks. No on_url/on_status: the start line is sliced from the buffer,
-    # which saves a Python call per message.
-    def on_header(self, name: bytes, value: bytes) -> None:
-        # llhttp drops the whitespace before a value but keeps the whitespace after it.
-        self._fields.append((name.lower(), value.rstrip(b" \t")))
-
+    # which saves a Python call per message. on_header is RequestParser's only: llhttp
+    # calls it for every field when the protocol has it (httptools looks once), and a
+    # response's fields are split from its head only if someone asks (split_fields).
     def on_headers_complete(self) -> None:
         self._done = True
 
@@ -272,6 +270,17 @@ class _Closed:
 
 
 _CLOSED: httptools.HttpRequestParser = _Closed()  # type: ignore[assignment]
+
+
+def split_fields(head: bytes) -> Fields:
+    """The fields of a head llhttp has accepted: ``head`` is its start line and fields,
+    each line ending CRLF. Names lowercased; values without the whitespace around them
+    (what llhttp's callbacks give, once trailing whitespace is stripped)."""
+    fields = []
+    for line in head.split(b"\r\n")[1:-1]:
+        name, _, value = line.partition(b":")
+        fields.append((name.lower(), value.strip(b" \t")))
+    return fields
 
 
 def empty_lines(data: bytes | bytearray) -> int:

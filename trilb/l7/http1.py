@@ -16,6 +16,7 @@ hands out bytes it has checked, so nothing past a framing error is ever forwarde
 from __future__ import annotations
 
 import re
+from functools import partial
 from typing import Final
 
 import httptools
@@ -36,6 +37,7 @@ from trilb.l7.h1parse import (
     request_line,
     scan_fields,
     show,
+    split_fields,
     start_line,
 )
 from trilb.messages import Framing, Headers, RequestHead, ResponseHead
@@ -51,12 +53,13 @@ _QUOTED = rb'"(?:[\t !#-\[\]-~\x80-\xff]|\\[\t -~\x80-\xff])*"'
 CHUNK_EXT_RE: Final = re.compile(
     rb"(?:[ \t]*;[ \t]*" + _TOKEN + rb"(?:[ \t]*=[ \t]*(?:" + _TOKEN + rb"|" + _QUOTED + rb"))?)*"
 )
-# Response fields that framing or forwarding looks at (l7/forward.HOP_BY_HOP and Via).
-RESPONSE_FIELDS: Final = frozenset(
-    (b"content-length", b"transfer-encoding", b"connection", b"keep-alive",
-     b"proxy-connection", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer",
-     b"upgrade", b"via")
-)  # fmt: skip
+# Response fields that framing or forwarding looks at (l7/forward.HOP_BY_HOP and Via),
+# found at the start of a line of the lowercased head (llhttp allows no space before the
+# colon, and no CR or LF inside a value, so nothing else can match).
+RESPONSE_FIELD_RE: Final = re.compile(
+    rb"\r\n(content-length|transfer-encoding|connection|keep-alive|proxy-connection"
+    rb"|proxy-authenticate|proxy-authorization|te|trailer|upgrade|via):"
+)
 # Connection values that name no other field (the ones servers send).
 PLAIN_CONNECTION: Final = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
 # Trailers that would change framing or routing if a next hop merged them into the head.
@@ -88,6 +91,10 @@ class RequestParser(HeadParser):
     _size_status = 431
 
     # __init__ is HeadParser's (one call less per connection).
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # llhttp drops the whitespace before a value but keeps the whitespace after it.
+        self._fields.append((name.lower(), value.rstrip(b" \t")))
 
     def _new_llhttp(self) -> httptools.HttpRequestParser:
         return httptools.HttpRequestParser(self)
@@ -234,12 +241,18 @@ class ResponseParser(HeadParser):
         reason = line[13:]
         if not 100 <= status <= 599 or (reason and reason != b"OK" and CTL_RE.search(reason)):
             raise ProtocolError(502, f"invalid status line {show(line)}")
-        fields = self._take_fields()
+        # The fields are not split here (llhttp checked them): the few that framing and
+        # forwarding need are found in the lowercased head, the rest on demand.
+        head = self._raw[: self._raw_end - 2]
+        if head.count(b"\r\n") - 1 > self._max_headers:
+            raise ProtocolError(502, f"response has more than {self._max_headers} header fields")
+        low = head.lower()
         cl = te = conn = None
         rawable = version == b"1.1"
-        for name, value in fields:
-            if name not in RESPONSE_FIELDS:
-                continue
+        for found in RESPONSE_FIELD_RE.finditer(low):
+            name = found[1]
+            start = found.end()
+            value = head[start : head.index(b"\r\n", start)].strip(b" \t")
             if name == b"content-length":
                 if cl is not None:  # llhttp rejects it already; the rule is stated here
                     raise ProtocolError(502, f"duplicate content-length {show(cl)}")
@@ -274,13 +287,12 @@ class ResponseParser(HeadParser):
         raw = b""
         if rawable and not (te is not None and framing is Framing.NONE):
             # (a 204 or 304 saying chunked: the rebuilt head drops that, so must this)
-            raw = self._raw[: self._raw_end - 2]
+            raw = head
             if conn is not None:
-                start = raw.lower().find(b"\r\nconnection:")
-                raw = raw[:start] + raw[raw.find(b"\r\n", start + 2) :]
-        return ResponseHead(
-            status, reason, version, Headers(fields), framing, length, keep_alive, raw
-        )
+                start = low.find(b"\r\nconnection:")
+                raw = head[:start] + head[head.find(b"\r\n", start + 2) :]
+        headers = Headers.deferred(partial(split_fields, head))
+        return ResponseHead(status, reason, version, headers, framing, length, keep_alive, raw)
 
 
 class ChunkedReader:
