@@ -774,3 +774,38 @@ def test_a_chunked_response_reaches_an_http10_client_as_plain_bytes(
     reply = raw(url, b"GET /chunked HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert b"transfer-encoding: chunked" in reply.lower()
     assert reply.endswith(b"\r\n0\r\n\r\n")
+
+
+def test_maxconn_leaves_the_next_client_queued_until_one_ends(
+    trilb_factory: Factory, http_backends: list[Backend]
+) -> None:
+    port = free_port()
+    a, b = (x.port for x in http_backends)
+    trilb = trilb_factory(http_config(port, a, b, extra="maxconn = 2"), workers=1, ready=1)
+    request = b"GET /x HTTP/1.1\r\nHost: x\r\n\r\n"
+
+    def answered(s: socket.socket) -> bytes:
+        data = b""
+        while not data.endswith(b" /x"):
+            chunk = s.recv(65536)
+            assert chunk, data
+            data += chunk
+        return data
+
+    first = [socket.create_connection(("127.0.0.1", port), timeout=5) for _ in range(2)]
+    try:
+        for s in first:
+            s.sendall(request)
+            assert answered(s).startswith(b"HTTP/1.1 200 ")
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as third:
+            third.sendall(request)  # queued by the kernel: trilb is at maxconn
+            third.settimeout(0.5)
+            with pytest.raises(TimeoutError):
+                third.recv(65536)
+            first.pop().close()  # room: the third is accepted and served
+            third.settimeout(5)
+            assert answered(third).startswith(b"HTTP/1.1 200 ")
+        trilb.wait_log("maxconn 2 reached", 5)
+    finally:
+        for s in first:
+            s.close()

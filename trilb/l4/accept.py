@@ -92,6 +92,33 @@ class Acceptor:
                 burst = 0
                 await checkpoint()
 
+    def accept_burst(self, listener: socket.socket, family: int, kind: int) -> str:
+        """Accept what is queued, up to a burst, without waiting: the readiness
+        callback's half of ``serve``, for a frontend driven by the reactor.
+
+        Returns "more" (the burst was used up: call again after the rest of the worker
+        had its turn), "empty" (the queue is empty), "full" (at maxconn: call again once
+        ``released`` made room) or "failing" (out of descriptors: call again after
+        ACCEPT_PAUSE).
+        """
+        maxconn = self.config.maxconn
+        for _ in range(ACCEPT_BURST):
+            if self.active >= maxconn:
+                self._note_full()
+                return "full"
+            try:
+                fd, peer = listener._accept()  # type: ignore[attr-defined]
+                conn = socket.socket(family, kind, 0, fd)
+            except BlockingIOError:
+                return "empty"
+            except OSError as exc:
+                if exc.errno in _OUT_OF:
+                    self._note_failing(exc)
+                    return "failing"
+                continue  # other errors (ECONNABORTED...) concern that one connection only
+            self.admit(conn, peer)
+        return "more"
+
     def _note_full(self) -> None:
         more = self._full.allow(trio.current_time())
         if more is not None:

@@ -157,10 +157,14 @@ class Reactor:
         """
         self.watch(sock.fileno(), on_event)
 
-    def watch(self, fd: int, on_event: Callable[[int], None]) -> None:
+    def watch(self, fd: int, on_event: Callable[[int], None], edge: bool = True) -> None:
         """Call ``on_event`` with the epoll events of ``fd`` (edge-triggered, input and
-        output) until ``unwatch``; the owner may swap the callback in ``callbacks``."""
-        self.ep.register(fd, _MASK)
+        output) until ``unwatch``; the owner may swap the callback in ``callbacks``.
+
+        ``edge=False``: level-triggered input only (a listening socket: its owner may
+        stop accepting with connections still queued and hear of them again).
+        """
+        self.ep.register(fd, _MASK if edge else select.EPOLLIN)
         self.callbacks[fd] = on_event
 
     def unwatch(self, fd: int, closing: bool = False) -> None:

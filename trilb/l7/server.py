@@ -24,7 +24,7 @@ from trilb.errors import (
     ProtocolError,
     UpstreamError,
 )
-from trilb.l4.accept import Acceptor
+from trilb.l4.accept import ACCEPT_PAUSE, Acceptor
 from trilb.l4.idle import IdleSweeper
 from trilb.l4.reactor import Reactor
 from trilb.l7.client import CLOSED, IDLE, TASK, ClientConnection
@@ -51,6 +51,9 @@ class HttpFrontend(Acceptor):
         self.handlers: trio.Nursery | None = None
         self.conns: set[ClientConnection] = set()
         self.draining = False
+        self._listeners: list[socket.socket] = []
+        # Listeners not watched for now (maxconn reached, or out of descriptors).
+        self._paused: list[socket.socket] = []
 
     def drain(self) -> None:
         """Stop keeping connections alive: idle ones close now, busy ones after their
@@ -67,10 +70,50 @@ class HttpFrontend(Acceptor):
             if conn.state != TASK:
                 conn.close()
 
-    def prepare(self, listener: socket.socket) -> None:
-        """Set TCP_NODELAY on a listener: Linux copies it to every accepted socket,
-        which saves a setsockopt per connection (responses go out in one send)."""
+    def listen(self, listener: socket.socket) -> None:
+        """Accept from ``listener`` in the reactor's callbacks (no trio task wake-up per
+        batch of connections); ``stop_listening`` ends it.
+
+        TCP_NODELAY is set on the listener: Linux copies it to every accepted socket,
+        which saves a setsockopt per connection (responses go out in one send).
+        """
         listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._listeners.append(listener)
+        self._watch(listener)
+
+    def stop_listening(self) -> None:
+        for listener in self._listeners:
+            self.reactor.unwatch(listener.fileno())
+        self._listeners.clear()
+        self._paused.clear()
+
+    def _watch(self, listener: socket.socket) -> None:
+        family, kind = int(listener.family), int(listener.type)
+        self.reactor.watch(
+            listener.fileno(), lambda _: self._accept(listener, family, kind), edge=False
+        )
+
+    def _accept(self, listener: socket.socket, family: int, kind: int) -> None:
+        why = self.accept_burst(listener, family, kind)
+        if why == "empty" or why == "more":
+            return  # level-triggered: what is still queued is reported again
+        # Full or out of descriptors: stop hearing of this listener until there is room
+        # (released) or the pause is over; the kernel keeps queueing meanwhile.
+        self.reactor.unwatch(listener.fileno())
+        self._paused.append(listener)
+        if why == "failing":
+            self.sweeper.watch_deadline(ACCEPT_PAUSE, self._resume)
+
+    def _resume(self) -> None:
+        paused, self._paused = self._paused, []
+        for listener in paused:
+            if listener in self._listeners:
+                self._watch(listener)
+
+    def released(self) -> None:
+        super().released()
+        if self._paused and self.active < self.config.maxconn:
+            self._resume()
 
     def take(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         try:

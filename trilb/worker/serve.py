@@ -47,12 +47,16 @@ async def serve_worker(
                         fe.handlers = handlers
                     for sock in listeners[fe.config.name]:
                         if isinstance(fe, HttpFrontend):
-                            fe.prepare(sock)
-                        accepting.start_soon(fe.serve, sock)
+                            fe.listen(sock)  # accepted in the reactor's callbacks
+                        else:
+                            accepting.start_soon(fe.serve, sock)
                 _notify_ready(ready_fd)
                 async for _ in signals:
                     break
                 accepting.cancel_scope.cancel()
+                for fe in frontends:
+                    if isinstance(fe, HttpFrontend):
+                        fe.stop_listening()
             for fe in frontends:
                 for sock in listeners[fe.config.name]:
                     _take_queued(fe, sock)
