@@ -536,6 +536,27 @@ def test_every_route_field_and_the_first_match_rule_end_to_end(
     assert who("DELETE", "/x") == "B"
 
 
+ServePair = Callable[[type[ThreadedServer]], tuple[int, list[ThreadedServer]]]
+
+
+@pytest.fixture
+def serve_pair(trilb_factory: Factory) -> Iterator[ServePair]:
+    """Start two backends of a class and a one-worker trilb in front of them; returns
+    trilb's port and the backends (stopped after the test)."""
+    started: list[ThreadedServer] = []
+
+    def start(cls: type[ThreadedServer]) -> tuple[int, list[ThreadedServer]]:
+        backends = [cls(), cls()]
+        started.extend(backends)
+        port = free_port()
+        trilb_factory(http_config(port, backends[0].port, backends[1].port), workers=1, ready=1)
+        return port, backends
+
+    yield start
+    for backend in started:
+        backend.stop()
+
+
 class OneWriteBackend(ThreadedServer):
     """Keep-alive; answers ``GET /N`` with N bytes, head and body in one write, so
     trilb receives each response whole (the path relayed from the reactor)."""
@@ -561,35 +582,28 @@ class OneWriteBackend(ThreadedServer):
 
 
 def test_a_client_that_does_not_read_gets_every_pipelined_response_whole(
-    trilb_factory: Factory,
+    serve_pair: ServePair,
 ) -> None:
     # 12 MB of responses are more than the socket buffers hold while the client does
     # not read: trilb must wait for room (not drop, not buffer without end).
-    backends = [OneWriteBackend(), OneWriteBackend()]
-    try:
-        port = free_port()
-        a, b = (x.port for x in backends)
-        trilb_factory(http_config(port, a, b), workers=1, ready=1)
-        sizes = [60000 + 8 * i for i in range(200)]
-        request = b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n for n in sizes)
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-            s.sendall(request + b"GET /8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            time.sleep(1.0)
-            chunks = []
-            while data := s.recv(65536):
-                chunks.append(data)
-        reply = b"".join(chunks)
-        for n in [*sizes, 8]:
-            head, reply = reply.split(b"\r\n\r\n", 1)
-            assert head.startswith(b"HTTP/1.1 200 ")
-            assert b"content-length: %d" % (n // 8 * 8) in head
-            body, reply = reply[: n // 8 * 8], reply[n // 8 * 8 :]
-            assert body == (b"%08d" % n) * (n // 8)
-        assert reply == b""
-    finally:
-        for backend in backends:
-            backend.stop()
+    port, _ = serve_pair(OneWriteBackend)
+    sizes = [60000 + 8 * i for i in range(200)]
+    request = b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n for n in sizes)
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(request + b"GET /8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        time.sleep(1.0)
+        chunks = []
+        while data := s.recv(65536):
+            chunks.append(data)
+    reply = b"".join(chunks)
+    for n in [*sizes, 8]:
+        head, reply = reply.split(b"\r\n\r\n", 1)
+        assert head.startswith(b"HTTP/1.1 200 ")
+        assert b"content-length: %d" % (n // 8 * 8) in head
+        body, reply = reply[: n // 8 * 8], reply[n // 8 * 8 :]
+        assert body == (b"%08d" % n) * (n // 8)
+    assert reply == b""
 
 
 class EarlyHintsBackend(ThreadedServer):
@@ -610,23 +624,17 @@ class EarlyHintsBackend(ThreadedServer):
 
 
 def test_early_hints_reach_http11_clients_but_not_100_or_http10_clients(
-    trilb_factory: Factory,
+    serve_pair: ServePair,
 ) -> None:
-    backend, other = EarlyHintsBackend(), EarlyHintsBackend()
-    try:
-        port = free_port()
-        trilb_factory(http_config(port, backend.port, other.port), workers=1, ready=1)
-        url = f"http://127.0.0.1:{port}"
-        reply = raw(url, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        assert reply.startswith(b"HTTP/1.1 103 Early Hints\r\n")
-        assert b"link: </s.css>; rel=preload\r\n" in reply.lower()
-        assert b" 100 " not in reply
-        assert reply.count(b"HTTP/1.1 200 OK\r\n") == 1 and reply.endswith(b"\r\n\r\nok")
-        old = raw(url, b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-        assert old.startswith(b"HTTP/1.1 200 OK\r\n") and old.endswith(b"\r\n\r\nok")
-    finally:
-        backend.stop()
-        other.stop()
+    port, _ = serve_pair(EarlyHintsBackend)
+    url = f"http://127.0.0.1:{port}"
+    reply = raw(url, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert reply.startswith(b"HTTP/1.1 103 Early Hints\r\n")
+    assert b"link: </s.css>; rel=preload\r\n" in reply.lower()
+    assert b" 100 " not in reply
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == 1 and reply.endswith(b"\r\n\r\nok")
+    old = raw(url, b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+    assert old.startswith(b"HTTP/1.1 200 OK\r\n") and old.endswith(b"\r\n\r\nok")
 
 
 class CloseDelimitedBackend(ThreadedServer):
@@ -645,25 +653,19 @@ class CloseDelimitedBackend(ThreadedServer):
 
 
 def test_a_close_delimited_body_is_chunked_for_http11_and_the_client_stays(
-    trilb_factory: Factory,
+    serve_pair: ServePair,
 ) -> None:
-    backend, other = CloseDelimitedBackend(), CloseDelimitedBackend()
-    try:
-        port = free_port()
-        trilb_factory(http_config(port, backend.port, other.port), workers=1, ready=1)
-        with httpx.Client() as client:
-            for _ in range(3):  # one client connection for all three
-                response = client.get(f"http://127.0.0.1:{port}/")
-                assert response.status_code == 200 and response.text == "hello world"
-                assert response.headers["transfer-encoding"] == "chunked"
-                assert response.headers.get("connection") != "close"  # trilb keeps it
-        assert backend.connections + other.connections == 3
-        old = raw(f"http://127.0.0.1:{port}", b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
-        assert old.startswith(b"HTTP/1.1 200 OK\r\n") and old.endswith(b"\r\n\r\nhello world")
-        assert b"transfer-encoding" not in old.lower()
-    finally:
-        backend.stop()
-        other.stop()
+    port, (backend, other) = serve_pair(CloseDelimitedBackend)
+    with httpx.Client() as client:
+        for _ in range(3):  # one client connection for all three
+            response = client.get(f"http://127.0.0.1:{port}/")
+            assert response.status_code == 200 and response.text == "hello world"
+            assert response.headers["transfer-encoding"] == "chunked"
+            assert response.headers.get("connection") != "close"  # trilb keeps it
+    assert backend.connections + other.connections == 3
+    old = raw(f"http://127.0.0.1:{port}", b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+    assert old.startswith(b"HTTP/1.1 200 OK\r\n") and old.endswith(b"\r\n\r\nhello world")
+    assert b"transfer-encoding" not in old.lower()
 
 
 class DelayedBackend(OneWriteBackend):
@@ -673,84 +675,63 @@ class DelayedBackend(OneWriteBackend):
 
 
 def test_the_rest_of_a_pipelined_head_sent_while_waiting_is_not_forgotten(
-    trilb_factory: Factory,
+    serve_pair: ServePair,
 ) -> None:
     # The first read holds request 1 and the start of request 2; the rest of request 2
     # arrives while request 1 waits for its backend. It must be served, not left to time
     # out (header_timeout is 1 s here).
-    backends = [DelayedBackend(), DelayedBackend()]
-    try:
-        port = free_port()
-        a, b = (x.port for x in backends)
-        trilb_factory(http_config(port, a, b), workers=1, ready=1)
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(b"GET /16 HTTP/1.1\r\nHost: x\r\n\r\nGET /24 HTTP/1.1\r\nHo")
-            time.sleep(0.1)
-            s.sendall(b"st: x\r\nConnection: close\r\n\r\n")
-            reply = b""
-            while data := s.recv(65536):
-                reply += data
-        assert reply.count(b"HTTP/1.1 200 OK\r\n") == 2, reply
-        assert reply.endswith(b"00000024" * 3)
-    finally:
-        for backend in backends:
-            backend.stop()
+    port, _ = serve_pair(DelayedBackend)
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /16 HTTP/1.1\r\nHost: x\r\n\r\nGET /24 HTTP/1.1\r\nHo")
+        time.sleep(0.1)
+        s.sendall(b"st: x\r\nConnection: close\r\n\r\n")
+        reply = b""
+        while data := s.recv(65536):
+            reply += data
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == 2, reply
+    assert reply.endswith(b"00000024" * 3)
 
 
 def test_a_request_sent_while_a_response_waits_for_room_is_answered(
-    trilb_factory: Factory,
+    serve_pair: ServePair,
 ) -> None:
     # trilb is stuck writing to a client that does not read when the client's last
     # request arrives: that request must still be read and answered afterwards.
-    backends = [OneWriteBackend(), OneWriteBackend()]
-    try:
-        port = free_port()
-        a, b = (x.port for x in backends)
-        trilb_factory(http_config(port, a, b), workers=1, ready=1)
-        sizes = [60000 + 8 * i for i in range(200)]
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-            s.sendall(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n for n in sizes))
-            time.sleep(0.5)
-            s.sendall(b"GET /8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-            time.sleep(0.5)
-            chunks = []
-            while data := s.recv(1 << 20):
-                chunks.append(data)
-        reply = b"".join(chunks)
-        assert reply.count(b"HTTP/1.1 200 OK\r\n") == 201
-        assert reply.endswith(b"\r\n\r\n00000008")
-    finally:
-        for backend in backends:
-            backend.stop()
+    port, _ = serve_pair(OneWriteBackend)
+    sizes = [60000 + 8 * i for i in range(200)]
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n for n in sizes))
+        time.sleep(0.5)
+        s.sendall(b"GET /8 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        time.sleep(0.5)
+        chunks = []
+        while data := s.recv(1 << 20):
+            chunks.append(data)
+    reply = b"".join(chunks)
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == 201
+    assert reply.endswith(b"\r\n\r\n00000008")
 
 
-def test_pipelined_requests_past_one_read_are_all_answered(trilb_factory: Factory) -> None:
+def test_pipelined_requests_past_one_read_are_all_answered(serve_pair: ServePair) -> None:
     # 3,000 small pipelined GETs (~90 KB, more than one 64 KiB read) arrive while the
     # first request waits for its backend: all of them are in the socket when trilb
     # reads again, and no further edge will come for what one read leaves there.
-    backends = [OneWriteBackend(), OneWriteBackend()]
+    port, backends = serve_pair(OneWriteBackend)
     for backend in backends:
         backend.first_delay = 0.3
-    try:
-        port = free_port()
-        a, b = (x.port for x in backends)
-        trilb_factory(http_config(port, a, b), workers=1, ready=1)
-        request = b"GET /8 HTTP/1.1\r\nHost: x\r\n\r\n" * 2998
-        last = b"GET /16 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
-            s.sendall(b"GET /8 HTTP/1.1\r\nHost: x\r\n\r\n")
-            time.sleep(0.1)
-            s.sendall(request + last)
-            chunks = []
-            while data := s.recv(65536):
-                chunks.append(data)
-        reply = b"".join(chunks)
-        assert reply.count(b"HTTP/1.1 200 OK\r\n") == 3000
-        assert reply.endswith(b"\r\n\r\n" + b"00000016" * 2)
-    finally:
-        for backend in backends:
-            backend.stop()
+    request = b"GET /8 HTTP/1.1\r\nHost: x\r\n\r\n" * 2998
+    last = b"GET /16 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /8 HTTP/1.1\r\nHost: x\r\n\r\n")
+        time.sleep(0.1)
+        s.sendall(request + last)
+        chunks = []
+        while data := s.recv(65536):
+            chunks.append(data)
+    reply = b"".join(chunks)
+    assert reply.count(b"HTTP/1.1 200 OK\r\n") == 3000
+    assert reply.endswith(b"\r\n\r\n" + b"00000016" * 2)
 
 
 def test_an_error_after_a_first_response_still_gets_its_status(web: tuple[Trilb, str]) -> None:
