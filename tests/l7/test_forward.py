@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from trilb.l7.forward import VIA, forward_request_fields, forward_response_fields, strip_hop_by_hop
+from trilb.l7.forward import VIA, forward_request_fields, forward_response_fields
 from trilb.messages import Headers
 
 
@@ -28,8 +28,10 @@ def headers(*pairs: tuple[bytes, bytes]) -> Headers:
 )
 def test_hop_by_hop_and_framing_fields_are_stripped(name: bytes) -> None:
     h = headers((b"host", b"a"), (name, b"x"), (b"accept", b"*/*"))
-    strip_hop_by_hop(h)
-    assert h.items == [(b"host", b"a"), (b"accept", b"*/*")]
+    kept = forward_request_fields(h, b"127.0.0.1", b"http", b"a")
+    assert kept[:2] == [(b"host", b"a"), (b"accept", b"*/*")]
+    assert all(n != name for n, _ in kept)
+    assert forward_response_fields(h)[:2] == [(b"host", b"a"), (b"accept", b"*/*")]
 
 
 def test_fields_named_in_connection_are_stripped_too() -> None:
@@ -40,18 +42,8 @@ def test_fields_named_in_connection_are_stripped_too() -> None:
         (b"x-other", b"2"),
         (b"x-kept", b"3"),
     )
-    strip_hop_by_hop(h)
-    assert h.items == [(b"x-kept", b"3")]
-
-
-def test_a_websocket_upgrade_keeps_upgrade_and_says_connection_upgrade() -> None:
-    h = headers(
-        (b"connection", b"Upgrade, keep-alive"),
-        (b"upgrade", b"websocket"),
-        (b"keep-alive", b"timeout=5"),
-    )
-    strip_hop_by_hop(h, keep_upgrade=True)
-    assert h.items == [(b"connection", b"upgrade"), (b"upgrade", b"websocket")]
+    assert forward_request_fields(h, b"127.0.0.1", b"http", None)[0] == (b"x-kept", b"3")
+    assert forward_response_fields(h) == [(b"x-kept", b"3"), (b"via", VIA)]
 
 
 def forwarded(h: Headers, ip: bytes = b"127.0.0.9", host: bytes | None = b"example.com") -> Headers:

@@ -10,6 +10,7 @@ messages.Headers; no I/O, no parsing.
 
 from __future__ import annotations
 
+from trilb.l7.h1parse import PLAIN_CONNECTION
 from trilb.messages import Headers
 
 # Fields that only describe the hop they arrived on (RFC 9110 7.6.1, RFC 9112 7.1.2),
@@ -36,30 +37,7 @@ _PROTECTED = frozenset((b"host",))
 VIA = b"1.1 trilb"
 
 
-def strip_hop_by_hop(headers: Headers, keep_upgrade: bool = False) -> None:
-    """Remove hop-by-hop fields and every field the Connection header names.
-
-    Args:
-      keep_upgrade: keep ``Upgrade`` and ``Connection: upgrade`` (a WebSocket handshake
-        the proxy forwards on purpose).
-    """
-    items = headers.items
-    drop = HOP_BY_HOP  # the common case, per message: no set built
-    if any(n == b"connection" for n, _ in items):
-        # A client may not make us drop what routing and the backend rely on.
-        drop = HOP_BY_HOP | (_connection_tokens(headers) - _PROTECTED)
-    if keep_upgrade:
-        drop = drop - {b"upgrade", b"connection"}
-    headers.items = [item for item in items if item[0] not in drop]
-    if keep_upgrade:
-        headers.set(b"connection", b"upgrade")
-
-
 _FORWARDING = frozenset((b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"via"))
-# Connection values that name no field beyond the hop-by-hop ones (the common ones).
-_PLAIN_CONNECTION = frozenset(
-    (b"keep-alive", b"close", b"Keep-Alive", b"Close", b"upgrade", b"Upgrade")
-)
 # What a forwarded request never carries as received: hop-by-hop and framing fields, the
 # forwarding fields (rewritten), and Expect (trilb answers 100-continue itself).
 _REQUEST_DROP = HOP_BY_HOP | _FORWARDING | {b"expect"}
@@ -71,8 +49,9 @@ def forward_request_fields(
 ) -> list[tuple[bytes, bytes]]:
     """The fields of a request as forwarded to a backend, framing fields excluded.
 
-    What strip_hop_by_hop and add_forwarded do together, and Expect removed, in one pass
-    over the fields: this runs for every request. ``host`` is the request's Host (the
+    Hop-by-hop fields (and every field Connection names, Host excepted) dropped, the
+    forwarding fields rewritten, Expect removed: one pass over the fields, as this runs
+    for every request. ``host`` is the request's Host (the
     X-Forwarded-Host value; None drops the client's claim).
     """
     xff: bytes | None = None
@@ -86,7 +65,7 @@ def forward_request_fields(
                 xff = item[1] if xff is None else xff + b", " + item[1]
             elif name == b"via":
                 via = item[1] if via is None else via + b", " + item[1]
-            elif name == b"connection" and item[1] not in _PLAIN_CONNECTION:
+            elif name == b"connection" and item[1] not in PLAIN_CONNECTION:
                 named = True
             continue
         kept.append(item)
@@ -118,7 +97,7 @@ def forward_response_fields(headers: Headers) -> list[tuple[bytes, bytes]]:
         if name in _RESPONSE_DROP:
             if name == b"via":
                 via = item[1] if via is None else via + b", " + item[1]
-            elif name == b"connection" and item[1] not in _PLAIN_CONNECTION:
+            elif name == b"connection" and item[1] not in PLAIN_CONNECTION:
                 named = True
             continue
         kept.append(item)

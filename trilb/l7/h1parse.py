@@ -66,6 +66,11 @@ SCANNED_FIELDS: Final = FRAMING_FIELDS | frozenset(
     (b"keep-alive", b"proxy-connection", b"proxy-authenticate", b"proxy-authorization",
      b"te", b"trailer", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"via")
 )  # fmt: skip
+# Connection values that name no field beyond the hop-by-hop ones (what clients and
+# servers send): a head that carries one needs no Connection token parsing.
+PLAIN_CONNECTION: Final = frozenset(
+    (b"keep-alive", b"close", b"Keep-Alive", b"Close", b"upgrade", b"Upgrade")
+)
 # The versions trilb speaks, by their protocol token; the values are the ones heads carry.
 VERSIONS: Final = {b"HTTP/1.1": b"1.1", b"HTTP/1.0": b"1.0"}
 # Connection tokens of the common cases, to skip splitting the value.

@@ -25,6 +25,7 @@ from trilb.errors import ProtocolError
 from trilb.l7.h1parse import (
     CTL_RE,
     HOST_CHARS,
+    PLAIN_CONNECTION,
     TCHAR,
     VERSION_RE,
     Fields,
@@ -60,8 +61,6 @@ RESPONSE_FIELD_RE: Final = re.compile(
     rb"\r\n(content-length|transfer-encoding|connection|keep-alive|proxy-connection"
     rb"|proxy-authenticate|proxy-authorization|te|trailer|upgrade|via):"
 )
-# Connection values that name no other field (the ones servers send).
-PLAIN_CONNECTION: Final = frozenset((b"keep-alive", b"close", b"Keep-Alive", b"Close"))
 # Trailers that would change framing or routing if a next hop merged them into the head.
 FORBIDDEN_TRAILERS: Final = frozenset((b"content-length", b"transfer-encoding", b"host"))
 # ChunkedReader states.
