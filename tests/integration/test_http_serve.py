@@ -790,3 +790,100 @@ def test_maxconn_leaves_the_next_client_queued_until_one_ends(
     finally:
         for s in first:
             s.close()
+
+
+class SlowReadingBackend(ThreadedServer):
+    """Reads a POST body slowly (64 KiB every 5 ms), then answers its length."""
+
+    def serve(self, conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        head, body = data.split(b"\r\n\r\n", 1)
+        length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+        received = len(body)
+        while received < length:
+            time.sleep(0.005)
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            received += len(chunk)
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%d" % (len(str(received)),
+                                                                            received))  # fmt: skip
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for {pid}")
+
+
+SIZE = 64 << 20  # far more than trilb may hold at once
+BOUND_KIB = 24 << 10  # what its worker may grow by while relaying it
+
+
+def test_a_slow_client_does_not_make_trilb_buffer_a_large_response(
+    trilb_factory: Factory,
+) -> None:
+    backends = [OneWriteBackend(), OneWriteBackend()]
+    try:
+        port = free_port()
+        a, b = (x.port for x in backends)
+        trilb = trilb_factory(http_config(port, a, b), workers=1, ready=1)
+        (worker,) = trilb.children()
+        before = rss_kib(worker)
+        peak = before
+        received = 0
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            s.sendall(b"GET /%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % SIZE)
+            while data := s.recv(65536):
+                received += len(data)
+                if received % (1 << 20) < len(data):  # about every MiB
+                    time.sleep(0.02)  # a slow reader
+                    peak = max(peak, rss_kib(worker))
+        assert received > SIZE  # the head and the whole body came through
+        assert peak - before < BOUND_KIB, (before, peak)
+    finally:
+        for backend in backends:
+            backend.stop()
+
+
+def test_a_slow_backend_does_not_make_trilb_buffer_a_large_upload(
+    trilb_factory: Factory,
+) -> None:
+    backends = [SlowReadingBackend(), SlowReadingBackend()]
+    try:
+        port = free_port()
+        a, b = (x.port for x in backends)
+        trilb = trilb_factory(http_config(port, a, b, extra='body_timeout = "30s"'),
+                              workers=1, ready=1)  # fmt: skip
+        (worker,) = trilb.children()
+        before = rss_kib(worker)
+        peak = [before]
+        done = threading.Event()
+
+        def watch() -> None:
+            while not done.is_set():
+                peak[0] = max(peak[0], rss_kib(worker))
+                time.sleep(0.05)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            body = b"u" * SIZE
+            reply = raw(f"http://127.0.0.1:{port}",
+                        b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                        b"Connection: close\r\n\r\n%s" % (SIZE, body), timeout=30)  # fmt: skip
+        finally:
+            done.set()
+            watcher.join()
+        assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"%d" % SIZE)
+        assert peak[0] - before < BOUND_KIB, (before, peak[0])
+    finally:
+        for backend in backends:
+            backend.stop()
