@@ -257,7 +257,6 @@ class ClientConnection:
                 partial(respond, client, upstream, slot, backend, head, rest, rhead, body)
             )
             return
-        upstream.disarm()
         try:
             wire, keep = self.fe.proxy.response_wire(head, rhead)
         except ProtocolError as exc:

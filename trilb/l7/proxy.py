@@ -147,6 +147,8 @@ class Proxy:
         # Asked when a response head is built: a draining worker closes after it.
         self.draining = draining
         self.router = Router.compile(config.routes, config.default_backend)
+        # Without routes every request goes to the default backend: no match to run.
+        self.only = None if config.routes else backends.get(config.default_backend)
         self.scheme = b"http"
 
     def prepare(self, head: RequestHead, client_ip: bytes) -> tuple[HttpBackend, bytes]:
@@ -157,7 +159,7 @@ class Proxy:
           ProtocolError: 413 for a declared body over ``max_body_size``; 500 when a field
             cannot be written.
         """
-        backend = self.backends[self.router.match(head).backend]
+        backend = self.only or self.backends[self.router.match(head).backend]
         if head.framing is Framing.LENGTH:
             limit = self.config.max_body_size
             if limit and (head.content_length or 0) > limit:
