@@ -11,8 +11,16 @@ Theory of operation. For each request head the client connection hands over:
    connection that turns out closed before any response byte is retried once on a
    fresh connection, but only for a request without a body whose method is
    idempotent (RFC 9110 9.2.2): a body, once sent, is not replayed;
-4. read the response head within ``response_timeout``, forward it and its body, and
-   give the connection back to the pool if both ends may reuse it.
+4. read the response head within ``response_timeout`` (interim 1xx heads are passed on
+   to HTTP/1.1 clients), forward it and its body, and give the connection back to the
+   pool if both ends may reuse it.
+
+The common exchange (no request body, an idle pooled connection, a response that comes
+whole) is sequenced from the worker's reactor by l7/client.py with the synchronous
+pieces here (``prepare``, ``HttpBackend.pooled``, ``response_wire``); everything else
+runs as the async steps below (``exchange``, ``respond``) in a task. A head with nothing
+to drop but a plain Connection is forwarded as received (``RequestHead.raw``,
+``ResponseHead.raw``) with trilb's fields appended.
 
 ``Expect: 100-continue`` is answered by trilb itself before it reads the body, as
 nginx does, and not forwarded. Errors become statuses here and only here: no server
