@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -205,6 +206,18 @@ def raw(port_url: str, request: bytes, timeout: float = 5.0) -> bytes:
     return b"".join(chunks)
 
 
+def read_head(conn: socket.socket, data: bytes) -> tuple[bytes, bytes] | None:
+    """For the test backends: read until a head is complete (``data``: bytes already
+    read); (the head, what followed it), or None at the end of the stream."""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            return None
+        data += chunk
+    head, rest = data.split(b"\r\n\r\n", 1)
+    return head, rest
+
+
 def test_an_ambiguous_request_gets_400_and_reaches_no_backend(
     web: tuple[Trilb, str], http_backends: list[Backend]
 ) -> None:
@@ -263,13 +276,8 @@ class ClosingBackend(ThreadedServer):
         super().__init__()
 
     def _request_line(self, conn: socket.socket) -> bytes | None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return None
-            data += chunk
-        return data.split(b"\r\n", 1)[0]
+        got = read_head(conn, b"")
+        return None if got is None else got[0].split(b"\r\n", 1)[0]
 
     def serve(self, conn: socket.socket) -> None:
         line = self._request_line(conn)
@@ -322,12 +330,10 @@ class ScriptedBackend(ThreadedServer):
     def serve(self, conn: socket.socket) -> None:
         data = b""
         while True:
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, data = data.split(b"\r\n\r\n", 1)
+            got = read_head(conn, data)
+            if got is None:
+                return
+            head, data = got
             self.seen.append(head)
             reply, close, later = self.script.get(head.split(b" ")[1], (NOT_FOUND, False, b""))
             conn.sendall(reply)
@@ -536,21 +542,22 @@ def test_every_route_field_and_the_first_match_rule_end_to_end(
     assert who("DELETE", "/x") == "B"
 
 
-ServePair = Callable[[type[ThreadedServer]], tuple[int, list[ThreadedServer]]]
+ServePair = Callable[..., tuple[int, list[Any], Trilb]]
 
 
 @pytest.fixture
 def serve_pair(trilb_factory: Factory) -> Iterator[ServePair]:
-    """Start two backends of a class and a one-worker trilb in front of them; returns
-    trilb's port and the backends (stopped after the test)."""
+    """Start two backends of a class and a one-worker trilb in front of them (``extra``:
+    more frontend keys); returns trilb's port, the backends (stopped after the test) and
+    the trilb."""
     started: list[ThreadedServer] = []
 
-    def start(cls: type[ThreadedServer]) -> tuple[int, list[ThreadedServer]]:
+    def start(cls: type[ThreadedServer], extra: str = "") -> tuple[int, list[Any], Trilb]:
         backends = [cls(), cls()]
         started.extend(backends)
         port = free_port()
-        trilb_factory(http_config(port, backends[0].port, backends[1].port), workers=1, ready=1)
-        return port, backends
+        config = http_config(port, backends[0].port, backends[1].port, extra)
+        return port, backends, trilb_factory(config, workers=1, ready=1)
 
     yield start
     for backend in started:
@@ -568,12 +575,10 @@ class OneWriteBackend(ThreadedServer):
         data = b""
         wait = self.first_delay
         while True:
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            head, data = data.split(b"\r\n\r\n", 1)
+            got = read_head(conn, data)
+            if got is None:
+                return
+            head, data = got
             size = int(head.split(b" ")[1].lstrip(b"/"))
             body = (b"%08d" % size) * (size // 8)
             time.sleep(self.delay + wait)
@@ -586,7 +591,7 @@ def test_a_client_that_does_not_read_gets_every_pipelined_response_whole(
 ) -> None:
     # 12 MB of responses are more than the socket buffers hold while the client does
     # not read: trilb must wait for room (not drop, not buffer without end).
-    port, _ = serve_pair(OneWriteBackend)
+    port, _, _ = serve_pair(OneWriteBackend)
     sizes = [60000 + 8 * i for i in range(200)]
     request = b"".join(b"GET /%d HTTP/1.1\r\nHost: x\r\n\r\n" % n for n in sizes)
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
@@ -612,12 +617,10 @@ class EarlyHintsBackend(ThreadedServer):
     def serve(self, conn: socket.socket) -> None:
         data = b""
         while True:
-            while b"\r\n\r\n" not in data:
-                chunk = conn.recv(65536)
-                if not chunk:
-                    return
-                data += chunk
-            _, data = data.split(b"\r\n\r\n", 1)
+            got = read_head(conn, data)
+            if got is None:
+                return
+            _, data = got
             conn.sendall(b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n"
                          b"HTTP/1.1 100 Continue\r\n\r\n"
                          b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")  # fmt: skip
@@ -626,7 +629,7 @@ class EarlyHintsBackend(ThreadedServer):
 def test_early_hints_reach_http11_clients_but_not_100_or_http10_clients(
     serve_pair: ServePair,
 ) -> None:
-    port, _ = serve_pair(EarlyHintsBackend)
+    port, _, _ = serve_pair(EarlyHintsBackend)
     url = f"http://127.0.0.1:{port}"
     reply = raw(url, b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     assert reply.startswith(b"HTTP/1.1 103 Early Hints\r\n")
@@ -641,12 +644,8 @@ class CloseDelimitedBackend(ThreadedServer):
     """An HTTP/1.0 server: the body of its answer ends when it closes the connection."""
 
     def serve(self, conn: socket.socket) -> None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return
-            data += chunk
+        if read_head(conn, b"") is None:
+            return
         conn.sendall(b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\nhello ")
         time.sleep(0.05)
         conn.sendall(b"world")
@@ -655,7 +654,7 @@ class CloseDelimitedBackend(ThreadedServer):
 def test_a_close_delimited_body_is_chunked_for_http11_and_the_client_stays(
     serve_pair: ServePair,
 ) -> None:
-    port, (backend, other) = serve_pair(CloseDelimitedBackend)
+    port, (backend, other), _ = serve_pair(CloseDelimitedBackend)
     with httpx.Client() as client:
         for _ in range(3):  # one client connection for all three
             response = client.get(f"http://127.0.0.1:{port}/")
@@ -680,7 +679,7 @@ def test_the_rest_of_a_pipelined_head_sent_while_waiting_is_not_forgotten(
     # The first read holds request 1 and the start of request 2; the rest of request 2
     # arrives while request 1 waits for its backend. It must be served, not left to time
     # out (header_timeout is 1 s here).
-    port, _ = serve_pair(DelayedBackend)
+    port, _, _ = serve_pair(DelayedBackend)
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"GET /16 HTTP/1.1\r\nHost: x\r\n\r\nGET /24 HTTP/1.1\r\nHo")
         time.sleep(0.1)
@@ -697,7 +696,7 @@ def test_a_request_sent_while_a_response_waits_for_room_is_answered(
 ) -> None:
     # trilb is stuck writing to a client that does not read when the client's last
     # request arrives: that request must still be read and answered afterwards.
-    port, _ = serve_pair(OneWriteBackend)
+    port, _, _ = serve_pair(OneWriteBackend)
     sizes = [60000 + 8 * i for i in range(200)]
     with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
@@ -717,7 +716,7 @@ def test_pipelined_requests_past_one_read_are_all_answered(serve_pair: ServePair
     # 3,000 small pipelined GETs (~90 KB, more than one 64 KiB read) arrive while the
     # first request waits for its backend: all of them are in the socket when trilb
     # reads again, and no further edge will come for what one read leaves there.
-    port, backends = serve_pair(OneWriteBackend)
+    port, backends, _ = serve_pair(OneWriteBackend)
     for backend in backends:
         backend.first_delay = 0.3
     request = b"GET /8 HTTP/1.1\r\nHost: x\r\n\r\n" * 2998
@@ -796,13 +795,10 @@ class SlowReadingBackend(ThreadedServer):
     """Reads a POST body slowly (64 KiB every 5 ms), then answers its length."""
 
     def serve(self, conn: socket.socket) -> None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = conn.recv(65536)
-            if not chunk:
-                return
-            data += chunk
-        head, body = data.split(b"\r\n\r\n", 1)
+        got = read_head(conn, b"")
+        if got is None:
+            return
+        head, body = got
         length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
         received = len(body)
         while received < length:
@@ -827,63 +823,48 @@ BOUND_KIB = 24 << 10  # what its worker may grow by while relaying it
 
 
 def test_a_slow_client_does_not_make_trilb_buffer_a_large_response(
-    trilb_factory: Factory,
+    serve_pair: ServePair,
 ) -> None:
-    backends = [OneWriteBackend(), OneWriteBackend()]
-    try:
-        port = free_port()
-        a, b = (x.port for x in backends)
-        trilb = trilb_factory(http_config(port, a, b), workers=1, ready=1)
-        (worker,) = trilb.children()
-        before = rss_kib(worker)
-        peak = before
-        received = 0
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
-            s.sendall(b"GET /%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % SIZE)
-            while data := s.recv(65536):
-                received += len(data)
-                if received % (1 << 20) < len(data):  # about every MiB
-                    time.sleep(0.02)  # a slow reader
-                    peak = max(peak, rss_kib(worker))
-        assert received > SIZE  # the head and the whole body came through
-        assert peak - before < BOUND_KIB, (before, peak)
-    finally:
-        for backend in backends:
-            backend.stop()
+    port, _, trilb = serve_pair(OneWriteBackend)
+    (worker,) = trilb.children()
+    before = rss_kib(worker)
+    peak = before
+    received = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        s.sendall(b"GET /%d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" % SIZE)
+        while data := s.recv(65536):
+            received += len(data)
+            if received % (1 << 20) < len(data):  # about every MiB
+                time.sleep(0.02)  # a slow reader
+                peak = max(peak, rss_kib(worker))
+    assert received > SIZE  # the head and the whole body came through
+    assert peak - before < BOUND_KIB, (before, peak)
 
 
 def test_a_slow_backend_does_not_make_trilb_buffer_a_large_upload(
-    trilb_factory: Factory,
+    serve_pair: ServePair,
 ) -> None:
-    backends = [SlowReadingBackend(), SlowReadingBackend()]
+    port, _, trilb = serve_pair(SlowReadingBackend, 'body_timeout = "30s"')
+    (worker,) = trilb.children()
+    before = rss_kib(worker)
+    peak = [before]
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], rss_kib(worker))
+            time.sleep(0.05)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
     try:
-        port = free_port()
-        a, b = (x.port for x in backends)
-        trilb = trilb_factory(http_config(port, a, b, extra='body_timeout = "30s"'),
-                              workers=1, ready=1)  # fmt: skip
-        (worker,) = trilb.children()
-        before = rss_kib(worker)
-        peak = [before]
-        done = threading.Event()
-
-        def watch() -> None:
-            while not done.is_set():
-                peak[0] = max(peak[0], rss_kib(worker))
-                time.sleep(0.05)
-
-        watcher = threading.Thread(target=watch)
-        watcher.start()
-        try:
-            body = b"u" * SIZE
-            reply = raw(f"http://127.0.0.1:{port}",
-                        b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
-                        b"Connection: close\r\n\r\n%s" % (SIZE, body), timeout=30)  # fmt: skip
-        finally:
-            done.set()
-            watcher.join()
-        assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"%d" % SIZE)
-        assert peak[0] - before < BOUND_KIB, (before, peak[0])
+        body = b"u" * SIZE
+        reply = raw(f"http://127.0.0.1:{port}",
+                    b"POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                    b"Connection: close\r\n\r\n%s" % (SIZE, body), timeout=30)  # fmt: skip
     finally:
-        for backend in backends:
-            backend.stop()
+        done.set()
+        watcher.join()
+    assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"%d" % SIZE)
+    assert peak[0] - before < BOUND_KIB, (before, peak[0])

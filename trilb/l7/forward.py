@@ -50,34 +50,10 @@ def forward_request_fields(
     """The fields of a request as forwarded to a backend, framing fields excluded.
 
     Hop-by-hop fields (and every field Connection names, Host excepted) dropped, the
-    forwarding fields rewritten, Expect removed: one pass over the fields, as this runs
-    for every request. ``host`` is the request's Host (the
+    forwarding fields rewritten, Expect removed. ``host`` is the request's Host (the
     X-Forwarded-Host value; None drops the client's claim).
     """
-    xff: bytes | None = None
-    via: bytes | None = None
-    kept = []
-    named = False
-    for item in headers.items:
-        name = item[0]
-        if name in _REQUEST_DROP:
-            if name == b"x-forwarded-for":
-                xff = item[1] if xff is None else xff + b", " + item[1]
-            elif name == b"via":
-                via = item[1] if via is None else via + b", " + item[1]
-            elif name == b"connection" and item[1] not in PLAIN_CONNECTION:
-                named = True
-            continue
-        kept.append(item)
-    if named:
-        # Connection may name more fields to drop, forwarding fields among them: then
-        # the general (slower) path, which sees them before anything is appended.
-        extra = _connection_tokens(headers) - HOP_BY_HOP - _PROTECTED
-        if extra:
-            copy = Headers([item for item in headers.items if item[0] not in extra])
-            xff = b", ".join(copy.get_all(b"x-forwarded-for")) or None
-            via = b", ".join(copy.get_all(b"via")) or None
-            kept = [item for item in kept if item[0] not in extra]
+    kept, xff, via = _kept(headers, _REQUEST_DROP, _PROTECTED)
     kept.append((b"x-forwarded-for", client_ip if xff is None else xff + b", " + client_ip))
     kept.append((b"x-forwarded-proto", scheme))
     if host is not None:
@@ -89,26 +65,42 @@ def forward_request_fields(
 def forward_response_fields(headers: Headers) -> list[tuple[bytes, bytes]]:
     """The fields of a response as forwarded to a client, framing fields excluded:
     hop-by-hop fields (and the ones Connection names) dropped, trilb added to Via."""
+    kept, _, via = _kept(headers, _RESPONSE_DROP, frozenset())
+    kept.append((b"via", VIA if via is None else via + b", " + VIA))
+    return kept
+
+
+def _kept(
+    headers: Headers, drop: frozenset[bytes], protected: frozenset[bytes]
+) -> tuple[list[tuple[bytes, bytes]], bytes | None, bytes | None]:
+    """One pass over the fields: those not in ``drop``, and the X-Forwarded-For and Via
+    values received (joined), less every field a Connection names (``protected``
+    excepted). Connection values that name nothing beyond hop-by-hop fields, the common
+    case, are not split."""
+    xff: bytes | None = None
     via: bytes | None = None
     kept = []
     named = False
     for item in headers.items:
         name = item[0]
-        if name in _RESPONSE_DROP:
-            if name == b"via":
+        if name in drop:
+            if name == b"x-forwarded-for":
+                xff = item[1] if xff is None else xff + b", " + item[1]
+            elif name == b"via":
                 via = item[1] if via is None else via + b", " + item[1]
             elif name == b"connection" and item[1] not in PLAIN_CONNECTION:
                 named = True
             continue
         kept.append(item)
     if named:
-        extra = _connection_tokens(headers) - HOP_BY_HOP
+        extra = _connection_tokens(headers) - HOP_BY_HOP - protected
         if extra:
             kept = [item for item in kept if item[0] not in extra]
+            if b"x-forwarded-for" in extra:
+                xff = None  # the client asked for its values to be hop-by-hop
             if b"via" in extra:
                 via = None
-    kept.append((b"via", VIA if via is None else via + b", " + VIA))
-    return kept
+    return kept, xff, via
 
 
 def _connection_tokens(headers: Headers) -> set[bytes]:
