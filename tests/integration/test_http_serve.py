@@ -314,6 +314,60 @@ def test_a_reused_connection_closed_before_answering_is_retried_for_get_not_for_
         backend.stop()
 
 
+class IdleClosingBackend(ThreadedServer):
+    """Answers with keep-alive, and closes a connection idle for 0.2 s (a server's
+    keep-alive timeout shorter than the pool's)."""
+
+    def __init__(self) -> None:
+        self.seen: list[bytes] = []
+        super().__init__()
+
+    def serve(self, conn: socket.socket) -> None:
+        conn.settimeout(0.2)
+        while True:
+            try:
+                got = read_head(conn, b"")
+            except TimeoutError:
+                return  # idle: close
+            if got is None:
+                return
+            head, rest = got
+            if b"content-length: 3" in head.lower() and len(rest) < 3:
+                conn.recv(3 - len(rest))
+            self.seen.append(head.split(b"\r\n", 1)[0])
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+
+def test_a_pooled_connection_the_server_closed_while_idle_is_not_reused(
+    trilb_factory: Factory,
+) -> None:
+    # The third GET reuses a connection checked by the second one, with no check of its
+    # own (no epoll event came); the server's close while it idles is such an event, so
+    # the POST after it goes out on a new connection. Reused, the POST would get 502: a
+    # request with a body is not replayed.
+    backend = IdleClosingBackend()
+    port = free_port()
+    config = http_config(port, backend.port, free_port()).replace(
+        f'servers = ["127.0.0.1:{backend.port}", ', f'servers = ["127.0.0.1:{backend.port}"]\n# '
+    )
+    trilb_factory(config, workers=1, ready=1)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with httpx.Client() as client:
+            for path in ("/1", "/2", "/3"):
+                assert client.get(url + path).status_code == 200
+            assert backend.connections == 1
+            for n in (4, 5):
+                time.sleep(0.5)
+                assert client.post(f"{url}/{n}", content=b"abc").status_code == 200
+                assert client.get(f"{url}/{n}g").status_code == 200
+        assert backend.connections == 3
+        assert backend.seen[-4:] == [b"POST /4 HTTP/1.1", b"GET /4g HTTP/1.1",
+                                     b"POST /5 HTTP/1.1", b"GET /5g HTTP/1.1"]  # fmt: skip
+    finally:
+        backend.stop()
+
+
 NOT_FOUND = b"HTTP/1.1 404 x\r\ncontent-length: 0\r\n\r\n"
 
 

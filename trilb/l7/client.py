@@ -57,6 +57,7 @@ CLOSED = 5
 
 _IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 _OUT = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+_HUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 
 Step = Callable[[], Awaitable[tuple[bool, bytes]]]
 
@@ -207,7 +208,12 @@ class ClientConnection:
         self.state = WAITING
 
     def _on_upstream(self, events: int) -> None:
-        if self.state != WAITING or not events & _IN:
+        upstream = self.upstream
+        if upstream is None or self.state != WAITING:
+            return
+        if events & _HUP:
+            upstream.quiet = False  # the server's close: the pool polls before reuse
+        if not events & _IN:
             return
         try:
             self._response()
@@ -241,6 +247,8 @@ class ClientConnection:
                 break
             if len(data) < RECV_SIZE:
                 return  # the rest of the head comes with the next edge
+        if len(data) == RECV_SIZE:
+            upstream.quiet = False  # more may be queued, with its edge spent
         body = parser.leftover
         framing = rhead.framing
         if rhead.status < 200 and rhead.status != 101:
@@ -318,7 +326,7 @@ class ClientConnection:
             assert self.backend is not None and self.slot is not None
             upstream.timer.on_expire = upstream.wake
             if upstream.reactor is not None:
-                self.fe.reactor.callbacks[upstream.fd] = _ignore
+                self.fe.reactor.callbacks[upstream.fd] = upstream.on_idle_event
             self.backend.pool.release(self.slot, upstream, reusable)
             self.upstream = None
 
@@ -365,7 +373,7 @@ class ClientConnection:
         assert upstream is not None
         upstream.timer.on_expire = upstream.wake
         if upstream.reactor is not None:
-            self.fe.reactor.callbacks[upstream.fd] = _ignore
+            self.fe.reactor.callbacks[upstream.fd] = upstream.on_idle_event
         self.upstream = None  # the task's now, and the pool's after it
         self._hand_over(step)
 
@@ -455,7 +463,3 @@ class ClientConnection:
 
 def _ignore_expiry() -> None:
     """A closed connection's deadline (disarmed: never called)."""
-
-
-def _ignore(events: int) -> None:
-    """The callback of a socket whose owner is a task or a pool, not the reactor."""

@@ -32,13 +32,15 @@ RECV_SIZE = 65536
 # Any of these on an idle pooled connection means it is unusable: bytes nobody asked
 # for (POLLIN), the server's close (POLLIN, POLLRDHUP), or an error.
 _NOT_IDLE = select.POLLIN | select.POLLPRI | select.POLLRDHUP
+_STIRRED = select.EPOLLIN | select.EPOLLPRI | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 
 
 class Stream:
     """One side of an exchange: the client's socket, or a backend connection."""
 
-    __slots__ = ("_poller", "closed", "fd", "name", "parser", "phase", "reactor", "responding",
-                 "sock", "sweeper", "timeout", "timer", "upstream", "wake")  # fmt: skip
+    __slots__ = ("_poller", "closed", "fd", "name", "on_idle_event", "parser", "phase", "quiet",
+                 "reactor", "responding", "sock", "sweeper", "timeout", "timer", "upstream",
+                 "wake")  # fmt: skip
 
     def __init__(
         self, sock: socket.socket, sweeper: IdleSweeper, upstream: bool, name: str = ""
@@ -63,6 +65,12 @@ class Stream:
         self._poller: select.poll | None = None
         # The reactor watching this socket, if one is (l7/client.py): told before close.
         self.reactor: Reactor | None = None
+        # A backend connection the reactor watches: no epoll event came on it since a
+        # check found it open and empty, so ``alive`` needs no syscall. The reactor calls
+        # ``on_idle_event`` for events while no exchange of its own reads the socket
+        # (pooled, or a task's), which ends the quiet.
+        self.quiet = False
+        self.on_idle_event: Callable[[int], None] = self._stirred
 
     def arm(self, timeout: float, phase: str) -> None:
         """Start (or restart) this stream's deadline for the next waits, until ``disarm``."""
@@ -148,14 +156,26 @@ class Stream:
     def alive(self) -> bool:
         """For an idle pooled connection: still open, and nothing unsolicited queued.
 
-        A poll with no timeout rather than a peek: the healthy answer of a peek is
-        EAGAIN, which Python turns into an exception, once per reused connection.
+        Watched by the reactor, a connection that had no epoll event since the last
+        check needs none: the server's close or unsolicited bytes would have made one (an
+        edge, as HAProxy learns of it from its poller). Otherwise a poll with no timeout
+        rather than a peek: the healthy answer of a peek is EAGAIN, which Python turns
+        into an exception.
         """
+        if self.quiet:
+            return True
         poller = self._poller
         if poller is None:
             poller = self._poller = select.poll()
             poller.register(self.fd, _NOT_IDLE)
-        return not poller.poll(0)
+        if poller.poll(0):
+            return False
+        self.quiet = self.reactor is not None  # events from now on reach _stirred
+        return True
+
+    def _stirred(self, events: int) -> None:
+        if events & _STIRRED:  # (not a write-space edge)
+            self.quiet = False
 
     def close(self) -> None:
         if not self.closed:
@@ -163,6 +183,7 @@ class Stream:
             self.disarm()
             if self.reactor is not None:
                 self.reactor.unwatch(self.fd, closing=True)
+            self.on_idle_event = _ignore  # (a reference cycle through the bound method)
             self.sock.close()
             if self.parser is not None:
                 self.parser.close()  # it and its llhttp refer to each other
@@ -187,3 +208,7 @@ class Stream:
         if self.upstream:
             return UpstreamError("reset", f"server {self.name}: {exc.strerror}", retryable=False)
         return ClientClosed(exc.strerror or str(exc))
+
+
+def _ignore(events: int) -> None:
+    """The idle-event callback of a closed stream."""

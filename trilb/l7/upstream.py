@@ -4,9 +4,10 @@ Owns reuse (LIFO: the most recently used connection is the least likely to have 
 closed by the server), the idle limits (``pool_max_idle``, ``pool_idle_timeout``,
 swept once per sweeper tick) and the per-server cap (``pool_max_per_server``: a
 server at its cap counts as unavailable for that attempt, as a full server in HAProxy
-without a queue). A pooled connection is checked with one non-blocking peek before
-reuse; one that the server closes after that check fails its request before any
-response byte, which the proxy may retry. It does not choose servers or speak HTTP.
+without a queue). A pooled connection is checked before reuse (Stream.alive: free
+when the reactor saw no event on it since the last check, else one poll); one that
+the server closes after that check fails its request before any response byte, which
+the proxy may retry. It does not choose servers or speak HTTP.
 """
 
 from __future__ import annotations
