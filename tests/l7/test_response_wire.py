@@ -45,7 +45,9 @@ RESPONSES = [
 
 def proxy(draining: bool = False) -> Proxy:
     config = parse_config(tomllib.loads(CONFIG))
-    return Proxy(config.frontends["web"], {}, lambda: draining)
+    out = Proxy(config.frontends["web"], {})
+    out.draining = draining
+    return out
 
 
 def parsed(wire: bytes) -> tuple[ResponseHead, list[tuple[bytes, bytes]]]:

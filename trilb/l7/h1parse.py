@@ -151,11 +151,10 @@ class HeadParser:
     # which saves a Python call per message. on_header is RequestParser's only: llhttp
     # calls it for every field when the protocol has it (httptools looks once), and a
     # response's fields are split from its head only if someone asks (split_fields).
+    # on_message_complete is ResponseParser's only: a request llhttp may be reused after
+    # (keep-alive, no body, no upgrade) is complete at the end of its head.
     def on_headers_complete(self) -> None:
         self._done = True
-
-    def on_message_complete(self) -> None:
-        self._msg_done = True
 
     def _take(self, data: bytes) -> bytes | None:
         """Consume ``data``; once the head is complete, return its start line."""
@@ -262,7 +261,8 @@ class HeadParser:
         self._ll = _CLOSED
 
     def _next_message(self, reuse: bool) -> None:
-        if not (reuse and self._msg_done):
+        """Ready for the next head; ``reuse``: the llhttp parser ended its message."""
+        if not reuse:
             self._ll = self._new_llhttp()
         self._done = self._msg_done = False
 

@@ -59,7 +59,7 @@ CHUNK_EXT_RE: Final = re.compile(
 # colon, and no CR or LF inside a value, so nothing else can match).
 RESPONSE_FIELD_RE: Final = re.compile(
     rb"\r\n(content-length|transfer-encoding|connection|keep-alive|proxy-connection"
-    rb"|proxy-authenticate|proxy-authorization|te|trailer|upgrade|via):"
+    rb"|proxy-authenticate|proxy-authorization|te|trailer|upgrade|via):[ \t]*([^\r]*)"
 )
 # Trailers that would change framing or routing if a next hop merged them into the head.
 FORBIDDEN_TRAILERS: Final = frozenset((b"content-length", b"transfer-encoding", b"host"))
@@ -228,8 +228,11 @@ class ResponseParser(HeadParser):
                 body = self.leftover
                 self._execute_body(body if len(body) == length else memoryview(body)[:length])
                 reuse = True
-        self._next_message(reuse)
+        self._next_message(reuse and self._msg_done)
         return head
+
+    def on_message_complete(self) -> None:
+        self._msg_done = True
 
     def _build(self, line: bytes) -> ResponseHead:
         version = line[5:8]
@@ -248,10 +251,10 @@ class ResponseParser(HeadParser):
         low = head.lower()
         cl = te = conn = None
         rawable = version == b"1.1"
-        for found in RESPONSE_FIELD_RE.finditer(low):
-            name = found[1]
-            start = found.end()
-            value = head[start : head.index(b"\r\n", start)].strip(b" \t")
+        # Values come lowercased: each of these fields is compared without case.
+        # findall: (name, value) pairs made in C, no match object per field.
+        for name, value in RESPONSE_FIELD_RE.findall(low):
+            value = value.rstrip(b" \t")
             if name == b"content-length":
                 if cl is not None:  # llhttp rejects it already; the rule is stated here
                     raise ProtocolError(502, f"duplicate content-length {show(cl)}")

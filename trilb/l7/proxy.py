@@ -33,7 +33,6 @@ response head has gone to the client an error can only close the connection.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 
 from trilb.balance.algorithms import ServerSlot
 from trilb.balance.backend import BackendState
@@ -148,12 +147,11 @@ class Proxy:
         self,
         config: Frontend,
         backends: dict[str, HttpBackend],
-        draining: Callable[[], bool] = lambda: False,
     ) -> None:
         self.config = config
         self.backends = backends
-        # Asked when a response head is built: a draining worker closes after it.
-        self.draining = draining
+        # Set by the frontend's drain: each response then closes its connection.
+        self.draining = False
         self.router = Router.compile(config.routes, config.default_backend)
         # Without routes every request goes to the default backend: no match to run.
         self.only = None if config.routes else backends.get(config.default_backend)
@@ -293,7 +291,7 @@ class Proxy:
         dechunk = framing is Framing.CHUNKED and head.version != b"1.1"
         keep = head.keep_alive and not dechunk and (rechunk or framing is not Framing.CLOSE)
         # A 101 (no upgrade was forwarded, so a broken backend) ends HTTP on the connection.
-        keep = keep and rhead.status != 101 and not self.draining()
+        keep = keep and rhead.status != 101 and not self.draining
         if (
             rhead.raw and not rechunk and not dechunk
         ):  # forwarded as received, Connection out, trilb's Via in

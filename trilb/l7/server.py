@@ -46,7 +46,7 @@ class HttpFrontend(Acceptor):
         super().__init__(config)
         self.sweeper = sweeper
         self.reactor = reactor
-        self.proxy = Proxy(config, backends, lambda: self.draining)
+        self.proxy = Proxy(config, backends)
         # The nursery exchanges handed over by connections run in (the worker's).
         self.handlers: trio.Nursery | None = None
         self.conns: set[ClientConnection] = set()
@@ -58,7 +58,7 @@ class HttpFrontend(Acceptor):
     def drain(self) -> None:
         """Stop keeping connections alive: idle ones close now, busy ones after their
         current response (which says ``Connection: close``)."""
-        self.draining = True
+        self.draining = self.proxy.draining = True
         for conn in list(self.conns):
             if conn.state == IDLE:
                 conn.close()
