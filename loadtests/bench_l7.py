@@ -9,7 +9,12 @@ service or config: numbers are only comparable within one run, hence the ratio t
 
     python loadtests/bench_l7.py [--duration 5] [--rounds 3] [--workers 1,2]
                                  [--only trilb,haproxy,nginx,proxy.py] [--markdown FILE]
-                                 [--install]
+                                 [--tls] [--install]
+
+--tls: the proxies terminate TLS (a trustme certificate, ECDSA P-256) and wrk speaks
+HTTPS: keep-alive requests/s, and with a connection per request, full handshakes per
+second (wrk resumes no sessions). proxy.py is left out (it does not terminate TLS for a
+reverse proxy).
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import importlib.metadata
 import os
 import shlex
 import shutil
+import ssl
 import statistics
 import subprocess
 import sys
@@ -134,16 +140,39 @@ def python_proxy() -> str:
 # --- configs -----------------------------------------------------------------------------
 
 
-def trilb_config(port: int, origin: int, workers: int) -> str:
+@dataclasses.dataclass(frozen=True)
+class Certs:
+    """A server certificate for the --tls runs, as each proxy wants it."""
+
+    cert: Path  # the chain
+    key: Path
+    both: Path  # chain and key in one file (HAProxy's crt)
+
+
+def make_certs(tmp: Path) -> Certs:
+    import trustme  # a dev dependency; only --tls needs it
+
+    issued = trustme.CA().issue_cert("localhost", "127.0.0.1")
+    certs = Certs(tmp / "bench.pem", tmp / "bench.key", tmp / "bench-both.pem")
+    certs.cert.write_bytes(b"".join(p.bytes() for p in issued.cert_chain_pems))
+    issued.private_key_pem.write_to_path(str(certs.key))
+    issued.private_key_and_cert_chain_pem.write_to_path(str(certs.both))
+    return certs
+
+
+def trilb_config(port: int, origin: int, workers: int, tls: Certs | None = None) -> str:
+    cert = f'{{ cert = "{tls.cert}", key = "{tls.key}" }}' if tls else ""
+    tls_line = f"tls = {{ certs = [{cert}] }}\n" if tls else ""
     return (
         f'[global]\nworkers = {workers}\ngrace = "2s"\n\n'
         f'[frontends.bench]\nmode = "http"\nbind = "127.0.0.1:{port}"\n'
-        'default_backend = "origin"\n\n'
+        f'default_backend = "origin"\n{tls_line}\n'
         f'[backends.origin]\nservers = ["127.0.0.1:{origin}"]\n'
     )
 
 
-def haproxy_config(port: int, origin: int, workers: int) -> str:
+def haproxy_config(port: int, origin: int, workers: int, tls: Certs | None = None) -> str:
+    ssl = f" ssl crt {tls.both} alpn http/1.1" if tls else ""
     # No `log` line anywhere: HAProxy logs nothing, like the others here.
     return (
         f"global\n  nbthread {workers}\n  maxconn {MAXCONN}\n\n"
@@ -151,18 +180,24 @@ def haproxy_config(port: int, origin: int, workers: int) -> str:
         "  option http-keep-alive\n  http-reuse always\n"
         "  timeout connect 5s\n  timeout client 60s\n  timeout server 60s\n"
         "  timeout http-keep-alive 60s\n\n"
-        f"frontend bench\n  bind 127.0.0.1:{port}\n  default_backend origin\n\n"
+        f"frontend bench\n  bind 127.0.0.1:{port}{ssl}\n  default_backend origin\n\n"
         f"backend origin\n  server origin 127.0.0.1:{origin}\n"
     )
 
 
-def nginx_config(tmp: Path, port: int, origin: int, workers: int) -> str:
+def nginx_config(tmp: Path, port: int, origin: int, workers: int, tls: Certs | None = None) -> str:
+    ssl = (
+        f" ssl;\n    ssl_certificate {tls.cert};\n    ssl_certificate_key {tls.key};\n"
+        "    ssl_session_cache shared:SSL:10m;\n    keepalive_requests 1000000000"
+        if tls
+        else ""
+    )
     return nginx_main(tmp, "http", workers) + (
         "http {\n  access_log off;\n"
         "  keepalive_timeout 300s;\n  keepalive_requests 1000000000;\n"
         f"{nginx_temps(tmp)}"
         f"  upstream origin {{ server 127.0.0.1:{origin}; keepalive 32; }}\n"
-        f"  server {{\n    listen 127.0.0.1:{port} backlog=4096;\n"
+        f"  server {{\n    listen 127.0.0.1:{port} backlog=4096{ssl};\n"
         "    location / {\n      proxy_pass http://origin;\n      proxy_http_version 1.1;\n"
         '      proxy_set_header Connection "";\n    }\n  }\n}\n'
     )
@@ -190,22 +225,24 @@ def proxypy_argv(port: int, workers: int) -> list[str]:
 # --- servers -----------------------------------------------------------------------------
 
 
-def start_proxy(proxy: str, workers: int, tmp: Path, run_dir: Path, origin: int) -> Server:
+def start_proxy(
+    proxy: str, workers: int, tmp: Path, run_dir: Path, origin: int, tls: Certs | None = None
+) -> Server:
     port = free_port()
     env = dict(os.environ)
     log = run_dir / f"{proxy}-w{workers}.log"
     if proxy == "trilb":
         conf = tmp / f"trilb-w{workers}.toml"
-        conf.write_text(trilb_config(port, origin, workers))
+        conf.write_text(trilb_config(port, origin, workers, tls))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         argv = [sys.executable, "-m", "trilb", "serve", "-c", str(conf)]
     elif proxy == "haproxy":
         conf = tmp / f"haproxy-w{workers}.cfg"
-        conf.write_text(haproxy_config(port, origin, workers))
+        conf.write_text(haproxy_config(port, origin, workers, tls))
         argv = ["haproxy", "-db", "-f", str(conf)]
     elif proxy == "nginx":
         conf = tmp / f"http-w{workers}.conf"
-        conf.write_text(nginx_config(tmp, port, origin, workers))
+        conf.write_text(nginx_config(tmp, port, origin, workers, tls))
         argv = nginx_argv(tmp, conf, "http-error.log")
     else:
         if proxypy_version() is None:
@@ -220,9 +257,15 @@ def start_proxy(proxy: str, workers: int, tmp: Path, run_dir: Path, origin: int)
     return start_server(f"{proxy} x{workers}", argv, port, log, env)
 
 
-def check_http(port: int) -> None:
+def check_http(port: int, tls: bool = False) -> None:
     """Several GETs on one connection, each a 200 with the whole small file, or BenchError."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=CHECK_TIMEOUT)
+    conn = (
+        http.client.HTTPSConnection(
+            "127.0.0.1", port, timeout=CHECK_TIMEOUT, context=ssl._create_unverified_context()
+        )
+        if tls
+        else http.client.HTTPConnection("127.0.0.1", port, timeout=CHECK_TIMEOUT)
+    )
     try:
         for n in range(1, CHECK_REQUESTS + 1):
             conn.request("GET", "/small", headers={"Host": "bench"})
@@ -242,17 +285,18 @@ def check_http(port: int) -> None:
 # --- measurements ------------------------------------------------------------------------
 
 
-def measure(row: Row, server: Server, duration: int) -> None:
+def measure(row: Row, server: Server, duration: int, tls: bool = False) -> None:
     print(f"  {row.proxy} x{row.workers}: check", end="", flush=True)
+    scheme = "https" if tls else "http"
     try:
-        check_http(server.port)
+        check_http(server.port, tls)
     except BenchError:
         print(flush=True)  # end the progress line; run_matrix prints why on the next
         raise
     print(", keep-alive requests", end="", flush=True)
-    keep = wrk(server.port, duration, False, server.log, latency=True)
+    keep = wrk(server.port, duration, False, server.log, latency=True, scheme=scheme)
     print(", connection per request", flush=True)
-    close = wrk(server.port, duration, True, server.log, latency=True)
+    close = wrk(server.port, duration, True, server.log, latency=True, scheme=scheme)
     row.keep, row.keep_p99 = keep.rate, keep.p99_ms
     row.close, row.close_p99 = close.rate, close.p99_ms
     row.notes += keep.notes + close.notes
@@ -265,8 +309,8 @@ def run_all(args: argparse.Namespace, tmp: Path, run_dir: Path, origin: Server) 
     what else the machine does hits all of them alike); the median of each figure."""
     runs = run_matrix(
         [Row(p, w) for _ in range(args.rounds) for w in args.workers for p in args.only],
-        lambda row: start_proxy(row.proxy, row.workers, tmp, run_dir, origin.port),
-        lambda row, server: measure(row, server, args.duration),
+        lambda row: start_proxy(row.proxy, row.workers, tmp, run_dir, origin.port, args.certs),
+        lambda row, server: measure(row, server, args.duration, args.certs is not None),
     )
     return [median_row([r for r in runs if (r.proxy, r.workers) == (p, w)])
             for w in args.workers for p in args.only]  # fmt: skip
@@ -322,7 +366,7 @@ def render_text(rows: list[Row]) -> str:
 def render_markdown(rows: list[Row], args: argparse.Namespace) -> str:
     load = " ".join(WRK_ARGS[:2])
     head = [
-        f"### L7 benchmark, {utc_now()}, commit {commit()}",
+        f"### L7 benchmark{' over TLS' if args.tls else ''}, {utc_now()}, commit {commit()}",
         "",
         f"{os.cpu_count()} CPUs, {versions()}; {args.duration}s per measurement, median of "
         f"{args.rounds} rounds (every proxy in turn, each round); "
@@ -348,12 +392,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
     parser.add_argument("--only", default=",".join(PROXIES), help="comma-separated proxies")
     parser.add_argument("--markdown", type=Path, help="append the table as Markdown to FILE")
+    parser.add_argument("--tls", action="store_true", help="proxies terminate TLS; wrk on https")
     parser.add_argument(
         "--install", action="store_true", help=f"apt-get install missing tools, pip {PROXYPY_DIST}"
     )
     args = parser.parse_args(argv)
     args.workers = [int(w) for w in args.workers.split(",") if w]
-    args.only = [p for p in args.only.split(",") if p]
+    args.only = [p for p in args.only.split(",") if p and not (args.tls and p == "proxy.py")]
+    args.certs = None
     if unknown := set(args.only) - set(PROXIES):
         parser.error(f"unknown proxy {', '.join(sorted(unknown))}: choose from {PROXIES}")
     if args.duration < 1 or args.rounds < 1 or not args.workers or min(args.workers) < 1:
@@ -369,6 +415,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     run_dir.mkdir(parents=True)
     print(f"raw output: {run_dir}", flush=True)
     with tempfile.TemporaryDirectory(prefix="trilb-bench-") as tmp:
+        if args.tls:
+            args.certs = make_certs(Path(tmp))
         try:
             origin = start_origin(Path(tmp), run_dir, 0)
         except BenchError as exc:

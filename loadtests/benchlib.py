@@ -248,14 +248,17 @@ def keep_logs(tmp: Path, run_dir: Path, names: Iterable[str]) -> None:
 # --- wrk ---------------------------------------------------------------------------------
 
 
-def wrk(port: int, duration: int, close: bool, log: Path, latency: bool = False) -> WrkResult:
-    """One wrk run on the small file, bounded by duration plus TOOL_SLACK; output to log."""
+def wrk(
+    port: int, duration: int, close: bool, log: Path, latency: bool = False, scheme: str = "http"
+) -> WrkResult:
+    """One wrk run on the small file, bounded by duration plus TOOL_SLACK; output to log.
+    ``scheme`` "https": over TLS (wrk does not verify the certificate)."""
     argv = ["wrk", *WRK_ARGS, f"-d{duration}s"]
     if latency:
         argv.append("--latency")
     if close:
         argv += ["-H", "Connection: close"]
-    argv.append(f"http://127.0.0.1:{port}/small")
+    argv.append(f"{scheme}://127.0.0.1:{port}/small")
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + TOOL_SLACK)
     with log.open("a") as out:
         out.write(f"$ {shlex.join(argv)}\n{done.stdout}{done.stderr}\n")

@@ -19,6 +19,7 @@ from trilb.config.load import load_config
 from trilb.config.schema import Config
 from trilb.errors import ConfigError, StartupError
 from trilb.obs.logging import setup_logging
+from trilb.tls import server_tls
 
 if TYPE_CHECKING:
     from trilb.master.arbiter import Arbiter
@@ -61,6 +62,7 @@ def main(argv: list[str] | None = None) -> int:
 def _check(path: str) -> int:
     try:
         config = load_config(path)
+        server_tls(config)  # certificates and keys load, and match
     except ConfigError as exc:
         print(f"trilb: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -75,6 +77,7 @@ def serve(
     setup_logging("master", log_level or "info")
     try:
         config = load_config(path, workers=workers, log_level=log_level)
+        server_tls(config)  # a bad certificate is a config error, before anything binds
     except ConfigError as exc:
         print(f"trilb: error: {exc}", file=sys.stderr)
         return EXIT_CONFIG

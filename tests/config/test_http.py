@@ -313,9 +313,9 @@ ERRORS = [
     # frontend keys
     pytest.param(web('plugins = ["waf"]'), "frontends.web.plugins", "plugins not supported yet"),
     pytest.param(
-        web('tls = { certs = [{ cert = "site.pem", key = "site.key" }] }'),
-        "frontends.web.tls",
-        "TLS termination not supported yet",
+        web('tls = { certs = [{ cert = "no-such-site.pem", key = "site.key" }] }'),
+        "frontends.web.tls.certs[0].cert",
+        "cannot read",
     ),
     pytest.param(
         web('websocket = { idle_timeout = "60s" }'),

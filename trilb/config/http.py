@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from trilb.config.schema import BALANCE_KINDS, BALANCE_PREFIXES, Route
 from trilb.config.table import Table
+from trilb.config.tls import parse_tls
 from trilb.config.values import (
     parse_int,
     parse_name,
@@ -34,6 +35,7 @@ HTTP_ONLY = (
     "max_header_size",
     "max_headers",
     "max_body_size",
+    "tls",
 )
 
 # Why 1 GiB: a request line or header block that large is an attack, never a request;
@@ -52,8 +54,9 @@ _COOKIE_VALUE = re.compile(r"[\x21\x23-\x2b\x2d-\x3a\x3c-\x5b\x5d-\x7e]*")
 _HEADER_VALUE = re.compile(r"([^\x00-\x1f\x7f ]([^\x00-\x08\x0a-\x1f\x7f]*[^\x00-\x1f\x7f ])?)?")
 
 
-def parse_http_keys(t: Table) -> None:
-    """Take an http frontend's own keys from ``t`` into ``t.values``.
+def parse_http_keys(t: Table, base: str) -> None:
+    """Take an http frontend's own keys from ``t`` into ``t.values``; ``base``: the
+    directory relative file names start from.
 
     Raises:
       ConfigError: a key has the wrong type or range; a route is invalid.
@@ -66,6 +69,7 @@ def parse_http_keys(t: Table) -> None:
     t.take("max_header_size", parse_size_limit(64, _MAX_HEAD))
     t.take("max_headers", parse_int(1, 100_000))
     t.take("max_body_size", parse_size)
+    t.take("tls", lambda v, p: parse_tls(v, p, base))
 
 
 def parse_balance(value: object, path: str) -> str:

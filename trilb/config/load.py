@@ -15,6 +15,7 @@ import os
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from functools import partial
 from types import MappingProxyType
 from typing import Any, TypeVar
 
@@ -103,7 +104,9 @@ def parse_config(raw: dict[str, Any], source: str = "<string>") -> Config:
     glob = _parse_global(top.take("global", Table))
     admin = _parse_admin(top.take("admin", Table))
     backends = _parse_tables(top.take("backends", Table), _parse_backend)
-    frontends = _parse_tables(top.take("frontends", Table), _parse_frontend)
+    # Relative file names (certificates) start from the config file's directory.
+    base = os.getcwd() if source == "<string>" else os.path.dirname(os.path.abspath(source))
+    frontends = _parse_tables(top.take("frontends", Table), partial(_parse_frontend, base=base))
     top.finish()
     if not frontends:
         raise ConfigError("frontends", "at least one frontend is required")
@@ -162,7 +165,7 @@ def _parse_admin(t: Table | None) -> Admin:
     return t.build(Admin, requested=True)
 
 
-def _parse_frontend(name: str, t: Table) -> Frontend:
+def _parse_frontend(name: str, t: Table, base: str) -> Frontend:
     mode = t.take("mode", parse_choice(MODES))
     if mode is None:
         raise ConfigError(t.key("mode"), 'required: "tcp", "udp" or "http"')
@@ -181,7 +184,7 @@ def _parse_frontend(name: str, t: Table) -> Frontend:
     t.take("backlog", parse_int(1, 65535))
     if mode == "http":
         t.refuse(TCP_ONLY, 'only for mode "tcp"')
-        parse_http_keys(t)
+        parse_http_keys(t, base)
     else:
         t.refuse(HTTP_ONLY, 'only for mode "http"')
         t.take("idle_timeout", parse_timeout)

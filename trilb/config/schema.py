@@ -134,6 +134,47 @@ class Route:
     query: tuple[tuple[str, str], ...] = ()
 
 
+# TLS versions a frontend may require as its minimum; 1.0 and 1.1 are broken (RFC 8996).
+TLS_VERSIONS = ("1.2", "1.3")
+# Application protocols a TLS frontend may offer by ALPN, in the client's wire spelling.
+ALPN_PROTOCOLS = ("h2", "http/1.1")
+# Mozilla's "intermediate" suites for TLS 1.2 clients: forward-secret AEAD only, no CBC,
+# RSA key exchange or SHA-1 MACs. (TLS 1.3 suites are OpenSSL's, all modern.)
+TLS12_CIPHERS = (
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsCert:
+    """One certificate of a TLS frontend; paths are absolute once loaded."""
+
+    cert: str
+    # The private key's file; the certificate's file when it holds both (HAProxy's way).
+    key: str
+    # The SNI names it serves ("*.example.com" matches one label); empty: the DNS names
+    # of the certificate itself (its subjectAltName, else its common name).
+    names: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Tls:
+    """TLS termination on a frontend. The first certificate answers unknown names."""
+
+    certs: tuple[TlsCert, ...]
+    # Offered by ALPN in this order of preference.
+    alpn: tuple[str, ...] = ("http/1.1",)
+    min_version: str = "1.2"
+    ciphers: str = TLS12_CIPHERS
+    # The whole handshake must finish within this; HAProxy's `timeout client` bounds it
+    # (often 30 s), nginx's client_header_timeout (60 s). A handshake is a few RTTs.
+    handshake_timeout: float = 10.0
+    # Resumption by session tickets, whose key all workers of a generation share.
+    session_tickets: bool = True
+
+
 @dataclass(frozen=True, slots=True)
 class Frontend:
     name: str
@@ -166,6 +207,8 @@ class Frontend:
     max_header_size: int = 32768
     # More header fields than this: 431. HAProxy's tune.http.maxhdr is 101.
     max_headers: int = 100
+    # TLS termination (None: cleartext).
+    tls: Tls | None = None
     # A body above it: 413; 0 = unlimited, as HAProxy (nginx's client_max_body_size is
     # 1 MiB, too small for a general-purpose balancer).
     max_body_size: int = 0

@@ -39,7 +39,7 @@ from trilb.balance.algorithms import ServerSlot
 from trilb.errors import ClientClosed, ProtocolError, UpstreamError
 from trilb.l7.http1 import RequestParser
 from trilb.l7.proxy import IDEMPOTENT, HttpBackend, error_response, status_for
-from trilb.l7.stream import RECV_SIZE, Stream
+from trilb.l7.stream import RECV_SIZE, WOULD_BLOCK, Stream
 from trilb.messages import Framing, RequestHead, ResponseHead
 
 if TYPE_CHECKING:
@@ -54,6 +54,7 @@ WAITING = 2  # a request went to a backend; the reactor waits for its response
 WRITING = 3  # a response did not fit the socket buffer; the rest waits for room
 TASK = 4  # a task runs this exchange (l7/proxy.py)
 CLOSED = 5
+HANDSHAKE = 6  # TLS: the handshake runs (handshake_timeout)
 
 _IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 _OUT = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
@@ -79,18 +80,24 @@ class ClientConnection:
         "slot",
         "sock",
         "state",
+        "tls",
         "upstream",
     )
 
     def __init__(self, fe: HttpFrontend, sock: socket.socket, ip: bytes) -> None:
         self.fe = fe
+        # TLS: the socket is an ssl.SSLSocket; reads and writes go through OpenSSL.
+        self.tls = fe.tls is not None
+        if fe.tls is not None:
+            sock = fe.tls.wrap(sock)
         self.sock = sock
         self.ip = ip
         cfg = fe.config
         self.client = Stream(sock, fe.sweeper, upstream=False)
         self.client.timer.on_expire = self._client_timeout
         self.parser = RequestParser(cfg.max_request_line, cfg.max_header_size, cfg.max_headers)
-        self.state = HEAD  # a first request is expected at once: header_timeout
+        # A first request is expected at once (header_timeout), after the handshake.
+        self.state = HANDSHAKE if self.tls else HEAD
         # An input edge came while the connection was busy: read once it is idle again.
         self.more = False
         # The exchange in flight: its head, what followed it, its backend and connection.
@@ -105,9 +112,29 @@ class ClientConnection:
         self.keep = False
 
     def start(self) -> None:
-        self.client.arm(self.fe.config.header_timeout, "head")
+        tls = self.fe.tls
+        if tls is not None:
+            self.client.arm(tls.handshake_timeout, "handshake")
+        else:
+            self.client.arm(self.fe.config.header_timeout, "head")
         self.client.reactor = self.fe.reactor
         self.fe.reactor.watch(self.client.fd, self._on_client)
+        if tls is not None:
+            self._handshake()  # the ClientHello may be here already
+
+    def _handshake(self) -> None:
+        try:
+            self.sock.do_handshake()  # type: ignore[attr-defined]  # an SSLSocket
+        except WOULD_BLOCK:
+            return  # the next edge continues it
+        except (OSError, ValueError) as exc:
+            # Scanners, plain HTTP on the TLS port, unknown CAs at the client: routine.
+            log.debug("frontend %s: tls handshake failed: %s", self.fe.config.name, exc)
+            self.close()
+            return
+        self.state = HEAD
+        self.client.arm(self.fe.config.header_timeout, "head")
+        self._read()  # the first request may have come with the client's Finished
 
     # --- reading requests ------------------------------------------------------------
 
@@ -122,6 +149,8 @@ class ClientConnection:
                     self.more = True  # the next request, or the client's close: after
                 if events & _OUT:
                     self._write()
+            elif state == HANDSHAKE:
+                self._handshake()
             elif events & _IN:
                 self.more = True  # pipelined bytes or the client's close: after the response
         except Exception:
@@ -129,22 +158,25 @@ class ClientConnection:
 
     def _read(self) -> None:
         sock = self.sock
+        # A TLS read returns one record at most: only "would block" says the socket is
+        # drained, as the edge-triggered reactor needs.
+        tls = self.tls
         while True:
             try:
                 data = sock.recv(RECV_SIZE)
-            except BlockingIOError:
+            except WOULD_BLOCK:
                 return
             except OSError:
-                self.close()
+                self.close()  # (TLS: also the client's close_notify, or a bad record)
                 return
             if not data:
                 self.close()  # between requests or inside a head: nobody to answer
                 return
             if self._feed(data):
-                if len(data) == RECV_SIZE:
+                if len(data) == RECV_SIZE or tls:
                     self.more = True  # more may be queued: its edge is spent, read it later
                 return
-            if len(data) < RECV_SIZE:
+            if len(data) < RECV_SIZE and not tls:
                 return
 
     def _feed(self, data: bytes) -> bool:
@@ -428,7 +460,7 @@ class ClientConnection:
         elif state == HEAD:
             self.answer(408)
             self.close()
-        elif state != CLOSED:
+        elif state != CLOSED:  # (a handshake too: no HTTP to answer with yet)
             self.close()  # idle between requests, or a client that does not read
 
     def _upstream_timeout(self) -> None:

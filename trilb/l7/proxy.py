@@ -155,7 +155,8 @@ class Proxy:
         self.router = Router.compile(config.routes, config.default_backend)
         # Without routes every request goes to the default backend: no match to run.
         self.only = None if config.routes else backends.get(config.default_backend)
-        self.scheme = b"http"
+        # X-Forwarded-Proto: what the client spoke to us.
+        self.scheme = b"https" if config.tls is not None else b"http"
 
     def prepare(self, head: RequestHead, client_ip: bytes) -> tuple[HttpBackend, bytes]:
         """Route ``head`` and build what goes to the backend: (its backend, the head's

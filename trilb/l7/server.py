@@ -29,6 +29,7 @@ from trilb.l4.idle import IdleSweeper
 from trilb.l4.reactor import Reactor
 from trilb.l7.client import CLOSED, IDLE, TASK, ClientConnection
 from trilb.l7.proxy import HttpBackend, Proxy, status_for
+from trilb.tls import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -42,10 +43,13 @@ class HttpFrontend(Acceptor):
         backends: dict[str, HttpBackend],
         sweeper: IdleSweeper,
         reactor: Reactor,
+        tls: ServerTls | None = None,
     ) -> None:
         super().__init__(config)
         self.sweeper = sweeper
         self.reactor = reactor
+        # TLS termination: connections are wrapped and their handshake driven first.
+        self.tls = tls
         self.proxy = Proxy(config, backends)
         # The nursery exchanges handed over by connections run in (the worker's).
         self.handlers: trio.Nursery | None = None

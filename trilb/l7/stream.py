@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import select
 import socket
+import ssl
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from trilb.l4.reactor import Reactor
     from trilb.l7.http1 import ResponseParser
 
+# "Try again later" from a plain socket, or from a TLS one (whose read may need to write).
+WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 # Bytes asked of one recv: a whole request head or a good slice of a body.
 RECV_SIZE = 65536
 # Any of these on an idle pooled connection means it is unusable: bytes nobody asked
@@ -98,8 +101,10 @@ class Stream:
         while True:
             try:
                 return sock.recv(size)
-            except BlockingIOError:
-                await self._wait(wait_readable)
+            except WOULD_BLOCK as exc:
+                # (TLS: a read may need to write first, a key update's answer)
+                writing = isinstance(exc, ssl.SSLWantWriteError)
+                await self._wait(wait_writable if writing else wait_readable)
             except OSError as exc:
                 raise self._broken(exc) from None
 
@@ -116,7 +121,7 @@ class Stream:
             raise self._timed_out() from None  # the sweeper's notify_closing
         try:
             return self.sock.recv(size)
-        except BlockingIOError:
+        except WOULD_BLOCK:
             return await self.recv(size)  # woken with nothing to read after all
         except OSError as exc:
             raise self._broken(exc) from None
@@ -130,8 +135,8 @@ class Stream:
         self.responding = True
         try:
             return self.sock.send(data)
-        except BlockingIOError:
-            return 0
+        except WOULD_BLOCK:
+            return 0  # (TLS: the same bytes must be offered again, as send_rest does)
         except OSError as exc:
             raise self._broken(exc) from None
 
@@ -148,7 +153,7 @@ class Stream:
                 await self._wait(wait_writable)
                 try:
                     sent += sock.send(view[sent:])
-                except BlockingIOError:
+                except WOULD_BLOCK:
                     pass
                 except OSError as exc:
                     raise self._broken(exc) from None
@@ -184,6 +189,8 @@ class Stream:
             if self.reactor is not None:
                 self.reactor.unwatch(self.fd, closing=True)
             self.on_idle_event = _ignore  # (a reference cycle through the bound method)
+            if isinstance(self.sock, ssl.SSLSocket):
+                _close_notify(self.sock)
             self.sock.close()
             if self.parser is not None:
                 self.parser.close()  # it and its llhttp refer to each other
@@ -208,6 +215,15 @@ class Stream:
         if self.upstream:
             return UpstreamError("reset", f"server {self.name}: {exc.strerror}", retryable=False)
         return ClientClosed(exc.strerror or str(exc))
+
+
+def _close_notify(sock: ssl.SSLSocket) -> None:
+    """Send TLS's close_notify, if the socket takes it now: a client reading a body to
+    the end of the connection tells that end from a truncation by it."""
+    try:
+        sock.unwrap()  # sends ours, then would wait for the peer's: not waited for
+    except (OSError, ValueError):
+        pass
 
 
 def _ignore(events: int) -> None:

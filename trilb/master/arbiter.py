@@ -41,6 +41,7 @@ from trilb.config.schema import Config
 from trilb.errors import ConfigError, StartupError
 from trilb.master.signals import HANDLED, SignalPipe, reset_in_child
 from trilb.master.sockets import SocketSet
+from trilb.tls import ServerTls, server_tls
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,8 @@ class Generation:
     config: Config
     slots: int
     started: float
+    # The TLS frontends' contexts, built before the fork: the workers share them.
+    tls: dict[str, ServerTls] = field(default_factory=dict)
     draining: bool = False
     # When its remaining workers get SIGKILL (set when draining starts).
     deadline: float = float("inf")
@@ -135,13 +138,17 @@ class Arbiter:
         """
         config = self._pending
         slots = resolve_workers(config)
+        try:
+            tls = server_tls(config)
+        except ConfigError as exc:  # (the files changed since the config was checked)
+            raise StartupError(str(exc)) from None
         self.sockets.ensure(config, slots)
         _raise_fd_limit(config)
         self.signals = SignalPipe()
         if config.admin.requested:
             log.warning("[admin] bind %s: the admin API is not served by this version yet",
                         config.admin.bind)  # fmt: skip
-        self._new_generation(config, slots)
+        self._new_generation(config, slots, tls)
 
     def run(self) -> int:
         """Supervise until stopped; returns the exit status."""
@@ -195,6 +202,7 @@ class Arbiter:
                 self.config_path, workers=self.workers_override, log_level=self.log_level_override
             )
             slots = resolve_workers(config)
+            tls = server_tls(config)  # certificates re-read from their files
             self.sockets.ensure(config, slots)
         except (ConfigError, StartupError) as exc:
             log.error("reload rejected, still serving the previous config: %s", exc)
@@ -203,7 +211,7 @@ class Arbiter:
             # Whatever went wrong, a reload must never take the running service down.
             log.exception("reload rejected, still serving the previous config")
             return False
-        self._new_generation(config, slots)
+        self._new_generation(config, slots, tls)
         return True
 
     def handle_stop(self, why: str) -> None:
@@ -327,9 +335,9 @@ class Arbiter:
 
     # -- forking ----------------------------------------------------------------
 
-    def _new_generation(self, config: Config, slots: int) -> None:
+    def _new_generation(self, config: Config, slots: int, tls: dict[str, ServerTls]) -> None:
         number = self.generations[-1].number + 1 if self.generations else 1
-        gen = Generation(number, config, slots, time.monotonic())
+        gen = Generation(number, config, slots, time.monotonic(), tls)
         self.generations.append(gen)
         log.info("generation %d: starting %d worker(s): %s", number, slots, config.summary())
         for slot in range(slots):
@@ -374,7 +382,8 @@ class Arbiter:
             self.sockets.close_except(s for socks in listeners.values() for s in socks)
             from trilb.worker.main import run_worker  # trio is imported only after fork
 
-            return run_worker(gen.config, slot, gen.number, listeners, ready_fd, self.pid)
+            return run_worker(gen.config, slot, gen.number, listeners, ready_fd, self.pid,
+                              gen.tls)  # fmt: skip
         except BaseException:
             log.exception("worker %d crashed", slot + 1)
             return 1

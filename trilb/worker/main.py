@@ -16,6 +16,7 @@ import trio
 
 from trilb.config.schema import Config
 from trilb.obs.logging import setup_logging
+from trilb.tls import ServerTls
 from trilb.worker.serve import serve_worker
 
 log = logging.getLogger(__name__)
@@ -43,11 +44,12 @@ def run_worker(
     listeners: dict[str, list[socket.socket]],
     ready_fd: int,
     master: int,
+    tls: dict[str, ServerTls] | None = None,
 ) -> int:
     """Serve one slot until SIGTERM and the drain that follows; returns the exit status."""
     setup_logging(f"worker {slot + 1}", config.global_.log_level)
     if not _die_with_parent(master):
         return 0
     log.debug("generation %d started", generation)
-    trio.run(serve_worker, config, listeners, ready_fd)
+    trio.run(serve_worker, config, listeners, ready_fd, tls)
     return 0

@@ -25,18 +25,26 @@ from trilb.l4.reactor import Reactor
 from trilb.l4.tcp import TcpFrontend
 from trilb.l7.proxy import HttpBackend
 from trilb.l7.server import HttpFrontend
+from trilb.tls import ServerTls, server_tls
 
 log = logging.getLogger(__name__)
 
 
 async def serve_worker(
-    config: Config, listeners: dict[str, list[socket.socket]], ready_fd: int
+    config: Config,
+    listeners: dict[str, list[socket.socket]],
+    ready_fd: int,
+    tls: dict[str, ServerTls] | None = None,
 ) -> None:
-    """Serve until SIGTERM, then drain within ``global.grace`` and return."""
+    """Serve until SIGTERM, then drain within ``global.grace`` and return.
+
+    ``tls``: the TLS frontends' contexts, as the master built them before forking (so
+    that workers share session-ticket keys); None: built here.
+    """
     pools = Pools()
     sweeper = IdleSweeper(tick=_tick(config))
     reactor = Reactor(pools)
-    frontends = _frontends(config, reactor, sweeper)
+    frontends = _frontends(config, reactor, sweeper, server_tls(config) if tls is None else tls)
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as handlers:
             handlers.start_soon(sweeper.serve)
@@ -102,7 +110,7 @@ def _tick(config: Config) -> float:
 
 
 def _frontends(
-    config: Config, reactor: Reactor, sweeper: IdleSweeper
+    config: Config, reactor: Reactor, sweeper: IdleSweeper, tls: dict[str, ServerTls]
 ) -> list[TcpFrontend | HttpFrontend]:
     """This worker's frontends; each backend gets the runtime its frontends' mode needs."""
     tcp_backends: dict[str, BackendState] = {}
@@ -113,7 +121,7 @@ def _frontends(
             for name in {fe.default_backend, *(r.backend for r in fe.routes)}:
                 if name not in http_backends:
                     http_backends[name] = HttpBackend(config.backends[name], sweeper)
-            out.append(HttpFrontend(fe, http_backends, sweeper, reactor))
+            out.append(HttpFrontend(fe, http_backends, sweeper, reactor, tls.get(fe.name)))
         else:
             name = fe.default_backend
             if name not in tcp_backends:

@@ -1,0 +1,254 @@
+"""A real `trilb serve` terminating TLS (certificates from trustme) in front of real
+HTTP backends: curl and Python clients, SNI, ALPN, resumption, handshake limits."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import httpx
+import pytest
+import trustme
+
+from tests.integration.conftest import Trilb, free_port
+
+pytestmark = pytest.mark.slow
+
+Factory = Callable[..., Trilb]
+
+
+class Origin(BaseHTTPRequestHandler):
+    """GET /big/N: N bytes of a pattern; GET anything else: the forwarding headers;
+    POST: the SHA-256 of the body."""
+
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.path.startswith("/big/"):
+            body = pattern(int(self.path[5:]))
+        else:
+            proto = self.headers.get("x-forwarded-proto")
+            body = f"{self.path} proto={proto} host={self.headers.get('host')}".encode()
+        self._send(body)
+
+    def do_POST(self) -> None:
+        n = int(self.headers["content-length"])
+        digest = hashlib.sha256()
+        while n:
+            data = self.rfile.read(min(n, 1 << 20))
+            digest.update(data)
+            n -= len(data)
+        self._send(digest.hexdigest().encode())
+
+    def _send(self, body: bytes) -> None:
+        self.send_response(200)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def pattern(n: int) -> bytes:
+    return (b"0123456789abcdef" * (n // 16 + 1))[:n]
+
+
+@dataclass
+class Pki:
+    ca: Path  # the CA certificate clients trust
+    files: dict[str, tuple[Path, Path]]  # name -> (certificate chain, key)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
+    tmp = tmp_path_factory.mktemp("pki")
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
+    files = {}
+    for label, names in {
+        "default": ("localhost", "default.test"),
+        "a": ("a.test",),
+        "wild": ("*.b.test",),
+    }.items():
+        cert = ca.issue_cert(*names)
+        chain, key = tmp / f"{label}.pem", tmp / f"{label}.key"
+        chain.write_bytes(b"".join(p.bytes() for p in cert.cert_chain_pems))
+        cert.private_key_pem.write_to_path(str(key))
+        files[label] = (chain, key)
+    return Pki(tmp / "ca.pem", files)
+
+
+@pytest.fixture(scope="module")
+def origin() -> Iterator[int]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def tls_config(port: int, origin: int, pki: Pki, extra: str = "") -> str:
+    certs = ", ".join(
+        f'{{ cert = "{pki.files[n][0]}", key = "{pki.files[n][1]}" }}'
+        for n in ("default", "a", "wild")
+    )
+    return f"""
+[global]
+grace = "1s"
+
+[frontends.websecure]
+mode = "http"
+bind = "127.0.0.1:{port}"
+default_backend = "app"
+header_timeout = "2s"
+tls = {{ certs = [{certs}], handshake_timeout = "500ms" {extra} }}
+
+[backends.app]
+servers = ["127.0.0.1:{origin}"]
+"""
+
+
+@pytest.fixture
+def secure(trilb_factory: Factory, pki: Pki, origin: int) -> int:
+    port = free_port()
+    trilb_factory(tls_config(port, origin, pki), workers=2, ready=2)
+    return port
+
+
+def client_context(pki: Pki) -> ssl.SSLContext:
+    ctx = ssl.create_default_context(cafile=str(pki.ca))
+    ctx.set_alpn_protocols(["h2", "http/1.1"])
+    return ctx
+
+
+def handshake(port: int, ctx: ssl.SSLContext, name: str | None, **kw: object) -> ssl.SSLSocket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    return ctx.wrap_socket(sock, server_hostname=name, **kw)  # type: ignore[arg-type]
+
+
+def test_curl_over_tls_reaches_the_backend_with_https_forwarded(secure: int, pki: Pki) -> None:
+    out = subprocess.run(
+        ["curl", "-sS", "--cacert", str(pki.ca), "--resolve", f"a.test:{secure}:127.0.0.1",
+         f"https://a.test:{secure}/hello", f"https://a.test:{secure}/again"],
+        capture_output=True, timeout=20,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    host = f"a.test:{secure}"
+    assert out.stdout == f"/hello proto=https host={host}/again proto=https host={host}".encode()
+
+
+def test_keep_alive_bodies_both_ways_over_tls(secure: int, pki: Pki) -> None:
+    body = pattern(3 << 20)
+    ctx = client_context(pki)
+    with httpx.Client(verify=ctx, base_url=f"https://localhost:{secure}") as client:
+        for _ in range(3):
+            assert client.post("/up", content=body).text == hashlib.sha256(body).hexdigest()
+            big = client.get(f"/big/{5 << 20}")
+            assert big.status_code == 200 and big.content == pattern(5 << 20)
+            assert client.get("/small").text.startswith("/small proto=https")
+
+
+def test_sni_picks_the_certificate_exact_wildcard_and_default(secure: int, pki: Pki) -> None:
+    ctx = client_context(pki)
+    for name in ("a.test", "x.b.test", "localhost"):
+        with handshake(secure, ctx, name) as tls:  # verified: the name is in its certificate
+            assert tls.version() in ("TLSv1.2", "TLSv1.3")
+    loose = client_context(pki)
+    loose.check_hostname = False
+    for name in ("unknown.test", "y.x.b.test", None):  # (a wildcard covers one label only)
+        with handshake(secure, loose, name) as tls:
+            sans = {v for _, v in tls.getpeercert()["subjectAltName"]}
+            assert sans == {"localhost", "default.test"}
+
+
+def test_alpn_selects_http11_and_tls_below_12_is_refused(secure: int, pki: Pki) -> None:
+    with handshake(secure, client_context(pki), "localhost") as tls:
+        assert tls.selected_alpn_protocol() == "http/1.1"
+    old = client_context(pki)
+    with warnings.catch_warnings():  # (TLS 1.1 is deprecated: that is the point)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        old.minimum_version = ssl.TLSVersion.TLSv1
+        old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("DEFAULT:@SECLEVEL=0")
+    with pytest.raises(ssl.SSLError):
+        handshake(secure, old, "localhost")
+
+
+def test_sessions_resume_across_workers(secure: int, pki: Pki) -> None:
+    ctx = client_context(pki)
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # (1.2: the session is known at once)
+    with handshake(secure, ctx, "localhost") as first:
+        session = first.session
+        assert not first.session_reused
+    reused = 0
+    for _ in range(12):  # SO_REUSEPORT spreads these over both workers
+        with handshake(secure, ctx, "localhost", session=session) as tls:
+            reused += tls.session_reused
+    assert reused == 12
+
+
+def test_a_silent_or_plain_http_client_is_dropped_and_service_goes_on(
+    secure: int, pki: Pki
+) -> None:
+    silent = socket.create_connection(("127.0.0.1", secure), timeout=5)
+    start = time.monotonic()
+    assert silent.recv(100) == b""  # closed at handshake_timeout
+    assert 0.3 < time.monotonic() - start < 3
+    silent.close()
+    with socket.create_connection(("127.0.0.1", secure), timeout=5) as plain:
+        plain.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        try:
+            reply = plain.recv(100)
+        except ConnectionResetError:
+            reply = b""
+        assert not reply.startswith(b"HTTP/")
+    with handshake(secure, client_context(pki), "localhost") as tls:
+        tls.sendall(b"GET /after HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200 ") and data.endswith(b"/after proto=https host=localhost")
+
+
+def test_bad_certificate_config_is_an_error_naming_the_key(tmp_path: Path, pki: Pki) -> None:
+    a_cert, _ = pki.files["a"]
+    _, wild_key = pki.files["wild"]
+    cases = {
+        f'{{ cert = "{a_cert}", key = "{wild_key}" }}': (
+            "frontends.websecure.tls.certs[0].key", "does not match"),
+        f'{{ cert = "{a_cert}", key = "missing.key" }}': (
+            "frontends.websecure.tls.certs[0].key", "cannot read"),
+        f'{{ cert = "{pki.ca.parent / "nothing.pem"}" }}': (
+            "frontends.websecure.tls.certs[0].cert", "cannot read"),
+        f'{{ cert = "{a_cert}" }}': (  # no key in the file
+            "frontends.websecure.tls.certs[0].cert", "must hold a PEM certificate and its key"),
+    }  # fmt: skip
+    for cert, (path, message) in cases.items():
+        config = tmp_path / "bad.toml"
+        config.write_text(f"""
+[frontends.websecure]
+mode = "http"
+bind = "127.0.0.1:{free_port()}"
+default_backend = "app"
+tls = {{ certs = [{cert}] }}
+
+[backends.app]
+servers = ["127.0.0.1:9"]
+""")
+        for command in ("check", "serve"):
+            out = subprocess.run([sys.executable, "-m", "trilb", command, "-c", str(config)],
+                                 capture_output=True, text=True, timeout=20)  # fmt: skip
+            assert out.returncode != 0
+            assert path in out.stderr and message in out.stderr, out.stderr
