@@ -254,7 +254,7 @@ def start_proxy(
         argv = proxypy_argv(port, workers)
     with log.open("a") as out:
         out.write(f"# {conf.name}\n{conf.read_text()}\n")
-    return start_server(f"{proxy} x{workers}", argv, port, log, env)
+    return start_server(f"{proxy} x{workers}", argv, port, log, env, tls is not None)
 
 
 def check_http(port: int, tls: bool = False) -> None:

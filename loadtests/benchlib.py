@@ -19,6 +19,7 @@ import shlex
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -118,18 +119,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def probe(port: int) -> bool:
-    """True when a GET for the small file comes back 200 through this port."""
+def probe(port: int, tls: bool = False) -> bool:
+    """True when a GET for the small file comes back 200 through this port (over TLS,
+    certificate unchecked, with ``tls``)."""
     request = b"GET /small HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n"
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as plain:
+            sock = ssl._create_unverified_context().wrap_socket(plain) if tls else plain
             sock.sendall(request)
             return sock.recv(64).startswith(b"HTTP/1.1 200")
     except OSError:
         return False
 
 
-def start_server(name: str, argv: list[str], port: int, log: Path, env: dict[str, str]) -> Server:
+def start_server(
+    name: str, argv: list[str], port: int, log: Path, env: dict[str, str], tls: bool = False
+) -> Server:
     with log.open("ab") as out:
         out.write(f"$ {shlex.join(argv)}\n".encode())
         out.flush()
@@ -140,7 +145,7 @@ def start_server(name: str, argv: list[str], port: int, log: Path, env: dict[str
     server = Server(name, proc, port, log)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline and proc.poll() is None:
-        if probe(port):
+        if probe(port, tls):
             time.sleep(0.5)  # let every worker reach its accept loop, not just the first
             return server
         time.sleep(0.05)

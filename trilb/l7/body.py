@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from trilb.errors import ProtocolError
 from trilb.l7.http1 import ChunkedReader
-from trilb.l7.stream import Stream
+from trilb.l7.stream import Peer
 
 
-async def relay_length(src: Stream, dst: Stream, length: int, first: bytes) -> bytes:
+async def relay_length(src: Peer, dst: Peer, length: int, first: bytes) -> bytes:
     """Relay ``length`` bytes, starting with those already read (``first``).
 
     Returns:
@@ -39,7 +39,7 @@ async def relay_length(src: Stream, dst: Stream, length: int, first: bytes) -> b
 
 
 async def relay_chunked(
-    src: Stream, dst: Stream, first: bytes, response: bool, limit: int = 0, dechunk: bool = False
+    src: Peer, dst: Peer, first: bytes, response: bool, limit: int = 0, dechunk: bool = False
 ) -> bytes:
     """Relay a chunked body as it was framed, checked byte by byte.
 
@@ -75,7 +75,7 @@ async def relay_chunked(
         src.touch()
 
 
-async def relay_until_close(src: Stream, dst: Stream, first: bytes, chunked: bool) -> None:
+async def relay_until_close(src: Peer, dst: Peer, first: bytes, chunked: bool) -> None:
     """Relay a close-delimited response body until the backend closes.
 
     ``chunked``: frame it as chunks for the client (each read one chunk, then the last
@@ -94,7 +94,7 @@ async def relay_until_close(src: Stream, dst: Stream, first: bytes, chunked: boo
         await dst.send_all(b"0\r\n\r\n")
 
 
-def _truncated(src: Stream) -> ProtocolError:
+def _truncated(src: Peer) -> ProtocolError:
     if src.upstream:
         return ProtocolError(502, f"server {src.name} closed the connection inside a body")
     return ProtocolError(400, "the client closed the connection inside the request body")

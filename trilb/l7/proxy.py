@@ -44,7 +44,7 @@ from trilb.l7.body import relay_chunked, relay_length, relay_until_close
 from trilb.l7.forward import VIA, forward_request_fields, forward_response_fields
 from trilb.l7.http1 import serialize_request, serialize_response
 from trilb.l7.router import Router
-from trilb.l7.stream import Stream
+from trilb.l7.stream import Peer, Stream
 from trilb.l7.upstream import UpstreamPool
 from trilb.messages import Framing, RequestHead, ResponseHead
 
@@ -195,6 +195,28 @@ class Proxy:
           ExchangeAborted: the response broke off after its head went to the client.
           ClientClosed, ClientTimeout: the client went away or stalled.
         """
+        upstream, slot, backend, rest, rhead, body = await self.forward(
+            client, head, first, client_ip, slot, fresh
+        )
+        return await self.respond(client, upstream, slot, backend, head, rest, rhead, body)
+
+    async def forward(
+        self,
+        client: Peer,
+        head: RequestHead,
+        first: bytes,
+        client_ip: bytes,
+        slot: ServerSlot | None = None,
+        fresh: bool = False,
+    ) -> tuple[Stream, ServerSlot, HttpBackend, bytes, ResponseHead, bytes]:
+        """The request half of ``exchange``: route, connect, send the head and body, read
+        the final response head (retrying where that is safe). Returns the backend
+        connection (the caller relays the body and releases it), its slot and backend,
+        what followed the request body, the response head and the bytes after it.
+
+        ``client`` is where the request body comes from: the client connection, or an
+        HTTP/2 stream (l7/http2.py) that reads like one. Raises as ``exchange`` does.
+        """
         backend, wire = self.prepare(head, client_ip)
         if head.expect_continue:
             await client.send_all(CONTINUE)
@@ -224,7 +246,7 @@ class Proxy:
         except BaseException:
             backend.pool.release(slot, upstream, False)
             raise
-        return await self.respond(client, upstream, slot, backend, head, rest, rhead, body)
+        return upstream, slot, backend, rest, rhead, body
 
     async def respond(
         self,
@@ -271,7 +293,7 @@ class Proxy:
         # trilb speaks HTTP/1.1 to backends, whatever the client spoke.
         return serialize_request(head, fields, b"1.1")
 
-    async def _interim(self, client: Stream, head: RequestHead, rhead: ResponseHead) -> None:
+    async def _interim(self, client: Peer, head: RequestHead, rhead: ResponseHead) -> None:
         """Pass an interim response on (103 Early Hints...), as RFC 9110 15.2 asks of a
         proxy, except to an HTTP/1.0 client (which knows none) and except 100 Continue:
         trilb answers Expect itself and does not forward it."""
@@ -308,7 +330,7 @@ class Proxy:
 
     async def _send_body(
         self,
-        client: Stream,
+        client: Peer,
         upstream: Stream,
         head: RequestHead,
         wire: bytes,
@@ -340,7 +362,7 @@ class Proxy:
         head: RequestHead,
         backend: HttpBackend,
         pending: bytes = b"",
-        client: Stream | None = None,
+        client: Peer | None = None,
     ) -> tuple[ResponseHead, bytes]:
         """Read the final response head (``pending``: bytes of it already received);
         interim responses before it go to ``client``."""

@@ -16,7 +16,7 @@ import socket
 import ssl
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import trio
 from trio.lowlevel import wait_readable, wait_writable
@@ -36,6 +36,25 @@ RECV_SIZE = 65536
 # for (POLLIN), the server's close (POLLIN, POLLRDHUP), or an error.
 _NOT_IDLE = select.POLLIN | select.POLLPRI | select.POLLRDHUP
 _STIRRED = select.EPOLLIN | select.EPOLLPRI | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+
+
+class Peer(Protocol):
+    """What body relays and the request half of a proxy exchange need of either side: a
+    Stream, or an HTTP/2 stream that reads and writes like one (l7/http2.py)."""
+
+    upstream: bool
+    name: str
+    responding: bool
+
+    async def recv(self, size: int = RECV_SIZE) -> bytes: ...
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def touch(self) -> None: ...
+
+    def arm(self, timeout: float, phase: str) -> None: ...
+
+    def disarm(self) -> None: ...
 
 
 class Stream:
