@@ -76,7 +76,6 @@ CERT = '{ cert = "site.pem", key = "site.key" }'
         ("{ certs = [] }", "frontends.web.tls.certs", "non-empty list"),
         ('{ certs = [{ key = "site.key" }] }', "frontends.web.tls.certs[0].cert", "required"),
         (f'{{ certs = [{CERT}], alpn = ["h3"] }}', "frontends.web.tls.alpn[0]", "expected"),
-        (f'{{ certs = [{CERT}], alpn = ["h2"] }}', "frontends.web.tls.alpn[0]", "not supported"),
         (
             f'{{ certs = [{CERT}], alpn = ["http/1.1", "http/1.1"] }}',
             "frontends.web.tls.alpn[1]",

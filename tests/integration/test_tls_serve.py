@@ -29,7 +29,7 @@ Factory = Callable[..., Trilb]
 
 class Origin(BaseHTTPRequestHandler):
     """GET /big/N: N bytes of a pattern; GET anything else: the forwarding headers;
-    POST: the SHA-256 of the body."""
+    POST: the SHA-256 of the body ("chunked " first when it came chunked)."""
 
     protocol_version = "HTTP/1.1"
 
@@ -45,8 +45,15 @@ class Origin(BaseHTTPRequestHandler):
         self._send(body)
 
     def do_POST(self) -> None:
-        n = int(self.headers["content-length"])
         digest = hashlib.sha256()
+        if self.headers.get("transfer-encoding") == "chunked":
+            while size := int(self.rfile.readline(), 16):
+                digest.update(self.rfile.read(size))
+                self.rfile.readline()
+            self.rfile.readline()
+            self._send(b"chunked " + digest.hexdigest().encode())
+            return
+        n = int(self.headers["content-length"])
         while n:
             data = self.rfile.read(min(n, 1 << 20))
             digest.update(data)
@@ -89,9 +96,13 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     return Pki(tmp / "ca.pem", files)
 
 
+class OriginServer(ThreadingHTTPServer):
+    request_queue_size = 256  # (the default 5 drops SYNs when many streams connect at once)
+
+
 @pytest.fixture(scope="module")
 def origin() -> Iterator[int]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Origin)
+    server = OriginServer(("127.0.0.1", 0), Origin)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server.server_address[1]

@@ -15,9 +15,6 @@ from trilb.config.table import Table
 from trilb.config.values import parse_bool, parse_choice, parse_name, parse_timeout
 from trilb.errors import ConfigError
 
-# ALPN protocols this version can serve; the others of ALPN_PROTOCOLS come later.
-SERVED_ALPN = ("http/1.1",)
-
 
 def parse_tls(value: object, path: str, base: str) -> Tls:
     """A frontend's ``tls`` table; ``base``: the directory relative paths start from.
@@ -98,8 +95,6 @@ def _alpn(value: object, path: str) -> tuple[str, ...]:
         if proto not in ALPN_PROTOCOLS:
             wanted = " | ".join(f'"{p}"' for p in ALPN_PROTOCOLS)
             raise ConfigError(where, f"expected {wanted}, got {proto!r}")
-        if proto not in SERVED_ALPN:
-            raise ConfigError(where, f'"{proto}" is not supported yet (supported: "http/1.1")')
         if proto in out:
             raise ConfigError(where, f'"{proto}" is listed twice')
         out.append(proto)

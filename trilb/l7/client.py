@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING
 from trilb.balance.algorithms import ServerSlot
 from trilb.errors import ClientClosed, ProtocolError, UpstreamError
 from trilb.l7.http1 import RequestParser
+from trilb.l7.http2 import H2Server
 from trilb.l7.proxy import IDEMPOTENT, HttpBackend, error_response, status_for
 from trilb.l7.stream import RECV_SIZE, WOULD_BLOCK, Stream
 from trilb.messages import Framing, RequestHead, ResponseHead
@@ -70,6 +71,8 @@ class ClientConnection:
         "backend",
         "client",
         "fe",
+        "fresh",
+        "h2",
         "head",
         "ip",
         "keep",
@@ -100,6 +103,10 @@ class ClientConnection:
         self.state = HANDSHAKE if self.tls else HEAD
         # An input edge came while the connection was busy: read once it is idle again.
         self.more = False
+        # Nothing read yet: the first bytes may be HTTP/2's connection preface (h2c).
+        self.fresh = True
+        # The HTTP/2 connection this became (its task runs it), for the drain's GOAWAY.
+        self.h2: H2Server | None = None
         # The exchange in flight: its head, what followed it, its backend and connection.
         self.head: RequestHead | None = None
         self.rest = b""
@@ -131,6 +138,9 @@ class ClientConnection:
             # Scanners, plain HTTP on the TLS port, unknown CAs at the client: routine.
             log.debug("frontend %s: tls handshake failed: %s", self.fe.config.name, exc)
             self.close()
+            return
+        if self.sock.selected_alpn_protocol() == "h2":  # type: ignore[attr-defined]
+            self._serve_h2(b"")
             return
         self.state = HEAD
         self.client.arm(self.fe.config.header_timeout, "head")
@@ -181,6 +191,11 @@ class ClientConnection:
 
     def _feed(self, data: bytes) -> bool:
         """Parse request bytes; True once they made a head (and it is being served)."""
+        if self.fresh:
+            self.fresh = False
+            if data[:3] == b"PRI":  # HTTP/1.1 has no PRI method: the HTTP/2 preface
+                self._serve_h2(data)
+                return True
         try:
             head = self.parser.feed(data)
         except ProtocolError as exc:
@@ -377,6 +392,20 @@ class ClientConnection:
         self._refuse(exc)
 
     # --- hand-over to a task -----------------------------------------------------------
+
+    def _serve_h2(self, first: bytes) -> None:
+        """The connection speaks HTTP/2: a task runs it to its end (l7/http2.py)."""
+        fe = self.fe
+        server = H2Server(fe.proxy, self.client, self.ip, fe.config.keepalive_timeout)
+        self.h2 = server
+        if fe.draining:
+            server.closing = True
+
+        async def step() -> tuple[bool, bytes]:
+            await server.serve(first)
+            return False, b""
+
+        self._hand_over(step)
 
     def _respond_in_task(
         self, received: bytes, unsent: bytes, interim: ResponseHead | None = None

@@ -66,6 +66,8 @@ class HttpFrontend(Acceptor):
         for conn in list(self.conns):
             if conn.state == IDLE:
                 conn.close()
+            elif conn.h2 is not None:
+                conn.h2.drain()  # GOAWAY: its streams in flight finish
 
     def close_all(self) -> None:
         """The grace period is over: close what the reactor still serves (tasks end

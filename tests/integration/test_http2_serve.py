@@ -1,0 +1,226 @@
+"""A real `trilb serve` speaking HTTP/2 to clients (h2c with prior knowledge, and h2 over
+TLS by ALPN) in front of HTTP/1.1 backends: curl, httpx, and a raw `h2` client for
+what well-behaved clients never send."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import httpx
+import pytest
+
+from tests.integration.conftest import Trilb, free_port
+from tests.integration.test_tls_serve import Pki, client_context, origin, pattern, pki
+
+pytestmark = pytest.mark.slow
+
+Factory = Callable[..., Trilb]
+__all__ = ["origin", "pki"]  # fixtures used by name
+
+
+def h2_config(port: int, origin: int, tls: str = "") -> str:
+    return f"""
+[global]
+grace = "3s"
+
+[frontends.web]
+mode = "http"
+bind = "127.0.0.1:{port}"
+default_backend = "app"
+{tls}
+
+[backends.app]
+servers = ["127.0.0.1:{origin}"]
+"""
+
+
+@pytest.fixture
+def h2c(trilb_factory: Factory, origin: int) -> int:
+    port = free_port()
+    trilb_factory(h2_config(port, origin), workers=2, ready=2)
+    return port
+
+
+@pytest.fixture
+def h2tls(trilb_factory: Factory, origin: int, pki: Pki) -> int:
+    port = free_port()
+    cert, key = pki.files["default"]
+    tls = f'tls = {{ certs = [{{ cert = "{cert}", key = "{key}" }}], alpn = ["h2", "http/1.1"] }}'
+    trilb_factory(h2_config(port, origin, tls), workers=1, ready=1)
+    return port
+
+
+class RawClient:
+    """An HTTP/2 client connection driven by hand (h2, with its own checks off)."""
+
+    def __init__(self, port: int) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+        config = h2.config.H2Configuration(
+            client_side=True, header_encoding=None, validate_outbound_headers=False,
+            normalize_outbound_headers=False,
+        )  # fmt: skip
+        self.conn = h2.connection.H2Connection(config)
+        self.conn.initiate_connection()
+        self.flush()
+
+    def flush(self) -> None:
+        self.sock.sendall(self.conn.data_to_send())
+
+    def request(self, sid: int, path: bytes, extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:
+        fields = [(b":method", b"GET"), (b":path", path), (b":scheme", b"http"),
+                  (b":authority", b"x.test"), *extra]  # fmt: skip
+        self.conn.send_headers(sid, fields, end_stream=True)
+        self.flush()
+
+    def events(self, until: Callable[[h2.events.Event], bool], limit: float = 5) -> list[object]:
+        """Events until ``until`` says stop, the connection ends, or ``limit`` seconds."""
+        seen: list[object] = []
+        deadline = time.monotonic() + limit
+        while time.monotonic() < deadline:
+            try:
+                data = self.sock.recv(65536)
+            except (TimeoutError, ConnectionResetError):
+                break
+            if not data:
+                break
+            for event in self.conn.receive_data(data):
+                seen.append(event)
+                if until(event):
+                    return seen
+            self.flush()
+        return seen
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def curl(*args: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["curl", "-sS", *args], capture_output=True, timeout=20)
+
+
+def test_curl_h2c_prior_knowledge_and_h2_over_tls(h2c: int, h2tls: int, pki: Pki) -> None:
+    out = curl("--http2-prior-knowledge", "-w", " %{http_version}", f"http://127.0.0.1:{h2c}/a")
+    assert out.stdout == f"/a proto=http host=127.0.0.1:{h2c} 2".encode(), out.stderr
+    out = curl("--http2", "--cacert", str(pki.ca), "-w", " %{http_version}",
+               f"https://localhost:{h2tls}/b")  # fmt: skip
+    assert out.stdout == f"/b proto=https host=localhost:{h2tls} 2".encode(), out.stderr
+    # A client that offers only HTTP/1.1 on the same frontend gets it.
+    out = curl("--http1.1", "--cacert", str(pki.ca), "-w", " %{http_version}",
+               f"https://localhost:{h2tls}/c")  # fmt: skip
+    assert out.stdout == f"/c proto=https host=localhost:{h2tls} 1.1".encode(), out.stderr
+
+
+def test_httpx_streams_bodies_both_ways_over_one_connection(h2tls: int, pki: Pki) -> None:
+    up = pattern(3 << 20)
+    digest = hashlib.sha256(up).hexdigest()
+
+    def parts() -> Iterator[bytes]:
+        for i in range(0, len(up), 100_000):
+            yield up[i : i + 100_000]
+
+    with httpx.Client(http2=True, verify=client_context(pki),
+                      base_url=f"https://localhost:{h2tls}") as client:  # fmt: skip
+        for _ in range(3):
+            sized = client.post("/up", content=up)
+            assert sized.http_version == "HTTP/2" and sized.text == digest
+            # No content-length: the backend gets it chunked.
+            assert client.post("/up", content=parts()).text == "chunked " + digest
+            big = client.get(f"/big/{6 << 20}")
+            assert big.content == pattern(6 << 20)
+            assert client.get("/small").headers["via"] == "1.1 trilb"
+
+
+def test_many_concurrent_streams_on_one_connection(h2c: int) -> None:
+    client = RawClient(h2c)
+    try:
+        ids = list(range(1, 2 * 60, 2))
+        for sid in ids:
+            client.request(sid, b"/s%d" % sid)
+        bodies: dict[int, bytes] = {}
+        ended: set[int] = set()
+
+        def done(event: object) -> bool:
+            if isinstance(event, h2.events.DataReceived):
+                bodies[event.stream_id] = bodies.get(event.stream_id, b"") + event.data
+                client.conn.acknowledge_received_data(event.flow_controlled_length,
+                                                      event.stream_id)  # fmt: skip
+            if isinstance(event, h2.events.StreamEnded):
+                ended.add(event.stream_id)
+            return len(ended) == len(ids)
+
+        client.events(done, limit=15)
+        assert ended == set(ids)
+        for sid in ids:
+            assert bodies[sid].startswith(b"/s%d proto=http host=x.test" % sid)
+    finally:
+        client.close()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        [(b"x-evil", b"a\r\nx-injected: 1")],
+        [(b"x-nul", b"a\x00b")],
+        [(b"connection", b"keep-alive")],
+        [(b"transfer-encoding", b"chunked")],
+        [(b"X-Upper", b"1")],
+        [(b":path", b"/twice")],
+    ],
+)
+def test_requests_http11_cannot_carry_are_refused_never_forwarded(
+    h2c: int, fields: list[tuple[bytes, bytes]]
+) -> None:
+    client = RawClient(h2c)
+    try:
+        client.request(1, b"/refused", tuple(fields))
+        ends = (h2.events.StreamEnded, h2.events.StreamReset, h2.events.ConnectionTerminated)
+        events = client.events(lambda e: isinstance(e, ends))
+        statuses = [dict(e.headers)[b":status"] for e in events
+                    if isinstance(e, h2.events.ResponseReceived)]  # fmt: skip
+        refused = statuses == [b"400"] or any(
+            isinstance(e, (h2.events.StreamReset, h2.events.ConnectionTerminated)) for e in events
+        )
+        assert refused, events
+        assert not any(isinstance(e, h2.events.DataReceived) and b"/refused" in e.data
+                       for e in events)  # fmt: skip
+    finally:
+        client.close()
+    # The service goes on for others.
+    out = curl("--http2-prior-knowledge", f"http://127.0.0.1:{h2c}/after")
+    assert out.stdout.startswith(b"/after ")
+
+
+def test_rapid_reset_is_cut_off_with_goaway_and_others_are_served(h2c: int) -> None:
+    attacker = RawClient(h2c)
+    try:
+        for sid in range(1, 2 * 1000, 2):
+            attacker.conn.send_headers(sid, [(b":method", b"GET"), (b":path", b"/slow"),
+                                             (b":scheme", b"http"), (b":authority", b"x")],
+                                       end_stream=True)  # fmt: skip
+            attacker.conn.reset_stream(sid, h2.errors.ErrorCodes.CANCEL)
+            if sid % 50 == 1:
+                attacker.flush()
+        attacker.flush()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # cut off while still sending: as it should be
+    events = attacker.events(lambda e: isinstance(e, h2.events.ConnectionTerminated))
+    goaway = [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert goaway and goaway[0].error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+    attacker.close()
+    out = curl("--http2-prior-knowledge", f"http://127.0.0.1:{h2c}/ok")
+    assert out.stdout.startswith(b"/ok ")
+
+
+def test_a_backend_down_gets_502_on_the_stream(trilb_factory: Factory) -> None:
+    port = free_port()
+    trilb_factory(h2_config(port, free_port()), workers=1, ready=1)
+    out = curl("--http2-prior-knowledge", "-w", " %{http_code}", f"http://127.0.0.1:{port}/")
+    assert out.stdout.endswith(b" 502") and b"127.0.0.1" not in out.stdout

@@ -1,0 +1,465 @@
+"""HTTP/2 from clients: one connection's frames, and each stream as a request.
+
+Theory of operation. The protocol is the `h2` library's (sans-IO): this module feeds it
+the client's bytes, acts on its events and writes what it has to send. A connection is
+one trio task (handed over by l7/client.py after the connection preface, or after a TLS
+handshake that chose "h2" by ALPN); each request stream is a task in the connection's
+nursery that runs the request half of the HTTP/1.1 path, Proxy.forward (route, balance,
+pooled HTTP/1.1 backend connection, retries, the same statuses), with the stream as the
+source of the body. So HTTP/2 adds no second proxy: streams are multiplexed over the
+keep-alive pools.
+
+- Request heads come from the pseudo-headers: ``:authority`` becomes the Host of the
+  HTTP/1.1 request, split cookies are joined (RFC 9113 8.2.3), and a body without
+  content-length goes to the backend chunked. h2 already refuses uppercase names,
+  connection-specific fields, missing, repeated or misplaced pseudo-headers, and a
+  content-length that disagrees with the DATA; CR, LF and NUL in a name or value are
+  refused here. A refused stream gets a 400 (or RST_STREAM when h2 itself refused it),
+  never a backend request.
+- Flow control is backpressure both ways: request DATA is acknowledged (WINDOW_UPDATE)
+  only once relayed to the backend, and response DATA is sent only within the client's
+  windows, so a client that stops reading stalls its stream (up to body_timeout) instead
+  of making trilb buffer the response. One lock serializes writes to the socket; a
+  writer that waits for room holds up the others, which is the backpressure.
+- Limits: at most MAX_STREAMS concurrent streams, a header list of max_header_size; a
+  client that resets streams faster than RESET_BUDGET per second is sent GOAWAY
+  (ENHANCE_YOUR_CALM) and dropped, the rapid-reset attack (CVE-2023-44487).
+- Drain and shutdown: GOAWAY with the last stream id; streams in flight finish.
+
+It does not parse HTTP/1.1 (l7/http1.py) or choose servers (l7/proxy.py).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+import trio
+
+from trilb.errors import (
+    ClientClosed,
+    ClientTimeout,
+    ExchangeAborted,
+    ProtocolError,
+    UpstreamError,
+)
+from trilb.l7.forward import forward_response_fields
+from trilb.l7.proxy import REASONS, status_for
+from trilb.l7.stream import RECV_SIZE
+from trilb.messages import Framing, Headers, RequestHead, ResponseHead
+
+if TYPE_CHECKING:
+    from trilb.l7.proxy import HttpBackend, Proxy
+    from trilb.l7.stream import Stream
+
+log = logging.getLogger(__name__)
+
+# The client connection preface (RFC 9113 3.4): how h2c with prior knowledge starts.
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+# Concurrent streams a client may open: HAProxy's tune.h2.max-concurrent-streams (100).
+MAX_STREAMS = 100
+# Stream resets a client may cause per second before it is cut off: far above what a
+# browser cancelling navigations does, far below a rapid-reset flood (thousands/s).
+RESET_BUDGET = 200
+# The window each request stream starts with: 64 KiB (the protocol default) keeps a
+# request body's backpressure as tight as HTTP/1.1's socket buffer.
+_FORBIDDEN_CHARS = (b"\r", b"\n", b"\x00")
+# Pseudo-headers a request may carry (RFC 9113 8.3.1); :protocol is RFC 8441's.
+_REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path"))
+
+
+class H2Stream:
+    """One request stream: the source of its request body (a Peer, for Proxy.forward
+    and the body relays) and the sink of its response body."""
+
+    __slots__ = ("chunked", "conn", "data", "ended", "id", "name", "phase", "responding",
+                 "scope", "timeout", "upstream", "waiter")  # fmt: skip
+
+    def __init__(self, conn: H2Server, stream_id: int, chunked: bool) -> None:
+        self.conn = conn
+        self.id = stream_id
+        # The request body goes to the backend chunked (no content-length): recv frames
+        # the DATA as chunks, which the chunked relay checks and passes on.
+        self.chunked = chunked
+        self.data: deque[tuple[bytes, int]] = deque()  # (payload, flow-controlled length)
+        self.ended = False
+        self.waiter: trio.Event | None = None
+        self.scope = trio.CancelScope()
+        self.timeout = conn.proxy.config.body_timeout
+        self.phase = "body"
+        self.upstream = False
+        self.name = ""
+        self.responding = False
+
+    # --- Peer: the request body -----------------------------------------------------
+
+    async def recv(self, size: int = RECV_SIZE) -> bytes:
+        """The next DATA payload (chunk-framed when ``chunked``); b"" after the last."""
+        while True:
+            while not self.data:
+                if self.ended:
+                    if self.chunked:
+                        self.chunked = False
+                        return b"0\r\n\r\n"
+                    return b""
+                self.waiter = trio.Event()
+                with trio.move_on_after(self.timeout) as waited:
+                    await self.waiter.wait()
+                if waited.cancelled_caught:
+                    raise ClientTimeout(self.phase)
+            payload, flowed = self.data.popleft()
+            await self.conn.consumed(self.id, flowed)
+            if payload:  # (an empty DATA frame, often the one that ends the stream: none)
+                break
+        if self.chunked:
+            return b"%x\r\n%s\r\n" % (len(payload), payload)
+        return payload
+
+    def touch(self) -> None:
+        pass  # each wait is bounded by itself (move_on_after)
+
+    def arm(self, timeout: float, phase: str) -> None:
+        self.timeout = timeout
+        self.phase = phase
+
+    def disarm(self) -> None:
+        pass
+
+    # --- the response body ----------------------------------------------------------
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.conn.send_data(self, bytes(data))
+
+
+class H2Server:
+    """One HTTP/2 client connection, from its preface to its close."""
+
+    def __init__(self, proxy: Proxy, client: Stream, ip: bytes, keepalive: float) -> None:
+        self.proxy = proxy
+        self.client = client
+        self.ip = ip
+        self.keepalive = keepalive
+        config = h2.config.H2Configuration(
+            client_side=False, header_encoding=None, validate_inbound_headers=True
+        )
+        self.h2 = h2.connection.H2Connection(config)
+        self.streams: dict[int, H2Stream] = {}
+        self.send_lock = trio.Lock()
+        # Set when a window grows (WINDOW_UPDATE, SETTINGS): senders waiting for room.
+        self.window = trio.Event()
+        self.resets = 0
+        self.reset_window_start = 0.0
+        # GOAWAY sent or received: no new streams; the connection ends with its last one.
+        self.closing = False
+        self.nursery: trio.Nursery | None = None
+
+    async def serve(self, first: bytes) -> None:
+        """Run the connection until the client closes, misbehaves or goes idle."""
+        h2c = self.h2
+        h2c.local_settings = h2.settings.Settings(
+            client=False,
+            initial_values={
+                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
+                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.proxy.config.max_header_size,
+            },
+        )
+        h2c.initiate_connection()
+        client = self.client
+        client.arm(self.keepalive, "idle")
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                if self.closing:  # (the worker drains already)
+                    self.h2.close_connection()
+                await self.flush()
+                data = first
+                while True:
+                    if data:
+                        client.touch()
+                        if not await self._received(data, nursery):
+                            break
+                    if self.closing and not self.streams:
+                        break
+                    data = await client.recv()
+                    if not data:
+                        break
+                nursery.cancel_scope.cancel()
+        except (ClientClosed, ClientTimeout):
+            pass  # the connection is gone or idle: its streams are cancelled with it
+        finally:
+            client.disarm()
+
+    async def _received(self, data: bytes, nursery: trio.Nursery) -> bool:
+        """Feed bytes to h2 and act on its events; False: the connection is over."""
+        try:
+            events = self.h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            log.debug("http2 client: protocol error: %s", exc)
+            code = getattr(exc, "error_code", h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self.h2.close_connection(code)
+            await self.flush()
+            return False
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                self._request(event, nursery)
+            elif isinstance(event, h2.events.DataReceived):
+                stream = self.streams.get(event.stream_id)
+                if stream is None:  # a stream we reset or answered already: give back
+                    self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                else:
+                    stream.data.append((event.data, event.flow_controlled_length))
+                    if event.stream_ended:
+                        stream.ended = True
+                    if stream.waiter is not None:
+                        stream.waiter.set()
+            elif isinstance(event, h2.events.StreamEnded):
+                stream = self.streams.get(event.stream_id)
+                if stream is not None:
+                    stream.ended = True
+                    if stream.waiter is not None:
+                        stream.waiter.set()
+            elif isinstance(event, h2.events.StreamReset):
+                if not self._reset(event.stream_id):
+                    await self.flush()  # the GOAWAY
+                    return False
+            elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+                self.window.set()
+                self.window = trio.Event()
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self.closing = True
+        await self.flush()
+        return True
+
+    def _reset(self, stream_id: int) -> bool:
+        """The client reset a stream; False when it does so too often (rapid reset)."""
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            stream.scope.cancel()
+        now = trio.current_time()
+        if now - self.reset_window_start >= 1.0:
+            self.reset_window_start = now
+            self.resets = 0
+        self.resets += 1
+        if self.resets <= RESET_BUDGET:
+            return True
+        log.warning("http2 client %s: %d stream resets in a second: connection closed",
+                    self.ip.decode(), self.resets)  # fmt: skip
+        self.h2.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        return False
+
+    def _request(self, event: h2.events.RequestReceived, nursery: trio.Nursery) -> None:
+        sid = event.stream_id
+        ended = event.stream_ended is not None  # (h2 gives the StreamEnded event, or None)
+        try:
+            head = request_head(event.headers, ended)
+        except ProtocolError as exc:
+            log.debug("http2 client: stream %d: %d: %s", sid, exc.status, exc)
+            self._answer_error(sid, exc.status)
+            return
+        stream = H2Stream(self, sid, head.framing is Framing.CHUNKED)
+        stream.ended = ended
+        self.streams[sid] = stream
+        nursery.start_soon(self._exchange, stream, head)
+
+    async def _exchange(self, stream: H2Stream, head: RequestHead) -> None:
+        with stream.scope:
+            try:
+                await self._proxy(stream, head)
+            except (ClientClosed, ClientTimeout, ExchangeAborted) as exc:
+                log.debug("http2 client: stream %d: %s", stream.id, exc)
+                self._reset_stream(stream.id)
+            except h2.exceptions.StreamClosedError:
+                pass  # reset by the client meanwhile
+        self.streams.pop(stream.id, None)
+        await self.flush()
+        self._end_if_done()
+
+    def _end_if_done(self) -> None:
+        if self.closing and not self.streams and self.nursery is not None:
+            self.nursery.cancel_scope.cancel()  # (the reader waits for bytes: stop it)
+
+    async def _proxy(self, stream: H2Stream, head: RequestHead) -> None:
+        proxy = self.proxy
+        try:
+            upstream, slot, backend, _, rhead, body = await proxy.forward(
+                stream, head, b"", self.ip
+            )
+        except ProtocolError as exc:
+            log.debug("http2 client: stream %d: %d: %s", stream.id, exc.status, exc)
+            self._answer_error(stream.id, exc.status)
+            return
+        except UpstreamError as exc:
+            status = status_for(exc)
+            log.warning("frontend %s: %d: %s", proxy.config.name, status, exc)
+            self._answer_error(stream.id, status)
+            return
+        clean = False
+        try:
+            clean = await self._respond(stream, head, rhead, body, upstream, backend)
+        finally:
+            backend.pool.release(slot, upstream, clean)
+
+    async def _respond(
+        self,
+        stream: H2Stream,
+        head: RequestHead,
+        rhead: ResponseHead,
+        body: bytes,
+        upstream: Stream,
+        backend: HttpBackend,
+    ) -> bool:
+        """Relay the response; True when the backend connection is clean for reuse."""
+        from trilb.l7.body import relay_chunked, relay_length, relay_until_close
+
+        framing = rhead.framing
+        fields = [(b":status", b"%d" % rhead.status)]
+        fields += forward_response_fields(rhead.headers)
+        if rhead.content_length is not None and framing is not Framing.CHUNKED:
+            fields.append((b"content-length", b"%d" % rhead.content_length))
+        self.h2.send_headers(stream.id, fields, end_stream=framing is Framing.NONE)
+        await self.flush()
+        reusable = rhead.keep_alive and framing is not Framing.CLOSE
+        if framing is Framing.NONE:
+            return reusable and not body
+        stream.arm(self.proxy.config.body_timeout, "response")
+        upstream.arm(backend.config.response_timeout, "response body")
+        try:
+            if framing is Framing.LENGTH:
+                extra = await relay_length(upstream, stream, rhead.content_length or 0, body)
+            elif framing is Framing.CHUNKED:
+                extra = await relay_chunked(upstream, stream, body, True, dechunk=True)
+            else:
+                await relay_until_close(upstream, stream, body, chunked=False)
+                extra = b""
+        except (UpstreamError, ProtocolError) as exc:
+            raise ExchangeAborted(str(exc)) from exc
+        finally:
+            upstream.disarm()
+        self.h2.end_stream(stream.id)
+        return reusable and not extra
+
+    # --- writing ---------------------------------------------------------------------
+
+    async def flush(self) -> None:
+        """Write what h2 has to send; one writer at a time, in order."""
+        async with self.send_lock:
+            data = self.h2.data_to_send()
+            if data:
+                await self.client.send_all(data)
+
+    async def send_data(self, stream: H2Stream, data: bytes) -> None:
+        """Send a response body's bytes within the client's flow-control windows."""
+        h2c = self.h2
+        while data:
+            room = min(h2c.local_flow_control_window(stream.id), h2c.max_outbound_frame_size)
+            if room <= 0:
+                window = self.window
+                with trio.move_on_after(stream.timeout) as waited:
+                    await window.wait()
+                if waited.cancelled_caught:
+                    raise ClientTimeout("response")  # the client stopped reading
+                continue
+            h2c.send_data(stream.id, data[:room])
+            data = data[room:]
+            await self.flush()
+
+    async def consumed(self, stream_id: int, flowed: int) -> None:
+        """Request DATA went on to the backend: the client may send as much again."""
+        if flowed:
+            try:
+                self.h2.acknowledge_received_data(flowed, stream_id)
+            except h2.exceptions.StreamClosedError:
+                return
+            await self.flush()
+
+    def _answer_error(self, stream_id: int, status: int) -> None:
+        body = b"%d %s\n" % (status, REASONS.get(status, b"Error"))
+        try:
+            self.h2.send_headers(stream_id, [
+                (b":status", b"%d" % status), (b"content-type", b"text/plain"),
+                (b"content-length", b"%d" % len(body))])  # fmt: skip
+            self.h2.send_data(stream_id, body, end_stream=True)
+        except h2.exceptions.H2Error:
+            self._reset_stream(stream_id)
+
+    def _reset_stream(self, stream_id: int) -> None:
+        try:
+            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
+        except h2.exceptions.H2Error:
+            pass  # closed already
+
+    def drain(self) -> None:
+        """GOAWAY with the last stream id; streams in flight finish, then it closes."""
+        if self.closing or self.nursery is None:
+            self.closing = True
+            return
+        self.closing = True
+        self.h2.close_connection(last_stream_id=self.h2.highest_inbound_stream_id)
+        self.nursery.start_soon(self._goaway)
+
+    async def _goaway(self) -> None:
+        await self.flush()
+        self._end_if_done()
+
+
+def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead:
+    """The request an HTTP/2 stream's header block makes, as HTTP/1.1 will forward it.
+
+    Raises:
+      ProtocolError: 400 for a field h2 let through that HTTP/1.1 cannot carry or that
+        is missing; 501 for CONNECT (no tunnels).
+    """
+    method = path = authority = None
+    fields: list[tuple[bytes, bytes]] = []
+    cookies: list[bytes] = []
+    length: bytes | None = None
+    for name, value in headers:
+        for bad in _FORBIDDEN_CHARS:
+            if bad in name or bad in value:
+                raise ProtocolError(400, f"control character in header field {name!r}")
+        if name[:1] == b":":
+            if name == b":method":
+                method = value
+            elif name == b":path":
+                path = value
+            elif name == b":authority":
+                authority = value
+            elif name not in _REQUEST_PSEUDO:
+                raise ProtocolError(400, f"pseudo-header {name!r} is not supported")
+            continue
+        if name == b"cookie":
+            cookies.append(value)
+        elif name == b"host":
+            authority = authority or value
+        else:
+            if name == b"content-length":
+                length = value
+            fields.append((name, value))
+    if method is None:
+        raise ProtocolError(400, "missing :method")
+    if method == b"CONNECT":
+        raise ProtocolError(501, "method 'CONNECT' is not implemented")
+    if not path or path[:1] not in (b"/", b"*"):
+        raise ProtocolError(400, "missing or invalid :path")
+    if authority is None:
+        raise ProtocolError(400, "missing :authority and host")
+    fields.insert(0, (b"host", authority))
+    if cookies:
+        fields.append((b"cookie", b"; ".join(cookies)))
+    framing, content_length = Framing.NONE, None
+    if length is not None:
+        if not length.isdigit():
+            raise ProtocolError(400, f"invalid content-length {length!r}")
+        content_length = int(length)
+        if content_length and not ended:
+            framing = Framing.LENGTH
+    elif not ended:
+        framing = Framing.CHUNKED
+    return RequestHead(method, path, b"2", Headers(fields), framing, content_length, True)
