@@ -133,8 +133,16 @@ def probe(port: int, tls: bool = False) -> bool:
 
 
 def start_server(
-    name: str, argv: list[str], port: int, log: Path, env: dict[str, str], tls: bool = False
+    name: str,
+    argv: list[str],
+    port: int,
+    log: Path,
+    env: dict[str, str],
+    tls: bool = False,
+    ready: Callable[[int], bool] | None = None,
 ) -> Server:
+    """Start a server and wait until ``ready`` (default: an HTTP/1.1 GET, over TLS with
+    ``tls``) says it serves."""
     with log.open("ab") as out:
         out.write(f"$ {shlex.join(argv)}\n".encode())
         out.flush()
@@ -145,7 +153,7 @@ def start_server(
     server = Server(name, proc, port, log)
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline and proc.poll() is None:
-        if probe(port, tls):
+        if ready(port) if ready is not None else probe(port, tls):
             time.sleep(0.5)  # let every worker reach its accept loop, not just the first
             return server
         time.sleep(0.05)

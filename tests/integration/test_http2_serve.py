@@ -14,8 +14,17 @@ import h2.config
 import h2.connection
 import h2.errors
 import h2.events
+import h2.settings
 import httpx
 import pytest
+from hpack import Encoder
+from hyperframe.frame import (
+    ContinuationFrame,
+    HeadersFrame,
+    PingFrame,
+    SettingsFrame,
+    WindowUpdateFrame,
+)
 
 from tests.integration.conftest import Trilb, free_port
 from tests.integration.test_tls_serve import Pki, client_context, origin, pattern, pki
@@ -224,3 +233,81 @@ def test_a_backend_down_gets_502_on_the_stream(trilb_factory: Factory) -> None:
     trilb_factory(h2_config(port, free_port()), workers=1, ready=1)
     out = curl("--http2-prior-knowledge", "-w", " %{http_code}", f"http://127.0.0.1:{port}/")
     assert out.stdout.endswith(b" 502") and b"127.0.0.1" not in out.stdout
+
+
+def goaway_after(port: int, frames: Callable[[RawClient], list[bytes]]) -> list[object]:
+    """Open a connection, send the raw frames ``frames`` makes, return what came back."""
+    client = RawClient(port)
+    try:
+        try:
+            for data in frames(client):
+                client.sock.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # cut off while still sending
+        return client.events(lambda e: isinstance(e, h2.events.ConnectionTerminated))
+    finally:
+        client.close()
+
+
+def terminated(events: list[object]) -> int | None:
+    """The GOAWAY's error code, or None when the connection ended without one."""
+    for e in events:
+        if isinstance(e, h2.events.ConnectionTerminated):
+            return int(e.error_code)
+    return None
+
+
+def headers_frame(client: RawClient, sid: int, end_headers: bool = True) -> HeadersFrame:
+    block = client.conn.encoder.encode(
+        [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http"), (b":authority", b"x")]
+    )
+    frame = HeadersFrame(sid, block)
+    frame.flags.add("END_STREAM")
+    if end_headers:
+        frame.flags.add("END_HEADERS")
+    return frame
+
+
+def test_continuation_flood_is_refused(h2c: int) -> None:
+    def frames(client: RawClient) -> list[bytes]:
+        out = [headers_frame(client, 1, end_headers=False).serialize()]
+        out += [ContinuationFrame(1, b"\x40\x01a\x01b").serialize() for _ in range(200)]
+        return out
+
+    assert terminated(goaway_after(h2c, frames)) == h2.errors.ErrorCodes.PROTOCOL_ERROR
+
+
+def test_hpack_bomb_over_the_header_list_limit_is_refused(h2c: int) -> None:
+    def frames(client: RawClient) -> list[bytes]:
+        encoder = Encoder()
+        fields = [(b":method", b"GET"), (b":path", b"/"), (b":scheme", b"http"),
+                  (b":authority", b"x"), (b"x-big", b"b" * 4000)]  # fmt: skip
+        fields += [(b"x-big", b"b" * 4000)] * 200  # ~800 KB decoded, a few hundred bytes sent
+        frame = HeadersFrame(1, encoder.encode(fields))
+        frame.flags.add("END_STREAM")
+        frame.flags.add("END_HEADERS")
+        return [frame.serialize()]
+
+    events = goaway_after(h2c, frames)
+    code = terminated(events)
+    assert code is not None and code != h2.errors.ErrorCodes.NO_ERROR, events
+    assert not any(isinstance(e, h2.events.ResponseReceived) for e in events)
+
+
+@pytest.mark.parametrize("kind", ["settings", "ping"])
+def test_settings_and_ping_floods_get_goaway(h2c: int, kind: str) -> None:
+    def frames(client: RawClient) -> list[bytes]:
+        if kind == "settings":
+            one = SettingsFrame(0, {h2.settings.SettingCodes.ENABLE_PUSH: 0}).serialize()
+        else:
+            one = PingFrame(0, b"12345678").serialize()
+        return [one * 100 for _ in range(30)]  # 3000 frames, as fast as they go
+
+    assert terminated(goaway_after(h2c, frames)) == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+
+
+def test_a_window_pushed_past_the_maximum_is_a_flow_control_error(h2c: int) -> None:
+    def frames(client: RawClient) -> list[bytes]:
+        return [WindowUpdateFrame(0, 2**31 - 1).serialize()]
+
+    assert terminated(goaway_after(h2c, frames)) == h2.errors.ErrorCodes.FLOW_CONTROL_ERROR

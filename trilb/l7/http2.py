@@ -21,9 +21,12 @@ keep-alive pools.
   windows, so a client that stops reading stalls its stream (up to body_timeout) instead
   of making trilb buffer the response. One lock serializes writes to the socket; a
   writer that waits for room holds up the others, which is the backpressure.
-- Limits: at most MAX_STREAMS concurrent streams, a header list of max_header_size; a
-  client that resets streams faster than RESET_BUDGET per second is sent GOAWAY
-  (ENHANCE_YOUR_CALM) and dropped, the rapid-reset attack (CVE-2023-44487).
+- Limits: at most MAX_STREAMS concurrent streams, a header list of max_header_size (h2
+  refuses a larger decoded list, the HPACK bomb, and more than 64 CONTINUATION frames
+  for one block); a client that resets streams faster than RESET_BUDGET per second (the
+  rapid-reset attack, CVE-2023-44487) or sends PING or SETTINGS faster than
+  CONTROL_BUDGET is sent GOAWAY (ENHANCE_YOUR_CALM) and dropped. A window pushed past
+  2^31-1 is h2's FLOW_CONTROL_ERROR.
 - Drain and shutdown: GOAWAY with the last stream id; streams in flight finish.
 
 It does not parse HTTP/1.1 (l7/http1.py) or choose servers (l7/proxy.py).
@@ -68,6 +71,9 @@ MAX_STREAMS = 100
 # Stream resets a client may cause per second before it is cut off: far above what a
 # browser cancelling navigations does, far below a rapid-reset flood (thousands/s).
 RESET_BUDGET = 200
+# PING and SETTINGS frames per second (each makes trilb answer): a client needs a few;
+# a flood of them is an attack on the CPU and on the write side (CVE-2019-9512/9515).
+CONTROL_BUDGET = 500
 # The window each request stream starts with: 64 KiB (the protocol default) keeps a
 # request body's backpressure as tight as HTTP/1.1's socket buffer.
 _FORBIDDEN_CHARS = (b"\r", b"\n", b"\x00")
@@ -154,8 +160,8 @@ class H2Server:
         self.send_lock = trio.Lock()
         # Set when a window grows (WINDOW_UPDATE, SETTINGS): senders waiting for room.
         self.window = trio.Event()
-        self.resets = 0
-        self.reset_window_start = 0.0
+        self.resets = Budget(RESET_BUDGET)
+        self.control = Budget(CONTROL_BUDGET)
         # GOAWAY sent or received: no new streams; the connection ends with its last one.
         self.closing = False
         self.nursery: trio.Nursery | None = None
@@ -226,10 +232,16 @@ class H2Server:
                     if stream.waiter is not None:
                         stream.waiter.set()
             elif isinstance(event, h2.events.StreamReset):
-                if not self._reset(event.stream_id):
-                    await self.flush()  # the GOAWAY
-                    return False
-            elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+                self._reset(event.stream_id)
+                if not self.resets.spend(trio.current_time()):
+                    return await self._calm("stream resets")
+            elif isinstance(event, (h2.events.PingReceived, h2.events.RemoteSettingsChanged)):
+                if not self.control.spend(trio.current_time()):
+                    return await self._calm("ping and settings frames")
+                if isinstance(event, h2.events.RemoteSettingsChanged):
+                    self.window.set()  # (its initial window may have grown)
+                    self.window = trio.Event()
+            elif isinstance(event, h2.events.WindowUpdated):
                 self.window.set()
                 self.window = trio.Event()
             elif isinstance(event, h2.events.ConnectionTerminated):
@@ -237,21 +249,17 @@ class H2Server:
         await self.flush()
         return True
 
-    def _reset(self, stream_id: int) -> bool:
-        """The client reset a stream; False when it does so too often (rapid reset)."""
+    def _reset(self, stream_id: int) -> None:
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
             stream.scope.cancel()
-        now = trio.current_time()
-        if now - self.reset_window_start >= 1.0:
-            self.reset_window_start = now
-            self.resets = 0
-        self.resets += 1
-        if self.resets <= RESET_BUDGET:
-            return True
-        log.warning("http2 client %s: %d stream resets in a second: connection closed",
-                    self.ip.decode(), self.resets)  # fmt: skip
+
+    async def _calm(self, what: str) -> bool:
+        """A flood: GOAWAY (ENHANCE_YOUR_CALM), and the connection is over."""
+        log.warning("http2 client %s: too many %s in a second: connection closed",
+                    self.ip.decode(), what)  # fmt: skip
         self.h2.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+        await self.flush()
         return False
 
     def _request(self, event: h2.events.RequestReceived, nursery: trio.Nursery) -> None:
@@ -407,6 +415,25 @@ class H2Server:
     async def _goaway(self) -> None:
         await self.flush()
         self._end_if_done()
+
+
+class Budget:
+    """How many of something a client may do per second (counted per whole second)."""
+
+    __slots__ = ("limit", "spent", "start")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.spent = 0
+        self.start = 0.0
+
+    def spend(self, now: float) -> bool:
+        """Count one; False once more than ``limit`` came within the current second."""
+        if now - self.start >= 1.0:
+            self.start = now
+            self.spent = 0
+        self.spent += 1
+        return self.spent <= self.limit
 
 
 def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead:
