@@ -101,7 +101,7 @@ def test_http_defaults_come_from_schema(tmp_path: Path) -> None:
     assert (web.max_request_line, web.max_header_size, web.max_headers) == (8192, 32768, 100)
     assert web.max_body_size == 0
     app = load(tmp_path, WEB + APP).backends["app"]
-    assert (app.response_timeout, app.pool_max_idle, app.pool_idle_timeout) == (60.0, 32, 4.0)
+    assert (app.response_timeout, app.pool_max_idle, app.pool_idle_timeout) == (60.0, 128, 4.0)
     assert app.pool_max_per_server == 0
     assert Backend("x", ()).balance == "roundrobin"
 

@@ -96,9 +96,10 @@ class Backend:
     # From the request's last byte sent to the response's first byte received: nginx's
     # proxy_read_timeout default, and HAProxy's usual `timeout server`.
     response_timeout: float = 60.0
-    # Idle keep-alive connections kept per server and per worker (0: no reuse); nginx's
-    # `keepalive 32` is the usual upstream setting.
-    pool_max_idle: int = 32
+    # Idle keep-alive connections kept per server and per worker (0: no reuse). Above
+    # nginx's usual `keepalive 32`: HTTP/2 clients keep many requests in flight at once,
+    # each on a backend connection of its own (HAProxy keeps idle ones without a cap).
+    pool_max_idle: int = 128
     # Below the 5 s keep-alive timeout of Node.js and Apache httpd, so trilb closes an
     # idle connection before the server does and rarely reuses one that is closing
     # (HAProxy's pool-purge-delay is 5 s).

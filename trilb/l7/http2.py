@@ -152,12 +152,22 @@ class H2Server:
         self.client = client
         self.ip = ip
         self.keepalive = keepalive
+        # Inbound fields are checked by h2 (and request_head); outbound ones come from a
+        # response llhttp accepted, names lowercased and hop-by-hop fields dropped by
+        # forward_response_fields: h2's second look at them would be pure cost.
         config = h2.config.H2Configuration(
-            client_side=False, header_encoding=None, validate_inbound_headers=True
+            client_side=False,
+            header_encoding=None,
+            validate_inbound_headers=True,
+            validate_outbound_headers=False,
+            normalize_outbound_headers=False,
         )
         self.h2 = h2.connection.H2Connection(config)
         self.streams: dict[int, H2Stream] = {}
         self.send_lock = trio.Lock()
+        # Set when h2 has bytes to send: the writer task sends them all in one go, so
+        # the frames of many streams share a syscall (``kick``).
+        self.pending = trio.Event()
         # Set when a window grows (WINDOW_UPDATE, SETTINGS): senders waiting for room.
         self.window = trio.Event()
         self.resets = Budget(RESET_BUDGET)
@@ -185,6 +195,7 @@ class H2Server:
                 if self.closing:  # (the worker drains already)
                     self.h2.close_connection()
                 await self.flush()
+                nursery.start_soon(self._writer)
                 data = first
                 while True:
                     if data:
@@ -196,6 +207,7 @@ class H2Server:
                     data = await client.recv()
                     if not data:
                         break
+                await self.flush()  # (a GOAWAY, the last frames)
                 nursery.cancel_scope.cancel()
         except (ClientClosed, ClientTimeout):
             pass  # the connection is gone or idle: its streams are cancelled with it
@@ -246,7 +258,7 @@ class H2Server:
                 self.window = trio.Event()
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.closing = True
-        await self.flush()
+        self.kick()  # (h2's answers: SETTINGS and PING acks, WINDOW_UPDATEs)
         return True
 
     def _reset(self, stream_id: int) -> None:
@@ -286,7 +298,7 @@ class H2Server:
             except h2.exceptions.StreamClosedError:
                 pass  # reset by the client meanwhile
         self.streams.pop(stream.id, None)
-        await self.flush()
+        self.kick()
         self._end_if_done()
 
     def _end_if_done(self) -> None:
@@ -331,11 +343,22 @@ class H2Server:
         fields += forward_response_fields(rhead.headers)
         if rhead.content_length is not None and framing is not Framing.CHUNKED:
             fields.append((b"content-length", b"%d" % rhead.content_length))
-        self.h2.send_headers(stream.id, fields, end_stream=framing is Framing.NONE)
-        await self.flush()
+        h2c = self.h2
+        h2c.send_headers(stream.id, fields, end_stream=framing is Framing.NONE)
         reusable = rhead.keep_alive and framing is not Framing.CLOSE
         if framing is Framing.NONE:
+            self.kick()
             return reusable and not body
+        n = rhead.content_length or 0
+        if (
+            framing is Framing.LENGTH
+            and len(body) >= n
+            and n <= min(h2c.local_flow_control_window(stream.id), h2c.max_outbound_frame_size)
+        ):  # the whole body is here and fits one frame: head and body in one write
+            h2c.send_data(stream.id, body[:n], end_stream=True)
+            self.kick()
+            return reusable and len(body) == n
+        self.kick()
         stream.arm(self.proxy.config.body_timeout, "response")
         upstream.arm(backend.config.response_timeout, "response body")
         try:
@@ -356,11 +379,22 @@ class H2Server:
     # --- writing ---------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Write what h2 has to send; one writer at a time, in order."""
+        """Write what h2 has to send now; one writer at a time, in order."""
         async with self.send_lock:
             data = self.h2.data_to_send()
             if data:
                 await self.client.send_all(data)
+
+    def kick(self) -> None:
+        """h2 has bytes to send: the writer task sends them (with whatever else comes
+        before it runs)."""
+        self.pending.set()
+
+    async def _writer(self) -> None:
+        while True:
+            await self.pending.wait()
+            self.pending = trio.Event()
+            await self.flush()
 
     async def send_data(self, stream: H2Stream, data: bytes) -> None:
         """Send a response body's bytes within the client's flow-control windows."""
@@ -376,6 +410,8 @@ class H2Server:
                 continue
             h2c.send_data(stream.id, data[:room])
             data = data[room:]
+            # Written before more is taken: a client that does not read (whatever window
+            # it advertised) holds this stream up, not trilb's memory.
             await self.flush()
 
     async def consumed(self, stream_id: int, flowed: int) -> None:
@@ -385,7 +421,7 @@ class H2Server:
                 self.h2.acknowledge_received_data(flowed, stream_id)
             except h2.exceptions.StreamClosedError:
                 return
-            await self.flush()
+            self.kick()
 
     def _answer_error(self, stream_id: int, status: int) -> None:
         body = b"%d %s\n" % (status, REASONS.get(status, b"Error"))
