@@ -396,7 +396,7 @@ class ClientConnection:
     def _serve_h2(self, first: bytes) -> None:
         """The connection speaks HTTP/2: a task runs it to its end (l7/http2.py)."""
         fe = self.fe
-        server = H2Server(fe.proxy, self.client, self.ip, fe.config.keepalive_timeout)
+        server = H2Server(fe.proxy, self.client, self.ip, fe.config.keepalive_timeout, fe.reactor)
         self.h2 = server
         if fe.draining:
             server.closing = True

@@ -35,7 +35,7 @@ It does not parse HTTP/1.1 (l7/http1.py) or choose servers (l7/proxy.py).
 from __future__ import annotations
 
 import logging
-from collections import deque
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import h2.config
@@ -46,20 +46,14 @@ import h2.exceptions
 import h2.settings
 import trio
 
-from trilb.errors import (
-    ClientClosed,
-    ClientTimeout,
-    ExchangeAborted,
-    ProtocolError,
-    UpstreamError,
-)
-from trilb.l7.forward import forward_response_fields
-from trilb.l7.proxy import REASONS, status_for
-from trilb.l7.stream import RECV_SIZE
-from trilb.messages import Framing, Headers, RequestHead, ResponseHead
+from trilb.errors import ClientClosed, ClientTimeout, ProtocolError
+from trilb.l7.h2stream import H2Stream
+from trilb.l7.proxy import REASONS
+from trilb.messages import Framing, Headers, RequestHead
 
 if TYPE_CHECKING:
-    from trilb.l7.proxy import HttpBackend, Proxy
+    from trilb.l4.reactor import Reactor
+    from trilb.l7.proxy import Proxy
     from trilb.l7.stream import Stream
 
 log = logging.getLogger(__name__)
@@ -81,75 +75,15 @@ _FORBIDDEN_CHARS = (b"\r", b"\n", b"\x00")
 _REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path"))
 
 
-class H2Stream:
-    """One request stream: the source of its request body (a Peer, for Proxy.forward
-    and the body relays) and the sink of its response body."""
-
-    __slots__ = ("chunked", "conn", "data", "ended", "id", "name", "phase", "responding",
-                 "scope", "timeout", "upstream", "waiter")  # fmt: skip
-
-    def __init__(self, conn: H2Server, stream_id: int, chunked: bool) -> None:
-        self.conn = conn
-        self.id = stream_id
-        # The request body goes to the backend chunked (no content-length): recv frames
-        # the DATA as chunks, which the chunked relay checks and passes on.
-        self.chunked = chunked
-        self.data: deque[tuple[bytes, int]] = deque()  # (payload, flow-controlled length)
-        self.ended = False
-        self.waiter: trio.Event | None = None
-        self.scope = trio.CancelScope()
-        self.timeout = conn.proxy.config.body_timeout
-        self.phase = "body"
-        self.upstream = False
-        self.name = ""
-        self.responding = False
-
-    # --- Peer: the request body -----------------------------------------------------
-
-    async def recv(self, size: int = RECV_SIZE) -> bytes:
-        """The next DATA payload (chunk-framed when ``chunked``); b"" after the last."""
-        while True:
-            while not self.data:
-                if self.ended:
-                    if self.chunked:
-                        self.chunked = False
-                        return b"0\r\n\r\n"
-                    return b""
-                self.waiter = trio.Event()
-                with trio.move_on_after(self.timeout) as waited:
-                    await self.waiter.wait()
-                if waited.cancelled_caught:
-                    raise ClientTimeout(self.phase)
-            payload, flowed = self.data.popleft()
-            await self.conn.consumed(self.id, flowed)
-            if payload:  # (an empty DATA frame, often the one that ends the stream: none)
-                break
-        if self.chunked:
-            return b"%x\r\n%s\r\n" % (len(payload), payload)
-        return payload
-
-    def touch(self) -> None:
-        pass  # each wait is bounded by itself (move_on_after)
-
-    def arm(self, timeout: float, phase: str) -> None:
-        self.timeout = timeout
-        self.phase = phase
-
-    def disarm(self) -> None:
-        pass
-
-    # --- the response body ----------------------------------------------------------
-
-    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        await self.conn.send_data(self, bytes(data))
-
-
 class H2Server:
     """One HTTP/2 client connection, from its preface to its close."""
 
-    def __init__(self, proxy: Proxy, client: Stream, ip: bytes, keepalive: float) -> None:
+    def __init__(
+        self, proxy: Proxy, client: Stream, ip: bytes, keepalive: float, reactor: Reactor
+    ) -> None:
         self.proxy = proxy
         self.client = client
+        self.reactor = reactor
         self.ip = ip
         self.keepalive = keepalive
         # Inbound fields are checked by h2 (and request_head); outbound ones come from a
@@ -213,6 +147,8 @@ class H2Server:
             pass  # the connection is gone or idle: its streams are cancelled with it
         finally:
             client.disarm()
+            for stream in self.streams.values():
+                stream.release(False)  # (those the reactor was serving)
 
     async def _received(self, data: bytes, nursery: trio.Nursery) -> bool:
         """Feed bytes to h2 and act on its events; False: the connection is over."""
@@ -232,17 +168,12 @@ class H2Server:
                 if stream is None:  # a stream we reset or answered already: give back
                     self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
                 else:
-                    stream.data.append((event.data, event.flow_controlled_length))
-                    if event.stream_ended:
-                        stream.ended = True
-                    if stream.waiter is not None:
-                        stream.waiter.set()
+                    stream.received(event.data, event.flow_controlled_length,
+                                    event.stream_ended is not None)  # fmt: skip
             elif isinstance(event, h2.events.StreamEnded):
                 stream = self.streams.get(event.stream_id)
                 if stream is not None:
-                    stream.ended = True
-                    if stream.waiter is not None:
-                        stream.waiter.set()
+                    stream.end_of_input()
             elif isinstance(event, h2.events.StreamReset):
                 self._reset(event.stream_id)
                 if not self.resets.spend(trio.current_time()):
@@ -264,7 +195,9 @@ class H2Server:
     def _reset(self, stream_id: int) -> None:
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
-            stream.scope.cancel()
+            if stream.scope is not None:
+                stream.scope.cancel()
+            stream.release(False)  # (a stream the reactor was serving)
 
     async def _calm(self, what: str) -> bool:
         """A flood: GOAWAY (ENHANCE_YOUR_CALM), and the connection is over."""
@@ -281,22 +214,18 @@ class H2Server:
             head = request_head(event.headers, ended)
         except ProtocolError as exc:
             log.debug("http2 client: stream %d: %d: %s", sid, exc.status, exc)
-            self._answer_error(sid, exc.status)
+            self.answer_error(sid, exc.status)
             return
-        stream = H2Stream(self, sid, head.framing is Framing.CHUNKED)
-        stream.ended = ended
+        stream = H2Stream(self, sid, head, ended)
         self.streams[sid] = stream
-        nursery.start_soon(self._exchange, stream, head)
+        stream.start(nursery)
 
-    async def _exchange(self, stream: H2Stream, head: RequestHead) -> None:
-        with stream.scope:
-            try:
-                await self._proxy(stream, head)
-            except (ClientClosed, ClientTimeout, ExchangeAborted) as exc:
-                log.debug("http2 client: stream %d: %s", stream.id, exc)
-                self._reset_stream(stream.id)
-            except h2.exceptions.StreamClosedError:
-                pass  # reset by the client meanwhile
+    def nursery_start(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
+        """Run ``fn(*args)`` in a task of this connection (a stream leaving the reactor)."""
+        if self.nursery is not None:
+            self.nursery.start_soon(fn, *args)
+
+    def stream_done(self, stream: H2Stream) -> None:
         self.streams.pop(stream.id, None)
         self.kick()
         self._end_if_done()
@@ -304,77 +233,6 @@ class H2Server:
     def _end_if_done(self) -> None:
         if self.closing and not self.streams and self.nursery is not None:
             self.nursery.cancel_scope.cancel()  # (the reader waits for bytes: stop it)
-
-    async def _proxy(self, stream: H2Stream, head: RequestHead) -> None:
-        proxy = self.proxy
-        try:
-            upstream, slot, backend, _, rhead, body = await proxy.forward(
-                stream, head, b"", self.ip
-            )
-        except ProtocolError as exc:
-            log.debug("http2 client: stream %d: %d: %s", stream.id, exc.status, exc)
-            self._answer_error(stream.id, exc.status)
-            return
-        except UpstreamError as exc:
-            status = status_for(exc)
-            log.warning("frontend %s: %d: %s", proxy.config.name, status, exc)
-            self._answer_error(stream.id, status)
-            return
-        clean = False
-        try:
-            clean = await self._respond(stream, head, rhead, body, upstream, backend)
-        finally:
-            backend.pool.release(slot, upstream, clean)
-
-    async def _respond(
-        self,
-        stream: H2Stream,
-        head: RequestHead,
-        rhead: ResponseHead,
-        body: bytes,
-        upstream: Stream,
-        backend: HttpBackend,
-    ) -> bool:
-        """Relay the response; True when the backend connection is clean for reuse."""
-        from trilb.l7.body import relay_chunked, relay_length, relay_until_close
-
-        framing = rhead.framing
-        fields = [(b":status", b"%d" % rhead.status)]
-        fields += forward_response_fields(rhead.headers)
-        if rhead.content_length is not None and framing is not Framing.CHUNKED:
-            fields.append((b"content-length", b"%d" % rhead.content_length))
-        h2c = self.h2
-        h2c.send_headers(stream.id, fields, end_stream=framing is Framing.NONE)
-        reusable = rhead.keep_alive and framing is not Framing.CLOSE
-        if framing is Framing.NONE:
-            self.kick()
-            return reusable and not body
-        n = rhead.content_length or 0
-        if (
-            framing is Framing.LENGTH
-            and len(body) >= n
-            and n <= min(h2c.local_flow_control_window(stream.id), h2c.max_outbound_frame_size)
-        ):  # the whole body is here and fits one frame: head and body in one write
-            h2c.send_data(stream.id, body[:n], end_stream=True)
-            self.kick()
-            return reusable and len(body) == n
-        self.kick()
-        stream.arm(self.proxy.config.body_timeout, "response")
-        upstream.arm(backend.config.response_timeout, "response body")
-        try:
-            if framing is Framing.LENGTH:
-                extra = await relay_length(upstream, stream, rhead.content_length or 0, body)
-            elif framing is Framing.CHUNKED:
-                extra = await relay_chunked(upstream, stream, body, True, dechunk=True)
-            else:
-                await relay_until_close(upstream, stream, body, chunked=False)
-                extra = b""
-        except (UpstreamError, ProtocolError) as exc:
-            raise ExchangeAborted(str(exc)) from exc
-        finally:
-            upstream.disarm()
-        self.h2.end_stream(stream.id)
-        return reusable and not extra
 
     # --- writing ---------------------------------------------------------------------
 
@@ -414,7 +272,7 @@ class H2Server:
             # it advertised) holds this stream up, not trilb's memory.
             await self.flush()
 
-    async def consumed(self, stream_id: int, flowed: int) -> None:
+    def consumed(self, stream_id: int, flowed: int) -> None:
         """Request DATA went on to the backend: the client may send as much again."""
         if flowed:
             try:
@@ -423,7 +281,7 @@ class H2Server:
                 return
             self.kick()
 
-    def _answer_error(self, stream_id: int, status: int) -> None:
+    def answer_error(self, stream_id: int, status: int) -> None:
         body = b"%d %s\n" % (status, REASONS.get(status, b"Error"))
         try:
             self.h2.send_headers(stream_id, [
@@ -431,9 +289,10 @@ class H2Server:
                 (b"content-length", b"%d" % len(body))])  # fmt: skip
             self.h2.send_data(stream_id, body, end_stream=True)
         except h2.exceptions.H2Error:
-            self._reset_stream(stream_id)
+            self.reset_stream(stream_id)
+        self.kick()
 
-    def _reset_stream(self, stream_id: int) -> None:
+    def reset_stream(self, stream_id: int) -> None:
         try:
             self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
         except h2.exceptions.H2Error:

@@ -229,7 +229,7 @@ class Proxy:
                 rest = first
             else:
                 rest = await self._send_body(client, upstream, head, wire, first, backend)
-            rhead, body = await self._response_head(upstream, head, backend, b"", client)
+            rhead, body = await self.read_response_head(upstream, head, backend, b"", client)
         except UpstreamError as exc:
             backend.pool.release(slot, upstream, False)
             if not (reused and replayable) or exc.kind == "timeout":
@@ -239,7 +239,7 @@ class Proxy:
             upstream, slot, reused = await backend.connect(head, None, fresh=True)
             try:
                 await upstream.send_all(wire)
-                rhead, body = await self._response_head(upstream, head, backend, b"", client)
+                rhead, body = await self.read_response_head(upstream, head, backend, b"", client)
             except BaseException:
                 backend.pool.release(slot, upstream, False)
                 raise
@@ -272,7 +272,7 @@ class Proxy:
             if interim is not None:
                 await self._interim(client, head, interim)
             if rhead is None:
-                rhead, body = await self._response_head(upstream, head, backend, body, client)
+                rhead, body = await self.read_response_head(upstream, head, backend, body, client)
             keep, clean = await self._send_response(client, upstream, head, rhead, body, backend)
         finally:
             backend.pool.release(slot, upstream, clean)
@@ -356,7 +356,7 @@ class Proxy:
         upstream.disarm()
         return rest
 
-    async def _response_head(
+    async def read_response_head(
         self,
         upstream: Stream,
         head: RequestHead,

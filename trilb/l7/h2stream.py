@@ -1,0 +1,393 @@
+"""One HTTP/2 request stream: the source of its request body, and its exchange.
+
+Theory of operation. As for HTTP/1.1 (l7/client.py), a trio task, a cancel scope and a
+trio wait per request were most of a stream's cost (about 455 µs of CPU per request
+with a task per stream), so the common exchange runs in callbacks of the worker's
+reactor: a request without a body whose balancer pick has an idle pooled connection
+is sent at once (from the connection's reader, which parsed it), the backend socket is
+watched by the reactor, and a final response that arrives whole in one read goes to
+the client as HEADERS and DATA in the connection's next write. Everything else (a body,
+a connect, a response in parts or with an interim one before it, a retry) runs in a
+task of the connection's nursery: Proxy.forward, then the body relays, with the stream
+reading and writing like a socket (it is a Peer). A stream in the reactor's hands that
+the client resets, or whose connection ends, gives its backend connection back unclean.
+
+It does not speak the HTTP/2 framing (l7/http2.py does, through h2) and does not choose
+servers or statuses (l7/proxy.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import select
+from collections import deque
+from typing import TYPE_CHECKING
+
+import h2.exceptions
+import trio
+
+from trilb.balance.algorithms import ServerSlot
+from trilb.errors import (
+    ClientClosed,
+    ClientTimeout,
+    ExchangeAborted,
+    ProtocolError,
+    UpstreamError,
+)
+from trilb.l7.body import relay_chunked, relay_length, relay_until_close
+from trilb.l7.forward import forward_response_fields
+from trilb.l7.proxy import IDEMPOTENT, status_for
+from trilb.l7.stream import RECV_SIZE
+from trilb.messages import Framing, RequestHead, ResponseHead
+
+if TYPE_CHECKING:
+    from trilb.l7.http2 import H2Server
+    from trilb.l7.proxy import HttpBackend
+    from trilb.l7.stream import Stream
+
+log = logging.getLogger(__name__)
+
+_IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+_HUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+
+
+class H2Stream:
+    """One request stream of an HTTP/2 connection."""
+
+    __slots__ = ("backend", "chunked", "conn", "data", "ended", "head", "id", "name",
+                 "phase", "responding", "scope", "server", "slot", "timeout", "upstream",
+                 "waiter")  # fmt: skip
+
+    def __init__(self, conn: H2Server, stream_id: int, head: RequestHead, ended: bool) -> None:
+        self.conn = conn
+        self.id = stream_id
+        self.head = head
+        # The request body goes to the backend chunked (no content-length): recv frames
+        # the DATA as chunks, which the chunked relay checks and passes on.
+        self.chunked = head.framing is Framing.CHUNKED
+        self.data: deque[tuple[bytes, int]] = deque()  # (payload, flow-controlled length)
+        self.ended = ended
+        self.waiter: trio.Event | None = None
+        self.scope: trio.CancelScope | None = None  # a task's, once one runs the stream
+        self.timeout = conn.proxy.config.body_timeout
+        self.phase = "body"
+        # Peer: this is the client side of the exchange.
+        self.upstream = False
+        self.name = ""
+        self.responding = False
+        # The reactor path: the backend connection a response is awaited on.
+        self.server: Stream | None = None
+        self.slot: ServerSlot | None = None
+        self.backend: HttpBackend | None = None
+
+    # --- Peer: the request body -----------------------------------------------------
+
+    async def recv(self, size: int = RECV_SIZE) -> bytes:
+        """The next DATA payload (chunk-framed when ``chunked``); b"" after the last."""
+        while True:
+            while not self.data:
+                if self.ended:
+                    if self.chunked:
+                        self.chunked = False
+                        return b"0\r\n\r\n"
+                    return b""
+                self.waiter = trio.Event()
+                with trio.move_on_after(self.timeout) as waited:
+                    await self.waiter.wait()
+                if waited.cancelled_caught:
+                    raise ClientTimeout(self.phase)
+            payload, flowed = self.data.popleft()
+            self.conn.consumed(self.id, flowed)
+            if payload:  # (an empty DATA frame, often the one that ends the stream: none)
+                break
+        if self.chunked:
+            return b"%x\r\n%s\r\n" % (len(payload), payload)
+        return payload
+
+    def received(self, payload: bytes, flowed: int, ended: bool) -> None:
+        self.data.append((payload, flowed))
+        self.end_of_input(ended)
+
+    def end_of_input(self, ended: bool = True) -> None:
+        if ended:
+            self.ended = True
+        if self.waiter is not None:
+            self.waiter.set()
+
+    def touch(self) -> None:
+        pass  # each wait is bounded by itself (move_on_after)
+
+    def arm(self, timeout: float, phase: str) -> None:
+        self.timeout = timeout
+        self.phase = phase
+
+    def disarm(self) -> None:
+        pass
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        """A response body's bytes (the relays' sink)."""
+        await self.conn.send_data(self, bytes(data))
+
+    # --- the exchange ---------------------------------------------------------------
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Serve the request: in the reactor when it can, else in a task."""
+        conn = self.conn
+        head = self.head
+        slot = None
+        if self.ended:
+            try:
+                backend, wire = conn.proxy.prepare(head, conn.ip)
+            except ProtocolError as exc:
+                self.finish_error(exc.status, str(exc))
+                return
+            server, slot = backend.pooled(head)
+            if server is not None:
+                assert slot is not None
+                if self._send(server, slot, backend, wire):
+                    return
+        nursery.start_soon(self.run, slot)
+
+    def _send(self, server: Stream, slot: ServerSlot, backend: HttpBackend, wire: bytes) -> bool:
+        """Send the head on a pooled connection and wait in the reactor; False: a task
+        takes over (the connection was dead: it retries on a new one)."""
+        try:
+            sent = server.send_nowait(wire)
+        except UpstreamError:
+            sent = 0
+        if sent < len(wire):  # a broken pooled connection, or a head over the buffer
+            backend.pool.release(slot, server, False)
+            return False
+        reactor = self.conn.reactor
+        self.server, self.slot, self.backend = server, slot, backend
+        server.parser.method = self.head.method  # type: ignore[union-attr]
+        server.timer.on_expire = self._timed_out
+        server.arm(backend.config.response_timeout, "response")
+        callback = self._on_server
+        if server.reactor is None:
+            server.reactor = reactor
+            reactor.watch(server.fd, callback)
+        else:
+            reactor.callbacks[server.fd] = callback
+        return True
+
+    def _on_server(self, events: int) -> None:
+        server = self.server
+        if server is None:
+            return
+        if events & _HUP:
+            server.quiet = False
+        if events & _IN:
+            try:
+                self._response(server)
+            except Exception:
+                log.exception("http2 stream %d: exchange failed", self.id)
+                self.release(False)
+                self.conn.reset_stream(self.id)
+                self.conn.stream_done(self)
+
+    def _response(self, server: Stream) -> None:
+        parser = server.parser
+        assert parser is not None
+        while True:
+            try:
+                data = server.sock.recv(RECV_SIZE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:  # closed before answering: a retry on a new connection, if safe
+                self.release(False)
+                if self.head.method in IDEMPOTENT:
+                    self.conn.nursery_start(self.run, self.slot, True)
+                else:
+                    self.finish_error(502, f"server {server.name} closed the connection")
+                return
+            try:
+                rhead = parser.feed(data)
+            except ProtocolError as exc:
+                self.release(False)
+                self.finish_error(exc.status, str(exc))
+                return
+            if rhead is not None:
+                break
+            if len(data) < RECV_SIZE:
+                return
+        if len(data) == RECV_SIZE:
+            server.quiet = False
+        body = parser.leftover
+        if rhead.status < 200:  # an interim response: a task reads on (h2 drops it)
+            self._to_task(None, body)
+            return
+        framing = rhead.framing
+        if (framing is Framing.LENGTH and len(body) == rhead.content_length) or (
+            framing is Framing.NONE and not body
+        ):
+            if self.send_head(rhead, body):
+                self.release(rhead.keep_alive)
+                self.conn.stream_done(self)
+            else:  # the body is here but the client's window is short of it
+                self._to_task(rhead, body, head_sent=True)
+            return
+        self._to_task(rhead, body)
+
+    def _to_task(self, rhead: ResponseHead | None, body: bytes, head_sent: bool = False) -> None:
+        """The rest of the response goes through a task."""
+        server, slot, backend = self.server, self.slot, self.backend
+        assert server is not None and slot is not None and backend is not None
+        self._detach(server)
+        self.conn.nursery_start(self.relay_in_task, server, slot, backend, rhead, body, head_sent)
+
+    def _timed_out(self) -> None:
+        if self.server is not None:
+            name = self.server.name
+            self.release(False)
+            self.finish_error(504, f"server {name}: response timed out")
+
+    def _detach(self, server: Stream) -> None:
+        server.timer.on_expire = server.wake
+        if server.reactor is not None:
+            server.reactor.callbacks[server.fd] = server.on_idle_event
+        self.server = None
+
+    def release(self, reusable: bool) -> None:
+        """Give the backend connection the reactor waits on back (if any)."""
+        server = self.server
+        if server is not None:
+            assert self.backend is not None and self.slot is not None
+            self._detach(server)
+            self.backend.pool.release(self.slot, server, reusable)
+
+    def finish_error(self, status: int, why: str) -> None:
+        level = logging.WARNING if status >= 500 else logging.DEBUG
+        log.log(level, "http2 stream %d: %d: %s", self.id, status, why)
+        self.conn.answer_error(self.id, status)
+        self.conn.stream_done(self)
+
+    # --- the task path ----------------------------------------------------------------
+
+    async def run(self, slot: ServerSlot | None = None, fresh: bool = False) -> None:
+        """The whole exchange in a task: Proxy.forward, then the response."""
+        proxy = self.conn.proxy
+        with self._scope():
+            try:
+                server, slot, backend, _, rhead, body = await proxy.forward(
+                    self, self.head, b"", self.conn.ip, slot, fresh
+                )
+            except ProtocolError as exc:
+                self.finish_error(exc.status, str(exc))
+                return
+            except UpstreamError as exc:
+                self.finish_error(status_for(exc), str(exc))
+                return
+            except (ClientClosed, ClientTimeout) as exc:
+                self._abort(exc)
+                return
+            await self.relay(server, slot, backend, rhead, body)
+
+    async def relay_in_task(
+        self,
+        server: Stream,
+        slot: ServerSlot,
+        backend: HttpBackend,
+        rhead: ResponseHead | None,
+        body: bytes,
+        head_sent: bool = False,
+    ) -> None:
+        with self._scope():
+            if rhead is None:
+                try:
+                    rhead, body = await self.conn.proxy.read_response_head(
+                        server, self.head, backend, body
+                    )
+                except (ProtocolError, UpstreamError) as exc:
+                    backend.pool.release(slot, server, False)
+                    status = exc.status if isinstance(exc, ProtocolError) else status_for(exc)
+                    self.finish_error(status, str(exc))
+                    return
+            await self.relay(server, slot, backend, rhead, body, head_sent)
+
+    async def relay(
+        self,
+        server: Stream,
+        slot: ServerSlot,
+        backend: HttpBackend,
+        rhead: ResponseHead,
+        body: bytes,
+        head_sent: bool = False,
+    ) -> None:
+        """Send the response and give the backend connection back."""
+        clean = False
+        try:
+            if not head_sent and self.send_head(rhead, body):
+                clean = rhead.keep_alive
+            else:
+                clean = await self._relay_body(server, backend, rhead, body)
+        except (ClientClosed, ClientTimeout, ExchangeAborted) as exc:
+            self._abort(exc)
+            return
+        except h2.exceptions.StreamClosedError:
+            self.conn.stream_done(self)  # reset by the client meanwhile
+            return
+        finally:
+            backend.pool.release(slot, server, clean)
+        self.conn.stream_done(self)
+
+    def _scope(self) -> trio.CancelScope:
+        self.scope = trio.CancelScope()
+        return self.scope
+
+    def _abort(self, exc: Exception) -> None:
+        log.debug("http2 stream %d: %s", self.id, exc)
+        self.conn.reset_stream(self.id)
+        self.conn.stream_done(self)
+
+    def send_head(self, rhead: ResponseHead, body: bytes) -> bool:
+        """Send the response head, and the body too when it is all in ``body`` and fits
+        one frame; True when the response is complete."""
+        h2c = self.conn.h2
+        framing = rhead.framing
+        fields = [(b":status", b"%d" % rhead.status)]
+        fields += forward_response_fields(rhead.headers)
+        n = rhead.content_length
+        if n is not None and framing is not Framing.CHUNKED:
+            fields.append((b"content-length", b"%d" % n))
+        if framing is Framing.NONE:
+            h2c.send_headers(self.id, fields, end_stream=True)
+            self.conn.kick()
+            return True
+        h2c.send_headers(self.id, fields)
+        self.conn.kick()
+        if (
+            framing is Framing.LENGTH
+            and n is not None
+            and len(body) == n
+            and n <= min(h2c.local_flow_control_window(self.id), h2c.max_outbound_frame_size)
+        ):  # the whole body is here and fits one frame: head and body in one write
+            h2c.send_data(self.id, body, end_stream=True)
+            return True
+        return False
+
+    async def _relay_body(
+        self, server: Stream, backend: HttpBackend, rhead: ResponseHead, body: bytes
+    ) -> bool:
+        """Relay the rest of a response whose head went out; True when the backend
+        connection is clean for reuse."""
+        framing = rhead.framing
+        self.arm(self.conn.proxy.config.body_timeout, "response")
+        server.arm(backend.config.response_timeout, "response body")
+        try:
+            if framing is Framing.LENGTH:
+                extra = await relay_length(server, self, rhead.content_length or 0, body)
+            elif framing is Framing.CHUNKED:
+                extra = await relay_chunked(server, self, body, True, dechunk=True)
+            else:
+                await relay_until_close(server, self, body, chunked=False)
+                extra = b""
+        except (UpstreamError, ProtocolError) as exc:
+            raise ExchangeAborted(str(exc)) from exc
+        finally:
+            server.disarm()
+        self.conn.h2.end_stream(self.id)
+        self.conn.kick()
+        return rhead.keep_alive and framing is not Framing.CLOSE and not extra
