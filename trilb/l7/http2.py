@@ -9,13 +9,11 @@ pooled HTTP/1.1 backend connection, retries, the same statuses), with the stream
 source of the body. So HTTP/2 adds no second proxy: streams are multiplexed over the
 keep-alive pools.
 
-- Request heads come from the pseudo-headers: ``:authority`` becomes the Host of the
-  HTTP/1.1 request, split cookies are joined (RFC 9113 8.2.3), and a body without
-  content-length goes to the backend chunked. h2 already refuses uppercase names,
-  connection-specific fields, missing, repeated or misplaced pseudo-headers, and a
-  content-length that disagrees with the DATA; CR, LF and NUL in a name or value are
-  refused here. A refused stream gets a 400 (or RST_STREAM when h2 itself refused it),
-  never a backend request.
+- Request heads are built and checked by l7/h2head.py (RFC 9113's rules for header
+  blocks, in the one pass that builds the head; h2's own header validation is off);
+  h2 checks a content-length against the DATA. A malformed request gets a 400 (or a
+  stream or connection error from h2), never a backend request. Each stream's exchange
+  is l7/h2stream.py's: in reactor callbacks when it can, else in a task.
 - Flow control is backpressure both ways: request DATA is acknowledged (WINDOW_UPDATE)
   only once relayed to the backend, and response DATA is sent only within the client's
   windows, so a client that stops reading stalls its stream (up to body_timeout) instead
@@ -47,9 +45,9 @@ import h2.settings
 import trio
 
 from trilb.errors import ClientClosed, ClientTimeout, ProtocolError
+from trilb.l7.h2head import request_head
 from trilb.l7.h2stream import H2Stream
 from trilb.l7.proxy import REASONS
-from trilb.messages import Framing, Headers, RequestHead
 
 if TYPE_CHECKING:
     from trilb.l4.reactor import Reactor
@@ -68,11 +66,6 @@ RESET_BUDGET = 200
 # PING and SETTINGS frames per second (each makes trilb answer): a client needs a few;
 # a flood of them is an attack on the CPU and on the write side (CVE-2019-9512/9515).
 CONTROL_BUDGET = 500
-# The window each request stream starts with: 64 KiB (the protocol default) keeps a
-# request body's backpressure as tight as HTTP/1.1's socket buffer.
-_FORBIDDEN_CHARS = (b"\r", b"\n", b"\x00")
-# Pseudo-headers a request may carry (RFC 9113 8.3.1); :protocol is RFC 8441's.
-_REQUEST_PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path"))
 
 
 class H2Server:
@@ -86,13 +79,15 @@ class H2Server:
         self.reactor = reactor
         self.ip = ip
         self.keepalive = keepalive
-        # Inbound fields are checked by h2 (and request_head); outbound ones come from a
+        # h2's header checks are off both ways: inbound ones are made by request_head
+        # (l7/h2head.py) in the pass that builds the head; outbound fields come from a
         # response llhttp accepted, names lowercased and hop-by-hop fields dropped by
-        # forward_response_fields: h2's second look at them would be pure cost.
+        # forward_response_fields.
         config = h2.config.H2Configuration(
             client_side=False,
             header_encoding=None,
-            validate_inbound_headers=True,
+            validate_inbound_headers=False,
+            normalize_inbound_headers=False,
             validate_outbound_headers=False,
             normalize_outbound_headers=False,
         )
@@ -329,59 +324,3 @@ class Budget:
             self.spent = 0
         self.spent += 1
         return self.spent <= self.limit
-
-
-def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead:
-    """The request an HTTP/2 stream's header block makes, as HTTP/1.1 will forward it.
-
-    Raises:
-      ProtocolError: 400 for a field h2 let through that HTTP/1.1 cannot carry or that
-        is missing; 501 for CONNECT (no tunnels).
-    """
-    method = path = authority = None
-    fields: list[tuple[bytes, bytes]] = []
-    cookies: list[bytes] = []
-    length: bytes | None = None
-    for name, value in headers:
-        for bad in _FORBIDDEN_CHARS:
-            if bad in name or bad in value:
-                raise ProtocolError(400, f"control character in header field {name!r}")
-        if name[:1] == b":":
-            if name == b":method":
-                method = value
-            elif name == b":path":
-                path = value
-            elif name == b":authority":
-                authority = value
-            elif name not in _REQUEST_PSEUDO:
-                raise ProtocolError(400, f"pseudo-header {name!r} is not supported")
-            continue
-        if name == b"cookie":
-            cookies.append(value)
-        elif name == b"host":
-            authority = authority or value
-        else:
-            if name == b"content-length":
-                length = value
-            fields.append((name, value))
-    if method is None:
-        raise ProtocolError(400, "missing :method")
-    if method == b"CONNECT":
-        raise ProtocolError(501, "method 'CONNECT' is not implemented")
-    if not path or path[:1] not in (b"/", b"*"):
-        raise ProtocolError(400, "missing or invalid :path")
-    if authority is None:
-        raise ProtocolError(400, "missing :authority and host")
-    fields.insert(0, (b"host", authority))
-    if cookies:
-        fields.append((b"cookie", b"; ".join(cookies)))
-    framing, content_length = Framing.NONE, None
-    if length is not None:
-        if not length.isdigit():
-            raise ProtocolError(400, f"invalid content-length {length!r}")
-        content_length = int(length)
-        if content_length and not ended:
-            framing = Framing.LENGTH
-    elif not ended:
-        framing = Framing.CHUNKED
-    return RequestHead(method, path, b"2", Headers(fields), framing, content_length, True)
