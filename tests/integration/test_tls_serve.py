@@ -28,7 +28,8 @@ Factory = Callable[..., Trilb]
 
 
 class Origin(BaseHTTPRequestHandler):
-    """GET /big/N: N bytes of a pattern; GET anything else: the forwarding headers;
+    """GET /big/N: N bytes of a pattern; /slow/MS: "slow" after MS milliseconds; GET
+    anything else: the forwarding headers;
     POST: the SHA-256 of the body ("chunked " first when it came chunked)."""
 
     protocol_version = "HTTP/1.1"
@@ -39,6 +40,9 @@ class Origin(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path.startswith("/big/"):
             body = pattern(int(self.path[5:]))
+        elif self.path.startswith("/slow/"):
+            time.sleep(int(self.path[6:]) / 1000)
+            body = b"slow"
         else:
             proto = self.headers.get("x-forwarded-proto")
             body = f"{self.path} proto={proto} host={self.headers.get('host')}".encode()

@@ -180,6 +180,10 @@ class H2Stream:
         if events & _IN:
             try:
                 self._response(server)
+            except h2.exceptions.H2Error:
+                # Reset by the client meanwhile, or the connection closed (a flood).
+                self.release(False)
+                self.conn.stream_done(self)
             except Exception:
                 log.exception("http2 stream %d: exchange failed", self.id)
                 self.release(False)
@@ -326,8 +330,8 @@ class H2Stream:
         except (ClientClosed, ClientTimeout, ExchangeAborted) as exc:
             self._abort(exc)
             return
-        except h2.exceptions.StreamClosedError:
-            self.conn.stream_done(self)  # reset by the client meanwhile
+        except h2.exceptions.H2Error:
+            self.conn.stream_done(self)  # reset by the client, or the connection closed
             return
         finally:
             backend.pool.release(slot, server, clean)

@@ -43,6 +43,7 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import trio
+from hyperframe.frame import GoAwayFrame
 
 from trilb.errors import ClientClosed, ClientTimeout, ProtocolError
 from trilb.l7.h2head import request_head
@@ -104,6 +105,9 @@ class H2Server:
         # GOAWAY sent or received: no new streams; the connection ends with its last one.
         self.closing = False
         self.nursery: trio.Nursery | None = None
+        # A drain's GOAWAY (sent before h2's bytes), and the last stream it accepts.
+        self.goaway = b""
+        self.last_stream = 2**31 - 1
 
     async def serve(self, first: bytes) -> None:
         """Run the connection until the client closes, misbehaves or goes idle."""
@@ -136,8 +140,9 @@ class H2Server:
                     data = await client.recv()
                     if not data:
                         break
-                await self.flush()  # (a GOAWAY, the last frames)
                 nursery.cancel_scope.cancel()
+            # Also after _end_if_done's cancel: a GOAWAY, the end of the last stream.
+            await self.flush()
         except (ClientClosed, ClientTimeout):
             pass  # the connection is gone or idle: its streams are cancelled with it
         finally:
@@ -204,6 +209,9 @@ class H2Server:
 
     def _request(self, event: h2.events.RequestReceived, nursery: trio.Nursery) -> None:
         sid = event.stream_id
+        if self.closing and sid > self.last_stream:  # opened after our GOAWAY
+            self.h2.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
+            return
         ended = event.stream_ended is not None  # (h2 gives the StreamEnded event, or None)
         try:
             head = request_head(event.headers, ended)
@@ -235,6 +243,8 @@ class H2Server:
         """Write what h2 has to send now; one writer at a time, in order."""
         async with self.send_lock:
             data = self.h2.data_to_send()
+            if self.goaway:
+                data, self.goaway = data + self.goaway, b""
             if data:
                 await self.client.send_all(data)
 
@@ -294,16 +304,18 @@ class H2Server:
             pass  # closed already
 
     def drain(self) -> None:
-        """GOAWAY with the last stream id; streams in flight finish, then it closes."""
+        """GOAWAY with the last stream id; streams in flight finish, then it closes.
+
+        The frame is written here, not by h2: h2's close_connection also closes its
+        state machine, after which the streams in flight could send nothing more.
+        """
         if self.closing or self.nursery is None:
             self.closing = True
             return
         self.closing = True
-        self.h2.close_connection(last_stream_id=self.h2.highest_inbound_stream_id)
-        self.nursery.start_soon(self._goaway)
-
-    async def _goaway(self) -> None:
-        await self.flush()
+        self.last_stream = self.h2.highest_inbound_stream_id
+        self.goaway = GoAwayFrame(0, last_stream_id=self.last_stream).serialize()
+        self.kick()
         self._end_if_done()
 
 
