@@ -31,6 +31,7 @@ from hyperframe.frame import (
 )
 
 from tests.integration.conftest import Trilb, free_port
+from tests.integration.test_http_serve import BOUND_KIB, rss_kib
 from tests.integration.test_tls_serve import Pki, client_context, origin, pattern, pki
 
 pytestmark = pytest.mark.slow
@@ -383,3 +384,39 @@ def test_a_stop_sends_goaway_and_the_stream_in_flight_finishes(
     assert b"".join(f.data for f in frames if isinstance(f, DataFrame)) == b"slow"
     assert "draining 2 connection" in trilb.log()
     assert trilb.proc.wait(10) == 0
+
+
+def test_a_client_that_reads_slowly_does_not_make_trilb_buffer_the_response(
+    trilb_factory: Factory, origin: int
+) -> None:
+    # The client grants windows far larger than the response: only the socket's
+    # backpressure can keep trilb from reading the whole body from the backend at once.
+    port = free_port()
+    trilb = trilb_factory(h2_config(port, origin), workers=1, ready=1)
+    (worker,) = trilb.children()
+    size = 64 << 20
+    client = RawClient(port)
+    try:
+        client.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        client.conn.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 2**31 - 1})
+        client.conn.increment_flow_control_window(2**31 - 1 - 65535)
+        client.request(1, b"/big/%d" % size)
+        before = rss_kib(worker)
+        peak, received, ended = before, 0, False
+        deadline = time.monotonic() + 60
+        while not ended and time.monotonic() < deadline:
+            data = client.sock.recv(65536)
+            if not data:
+                break
+            for event in client.conn.receive_data(data):
+                if isinstance(event, h2.events.DataReceived):
+                    received += len(event.data)
+                    if received % (1 << 20) < len(event.data):  # about every MiB
+                        time.sleep(0.02)  # a slow reader
+                        peak = max(peak, rss_kib(worker))
+                ended = ended or isinstance(event, h2.events.StreamEnded)
+            client.flush()
+    finally:
+        client.close()
+    assert ended and received == size
+    assert peak - before < BOUND_KIB, (before, peak)

@@ -4,6 +4,7 @@ HTTP backends: curl and Python clients, SNI, ALPN, resumption, handshake limits.
 from __future__ import annotations
 
 import hashlib
+import signal
 import socket
 import ssl
 import subprocess
@@ -267,3 +268,47 @@ servers = ["127.0.0.1:9"]
                                  capture_output=True, text=True, timeout=20)  # fmt: skip
             assert out.returncode != 0
             assert path in out.stderr and message in out.stderr, out.stderr
+
+
+def test_sighup_rereads_the_certificates_and_a_bad_one_is_refused(
+    trilb_factory: Factory, pki: Pki, origin: int, tmp_path: Path
+) -> None:
+    live_cert, live_key = tmp_path / "live.pem", tmp_path / "live.key"
+    a_cert, a_key = pki.files["a"]
+    live_cert.write_bytes(a_cert.read_bytes())
+    live_key.write_bytes(a_key.read_bytes())
+    port = free_port()
+    trilb = trilb_factory(f"""
+[global]
+grace = "1s"
+
+[frontends.websecure]
+mode = "http"
+bind = "127.0.0.1:{port}"
+default_backend = "app"
+tls = {{ certs = [{{ cert = "{live_cert}", key = "{live_key}" }}] }}
+
+[backends.app]
+servers = ["127.0.0.1:{origin}"]
+""", workers=1, ready=1)  # fmt: skip
+    loose = client_context(pki)
+    loose.check_hostname = False
+
+    def names() -> set[str]:
+        with handshake(port, loose, "a.test") as tls:
+            return {v for _, v in tls.getpeercert()["subjectAltName"]}
+
+    assert names() == {"a.test"}
+    # Renewed: the files now hold the wildcard certificate.
+    wild_cert, wild_key = pki.files["wild"]
+    live_cert.write_bytes(wild_cert.read_bytes())
+    live_key.write_bytes(wild_key.read_bytes())
+    trilb.signal(signal.SIGHUP)
+    trilb.wait_log("generation 1: draining", 10)
+    assert names() == {"*.b.test"}
+    # A key that does not match: the reload is refused, the running certificate stays.
+    live_key.write_bytes(a_key.read_bytes())
+    trilb.signal(signal.SIGHUP)
+    trilb.wait_log("reload rejected", 10)
+    assert "does not match" in trilb.log()
+    assert names() == {"*.b.test"}
