@@ -24,7 +24,7 @@ import ssl
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from trilb.config.schema import Config, Tls, TlsCert
+from trilb.config.schema import BackendTls, Config, Tls, TlsCert
 from trilb.errors import ConfigError
 
 _VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
@@ -101,16 +101,61 @@ class ServerTls:
 
 
 def server_tls(config: Config) -> dict[str, ServerTls]:
-    """The contexts of every TLS frontend, by frontend name.
+    """The contexts of every TLS frontend, by frontend name (and a check of the
+    backends' TLS settings, so that one call validates all of a config's TLS).
 
     Raises:
-      ConfigError: see ServerTls.
+      ConfigError: see ServerTls and backend_tls.
     """
+    backend_tls(config)
     return {
         name: ServerTls(fe.tls, f"frontends.{name}.tls")
         for name, fe in config.frontends.items()
         if fe.tls is not None
     }
+
+
+def client_context(config: BackendTls) -> ssl.SSLContext:
+    """The context of TLS connections to a backend's servers: TLS 1.2 at least, the
+    server's certificate verified against ``ca`` (or the system's CAs) and its name.
+
+    Raises:
+      ssl.SSLError, OSError: the CA file holds no usable certificate (``backend_tls``
+        reports it as a ConfigError first).
+    """
+    ctx = ssl.create_default_context(cafile=config.ca)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if not config.verify:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
+
+
+def sni_name(config: BackendTls, spec: str) -> str:
+    """The name a connection to the server ``spec`` ("host:port") checks and sends by
+    SNI: ``config.sni``, else the host as the config gave it. (For an IP literal Python
+    sends no SNI and checks the certificate's IP addresses, as RFC 6066 asks.)"""
+    if config.sni is not None:
+        return config.sni
+    return spec.rsplit(":", 1)[0].strip("[]")
+
+
+def backend_tls(config: Config) -> None:
+    """Check that every backend's TLS settings make a context.
+
+    Raises:
+      ConfigError: at ``backends.NAME.tls.ca``, the CA file holds no certificate.
+    """
+    for name, backend in config.backends.items():
+        if backend.tls is not None:
+            try:
+                client_context(backend.tls)
+            except (ssl.SSLError, OSError) as exc:
+                reason = getattr(exc, "reason", None) or str(exc)
+                where = f"backends.{name}.tls.ca"
+                raise ConfigError(
+                    where, f"no CA certificate in {backend.tls.ca} ({reason})"
+                ) from None
 
 
 def certificate_names(file: str, path: str) -> list[str]:

@@ -124,3 +124,56 @@ def test_explicit_names_replace_the_certificate_s(files: Path) -> None:
     loaded = load_config(config(files, named))
     built = server_tls(loaded)["web"]
     assert set(built.exact) == {"other.test"} and not built.wildcard
+
+
+def backend_config(directory: Path, tls: str, mode: str = "http") -> Path:
+    path = directory / "backend.toml"
+    path.write_text(f"""
+[frontends.web]
+mode = "{mode}"
+bind = "127.0.0.1:8080"
+default_backend = "app"
+
+[backends.app]
+servers = ["127.0.0.1:443"]
+tls = {tls}
+""")
+    return path
+
+
+def test_backend_tls_forms(files: Path) -> None:
+    on = load_config(backend_config(files, "true")).backends["app"].tls
+    assert on is not None and (on.ca, on.sni, on.verify) == (None, None, True)
+    assert load_config(backend_config(files, "false")).backends["app"].tls is None
+    table = load_config(backend_config(files, '{ ca = "site.pem", sni = "API.test" }'))
+    tls = table.backends["app"].tls
+    assert tls is not None and tls.ca == str(files / "site.pem") and tls.sni == "API.test"
+
+
+@pytest.mark.parametrize(
+    ("tls", "mode", "path", "message"),
+    [
+        ('{ ca = "missing.pem" }', "http", "backends.app.tls.ca", "cannot read"),
+        ('{ sni = "a b" }', "http", "backends.app.tls.sni", "host name"),
+        ("{ verify = 0 }", "http", "backends.app.tls.verify", "true or false"),
+        ('{ cert = "x" }', "http", "backends.app.tls.cert", "unknown key"),
+        ('"yes"', "http", "backends.app.tls", "expected a table"),
+        ("true", "tcp", "frontends.web.default_backend", 'needs mode "http"'),
+    ],
+)
+def test_invalid_backend_tls_names_the_key(
+    files: Path, tls: str, mode: str, path: str, message: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_config(backend_config(files, tls, mode))
+    assert err.value.path == path
+    assert message in str(err.value)
+
+
+def test_backend_sni_is_the_configured_name_or_the_server_host() -> None:
+    from trilb.config.schema import BackendTls
+    from trilb.tls import sni_name
+
+    assert sni_name(BackendTls(sni="api.test"), "10.0.0.1:443") == "api.test"
+    assert sni_name(BackendTls(), "api.internal:8443") == "api.internal"
+    assert sni_name(BackendTls(), "[::1]:8443") == "::1"

@@ -79,6 +79,7 @@ def pattern(n: int) -> bytes:
 @dataclass
 class Pki:
     ca: Path  # the CA certificate clients trust
+    ca_key: Path  # its key (to issue more certificates)
     files: dict[str, tuple[Path, Path]]  # name -> (certificate chain, key)
 
 
@@ -87,6 +88,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
     tmp = tmp_path_factory.mktemp("pki")
     ca = trustme.CA()
     ca.cert_pem.write_to_path(str(tmp / "ca.pem"))
+    ca.private_key_pem.write_to_path(str(tmp / "ca.key"))
     files = {}
     for label, names in {
         "default": ("localhost", "default.test"),
@@ -98,7 +100,7 @@ def pki(tmp_path_factory: pytest.TempPathFactory) -> Pki:
         chain.write_bytes(b"".join(p.bytes() for p in cert.cert_chain_pems))
         cert.private_key_pem.write_to_path(str(key))
         files[label] = (chain, key)
-    return Pki(tmp / "ca.pem", files)
+    return Pki(tmp / "ca.pem", tmp / "ca.key", files)
 
 
 class OriginServer(ThreadingHTTPServer):
@@ -312,3 +314,91 @@ servers = ["127.0.0.1:{origin}"]
     trilb.wait_log("reload rejected", 10)
     assert "does not match" in trilb.log()
     assert names() == {"*.b.test"}
+
+
+@pytest.fixture(scope="module")
+def tls_origin(pki: Pki, tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """The Origin behind TLS, its certificate for backend.test and 127.0.0.1."""
+    tmp = tmp_path_factory.mktemp("origin")
+    ca = trustme.CA.from_pem(pki.ca.read_bytes(), pki.ca_key.read_bytes())
+    cert = ca.issue_cert("backend.test", "127.0.0.1")
+    chain, key = tmp / "origin.pem", tmp / "origin.key"
+    chain.write_bytes(b"".join(p.bytes() for p in cert.cert_chain_pems))
+    cert.private_key_pem.write_to_path(str(key))
+    ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ctx.load_cert_chain(chain, key)
+    server = OriginServer(("127.0.0.1", 0), Origin)
+    server.daemon_threads = True
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    server.connections = 0  # type: ignore[attr-defined]
+    original = server.get_request
+
+    def counted() -> tuple[socket.socket, object]:
+        server.connections += 1  # type: ignore[attr-defined]
+        return original()
+
+    server.get_request = counted  # type: ignore[method-assign]
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def tls_backend_config(port: int, server: str, tls: str) -> str:
+    return f"""
+[global]
+grace = "1s"
+
+[frontends.web]
+mode = "http"
+bind = "127.0.0.1:{port}"
+default_backend = "app"
+
+[backends.app]
+servers = ["{server}"]
+tls = {tls}
+"""
+
+
+def test_tls_to_a_backend_verified_by_name_and_by_address(
+    trilb_factory: Factory, pki: Pki, tls_origin: int
+) -> None:
+    by_name, by_ip = free_port(), free_port()
+    trilb_factory(tls_backend_config(by_name, f"127.0.0.1:{tls_origin}",
+                                     f'{{ ca = "{pki.ca}", sni = "backend.test" }}'),
+                  workers=1, ready=1)  # fmt: skip
+    trilb_factory(tls_backend_config(by_ip, f"127.0.0.1:{tls_origin}", f'{{ ca = "{pki.ca}" }}'),
+                  workers=1, ready=1)  # fmt: skip
+    up = pattern(3 << 20)
+    for port in (by_name, by_ip):
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as client:
+            for _ in range(3):
+                assert client.get("/small").text.startswith("/small proto=http")
+                assert client.post("/up", content=up).text == hashlib.sha256(up).hexdigest()
+                assert client.get(f"/big/{5 << 20}").content == pattern(5 << 20)
+
+
+def test_an_untrusted_backend_certificate_is_a_502_unless_verify_is_off(
+    trilb_factory: Factory, tls_origin: int, tmp_path: Path
+) -> None:
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    strict, loose = free_port(), free_port()
+    origin = f"127.0.0.1:{tls_origin}"
+    strict_tls, loose_tls = f'{{ ca = "{other}" }}', f'{{ ca = "{other}", verify = false }}'
+    trilb = trilb_factory(tls_backend_config(strict, origin, strict_tls), workers=1, ready=1)
+    trilb_factory(tls_backend_config(loose, origin, loose_tls), workers=1, ready=1)
+    reply = httpx.get(f"http://127.0.0.1:{strict}/x")
+    assert reply.status_code == 502 and "127.0.0.1" not in reply.text
+    assert "certificate not trusted" in trilb.log()
+    assert httpx.get(f"http://127.0.0.1:{loose}/x").status_code == 200
+
+
+def test_a_backend_ca_file_without_certificates_is_a_config_error(tmp_path: Path, pki: Pki) -> None:
+    config = tmp_path / "bad.toml"
+    empty = tmp_path / "empty.pem"
+    empty.write_text("not a certificate\n")
+    config.write_text(tls_backend_config(free_port(), "127.0.0.1:9", f'{{ ca = "{empty}" }}'))
+    out = subprocess.run([sys.executable, "-m", "trilb", "check", "-c", str(config)],
+                         capture_output=True, text=True, timeout=20)  # fmt: skip
+    assert out.returncode != 0 and "backends.app.tls.ca" in out.stderr, out.stderr

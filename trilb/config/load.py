@@ -33,6 +33,7 @@ from trilb.config.schema import (
     is_l7_balance,
 )
 from trilb.config.table import Table
+from trilb.config.tls import parse_backend_tls
 from trilb.config.values import (
     parse_address,
     parse_bool,
@@ -103,9 +104,9 @@ def parse_config(raw: dict[str, Any], source: str = "<string>") -> Config:
     top = Table(raw, "")
     glob = _parse_global(top.take("global", Table))
     admin = _parse_admin(top.take("admin", Table))
-    backends = _parse_tables(top.take("backends", Table), _parse_backend)
     # Relative file names (certificates) start from the config file's directory.
     base = os.getcwd() if source == "<string>" else os.path.dirname(os.path.abspath(source))
+    backends = _parse_tables(top.take("backends", Table), partial(_parse_backend, base=base))
     frontends = _parse_tables(top.take("frontends", Table), partial(_parse_frontend, base=base))
     top.finish()
     if not frontends:
@@ -131,6 +132,9 @@ def _check_references(fe: Frontend, backends: Mapping[str, Backend]) -> None:
         if backend is None:
             known = ", ".join(f'"{b}"' for b in backends) or "none defined"
             raise ConfigError(path, f'unknown backend "{name}" (backends: {known})')
+        if fe.mode != "http" and backend.tls is not None:
+            raise ConfigError(path, f'backend "{name}" has tls, which needs mode "http" '
+                              f'(this frontend is mode "{fe.mode}")')  # fmt: skip
         if fe.mode != "http" and is_l7_balance(backend.balance):
             raise ConfigError(
                 path,
@@ -201,8 +205,9 @@ def _binds(value: object, path: str) -> tuple[Address, ...]:
     raise ConfigError(path, f'expected "host:port" or a non-empty list of them, got {value!r}')
 
 
-def _parse_backend(name: str, t: Table) -> Backend:
+def _parse_backend(name: str, t: Table, base: str) -> Backend:
     t.take("balance", parse_balance)
+    t.take("tls", lambda v, p: parse_backend_tls(v, p, base))
     t.take("connect_timeout", parse_timeout)
     t.take("retries", parse_int(0, 100))
     t.take("response_timeout", parse_timeout)

@@ -107,6 +107,21 @@ class Backend:
     # Connections (busy or idle) to one server per worker; 0 = unlimited, as HAProxy's
     # server maxconn and nginx's max_conns.
     pool_max_per_server: int = 0
+    # TLS to the servers (http only; None: cleartext).
+    tls: BackendTls | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendTls:
+    """TLS from trilb to a backend's servers."""
+
+    # CA certificates (PEM) to verify the servers against; None: the system's.
+    ca: str | None = None
+    # The name sent by SNI and checked in the server's certificate; None: the server's
+    # host when it is a name (an IP literal is sent no SNI and checked as an address).
+    sni: str | None = None
+    # Off only for a test setup: without it anyone on the path can pose as the server.
+    verify: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 
-from trilb.config.schema import ALPN_PROTOCOLS, TLS_VERSIONS, Tls, TlsCert
+from trilb.config.schema import ALPN_PROTOCOLS, TLS_VERSIONS, BackendTls, Tls, TlsCert
 from trilb.config.table import Table
 from trilb.config.values import parse_bool, parse_choice, parse_name, parse_timeout
 from trilb.errors import ConfigError
@@ -32,6 +32,26 @@ def parse_tls(value: object, path: str, base: str) -> Tls:
     t.take("handshake_timeout", parse_timeout)
     t.take("session_tickets", parse_bool)
     return t.build(Tls)
+
+
+def parse_backend_tls(value: object, path: str, base: str) -> BackendTls | None:
+    """A backend's ``tls``: true (system CAs, verified, SNI from the server's host),
+    false, or a table ``{ ca, sni, verify }``.
+
+    Raises:
+      ConfigError: a key is unknown or of the wrong type, the CA file cannot be read.
+    """
+    if value is True:
+        return BackendTls()
+    if value is False:
+        return None
+    t = Table(value, path)
+    t.take("ca", lambda v, p: _file(v, p, base))
+    sni = t.take("sni", parse_name)
+    if sni is not None and not _is_sni_name(sni):
+        raise ConfigError(t.key("sni"), f"expected a host name, got {sni!r}")
+    t.take("verify", parse_bool)
+    return t.build(BackendTls)
 
 
 def _certs(value: object, path: str, base: str) -> tuple[TlsCert, ...]:

@@ -1,17 +1,19 @@
 """Opening a TCP connection to a backend server: the one edge where connect errors
 become UpstreamError.
 
-Owns the non-blocking connect and its timeout. Choosing the server and retrying are
-the caller's (l4/tcp.py).
+Owns the non-blocking connect and its timeout, and the client TLS handshake that may
+follow it (TLS to backends, l7/upstream.py). Choosing the server and retrying are the
+caller's (l4/tcp.py, l7/proxy.py).
 """
 
 from __future__ import annotations
 
 import errno
 import socket
+import ssl
 
 import trio
-from trio.lowlevel import wait_writable
+from trio.lowlevel import wait_readable, wait_writable
 
 from trilb.config.schema import Address
 from trilb.errors import UpstreamError
@@ -78,6 +80,58 @@ async def _wait(sock: socket.socket, timeout: float) -> int:
         await wait_writable(sock)
         return sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
     return errno.EINPROGRESS
+
+
+async def start_tls(
+    sock: socket.socket,
+    context: ssl.SSLContext,
+    server_hostname: str | None,
+    name: str,
+    timeout: float,
+    sweeper: IdleSweeper,
+) -> ssl.SSLSocket:
+    """The client side of a TLS handshake on a connected non-blocking socket, within
+    ``timeout`` seconds (``name``: the server, for messages).
+
+    Returns:
+      The TLS socket (the same descriptor; ``sock`` is detached). The caller owns it.
+
+    Raises:
+      UpstreamError: kind "tls" (the handshake failed: an untrusted or mismatched
+        certificate, no common protocol) or "timeout"; retryable, no request byte was
+        sent. ``sock`` is closed.
+    """
+    try:
+        tls = context.wrap_socket(sock, server_hostname=server_hostname,
+                                  do_handshake_on_connect=False)  # fmt: skip
+    except (OSError, ValueError) as exc:
+        sock.close()
+        raise UpstreamError("tls", f"server {name}: tls setup failed: {exc}", True) from None
+    watch = sweeper.watch_connect(tls, timeout)
+    ok = False
+    try:
+        while True:
+            try:
+                tls.do_handshake()
+                ok = True
+                return tls
+            except ssl.SSLWantReadError:
+                await wait_readable(tls)
+            except ssl.SSLWantWriteError:
+                await wait_writable(tls)
+    except trio.ClosedResourceError:  # the sweeper's notify_closing: the deadline passed
+        raise UpstreamError("timeout", f"server {name}: tls handshake did not finish within "
+                            f"{timeout:g}s", True) from None  # fmt: skip
+    except ssl.SSLCertVerificationError as exc:
+        raise UpstreamError("tls", f"server {name}: certificate not trusted: "
+                            f"{exc.verify_message}", True) from None  # fmt: skip
+    except (ssl.SSLError, OSError) as exc:
+        why = getattr(exc, "reason", None) or exc.strerror or str(exc)
+        raise UpstreamError("tls", f"server {name}: tls handshake failed: {why}", True) from None
+    finally:
+        sweeper.unwatch_connect(watch)
+        if not ok:
+            tls.close()
 
 
 async def _wait_swept(sock: socket.socket, timeout: float, sweeper: IdleSweeper) -> int:

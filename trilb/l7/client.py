@@ -274,7 +274,7 @@ class ClientConnection:
         while True:
             try:
                 data = upstream.sock.recv(RECV_SIZE)
-            except BlockingIOError:
+            except WOULD_BLOCK:
                 return
             except OSError as exc:
                 why = f"server {upstream.name}: {exc.strerror}"
@@ -292,9 +292,9 @@ class ClientConnection:
                 return
             if rhead is not None:
                 break
-            if len(data) < RECV_SIZE:
+            if len(data) < RECV_SIZE and not upstream.tls:
                 return  # the rest of the head comes with the next edge
-        if len(data) == RECV_SIZE:
+        if len(data) == RECV_SIZE or upstream.tls:
             upstream.quiet = False  # more may be queued, with its edge spent
         body = parser.leftover
         framing = rhead.framing

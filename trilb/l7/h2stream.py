@@ -37,7 +37,7 @@ from trilb.errors import (
 from trilb.l7.body import relay_chunked, relay_length, relay_until_close
 from trilb.l7.forward import forward_response_fields
 from trilb.l7.proxy import IDEMPOTENT, status_for
-from trilb.l7.stream import RECV_SIZE
+from trilb.l7.stream import RECV_SIZE, WOULD_BLOCK
 from trilb.messages import Framing, RequestHead, ResponseHead
 
 if TYPE_CHECKING:
@@ -196,7 +196,7 @@ class H2Stream:
         while True:
             try:
                 data = server.sock.recv(RECV_SIZE)
-            except BlockingIOError:
+            except WOULD_BLOCK:
                 return
             except OSError:
                 data = b""
@@ -215,10 +215,10 @@ class H2Stream:
                 return
             if rhead is not None:
                 break
-            if len(data) < RECV_SIZE:
-                return
-        if len(data) == RECV_SIZE:
-            server.quiet = False
+            if len(data) < RECV_SIZE and not server.tls:
+                return  # the rest comes with the next edge (TLS: read until it blocks)
+        if len(data) == RECV_SIZE or server.tls:
+            server.quiet = False  # more may be queued, with its edge spent
         body = parser.leftover
         if rhead.status < 200:  # an interim response: a task reads on (h2 drops it)
             self._to_task(None, body)

@@ -135,7 +135,7 @@ class HttpBackend:
             slot = None
         if failure is not None:
             raise UpstreamError("connect", f"backend {self.config.name}: no server accepted "
-                                f"the connection ({failure.kind})", retryable=False)  # fmt: skip
+                                f"the connection (last: {failure})", retryable=False)  # fmt: skip
         raise UpstreamError("unavailable", f"backend {self.config.name}: no server available",
                             retryable=False)  # fmt: skip
 

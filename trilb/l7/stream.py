@@ -61,13 +61,15 @@ class Stream:
     """One side of an exchange: the client's socket, or a backend connection."""
 
     __slots__ = ("_poller", "closed", "fd", "name", "on_idle_event", "parser", "phase", "quiet",
-                 "reactor", "responding", "sock", "sweeper", "timeout", "timer", "upstream",
-                 "wake")  # fmt: skip
+                 "reactor", "responding", "sock", "sweeper", "timeout", "timer", "tls",
+                 "upstream", "wake")  # fmt: skip
 
     def __init__(
         self, sock: socket.socket, sweeper: IdleSweeper, upstream: bool, name: str = ""
     ) -> None:
         self.sock = sock
+        # TLS: a read returns one record at most, so only "would block" means drained.
+        self.tls = isinstance(sock, ssl.SSLSocket)
         self.fd = sock.fileno()  # trio's waits take it as it is; a socket costs a call
         self.sweeper = sweeper
         self.upstream = upstream

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from trilb.balance.algorithms import ServerSlot
 from trilb.config.schema import Backend
-from trilb.l4.connect import open_tcp
+from trilb.l4.connect import open_tcp, start_tls
 from trilb.l4.idle import IdleSweeper
 from trilb.l7.http1 import ResponseParser
 from trilb.l7.stream import Stream
+from trilb.tls import client_context, sni_name
 
 
 class ServerPool:
@@ -38,6 +39,9 @@ class UpstreamPool:
         self.config = config
         self.sweeper = sweeper
         self.servers = [ServerPool(slot) for slot in slots]
+        # TLS to the servers: one context, and the SNI name of each server.
+        self.tls = client_context(config.tls) if config.tls is not None else None
+        self.sni = [sni_name(config.tls, s.spec) if config.tls else None for s in config.servers]
 
     def full(self, slot: ServerSlot) -> bool:
         """No connection can be had: none idle, and a new one would pass the cap."""
@@ -66,7 +70,11 @@ class UpstreamPool:
           UpstreamError: the connect failed (retryable: nothing was sent).
         """
         address = self.config.servers[slot.index].address
-        sock = await open_tcp(address, self.config.connect_timeout, self.sweeper)
+        timeout = self.config.connect_timeout
+        sock = await open_tcp(address, timeout, self.sweeper)
+        if self.tls is not None:
+            sock = await start_tls(sock, self.tls, self.sni[slot.index], slot.name, timeout,
+                                   self.sweeper)  # fmt: skip
         self.servers[slot.index].busy += 1
         stream = Stream(sock, self.sweeper, upstream=True, name=slot.name)
         stream.parser = ResponseParser()
