@@ -115,7 +115,7 @@ def server_tls(config: Config) -> dict[str, ServerTls]:
     }
 
 
-def client_context(config: BackendTls) -> ssl.SSLContext:
+def client_context(config: BackendTls, alpn: list[str] | None = None) -> ssl.SSLContext:
     """The context of TLS connections to a backend's servers: TLS 1.2 at least, the
     server's certificate verified against ``ca`` (or the system's CAs) and its name.
 
@@ -128,6 +128,8 @@ def client_context(config: BackendTls) -> ssl.SSLContext:
     if not config.verify:
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
+    if alpn:
+        ctx.set_alpn_protocols(alpn)
     return ctx
 
 

@@ -21,6 +21,7 @@ from typing import Any, TypeVar
 
 from trilb.config.http import HTTP_ONLY, TCP_ONLY, parse_balance, parse_http_keys
 from trilb.config.schema import (
+    ALPN_PROTOCOLS,
     MAX_WEIGHT,
     MODES,
     Address,
@@ -132,8 +133,9 @@ def _check_references(fe: Frontend, backends: Mapping[str, Backend]) -> None:
         if backend is None:
             known = ", ".join(f'"{b}"' for b in backends) or "none defined"
             raise ConfigError(path, f'unknown backend "{name}" (backends: {known})')
-        if fe.mode != "http" and backend.tls is not None:
-            raise ConfigError(path, f'backend "{name}" has tls, which needs mode "http" '
+        if fe.mode != "http" and (backend.tls is not None or backend.protocol != "http/1.1"):
+            what = "tls" if backend.tls is not None else f'protocol "{backend.protocol}"'
+            raise ConfigError(path, f'backend "{name}" has {what}, which needs mode "http" '
                               f'(this frontend is mode "{fe.mode}")')  # fmt: skip
         if fe.mode != "http" and is_l7_balance(backend.balance):
             raise ConfigError(
@@ -208,6 +210,7 @@ def _binds(value: object, path: str) -> tuple[Address, ...]:
 def _parse_backend(name: str, t: Table, base: str) -> Backend:
     t.take("balance", parse_balance)
     t.take("tls", lambda v, p: parse_backend_tls(v, p, base))
+    t.take("protocol", parse_choice(ALPN_PROTOCOLS))
     t.take("connect_timeout", parse_timeout)
     t.take("retries", parse_int(0, 100))
     t.take("response_timeout", parse_timeout)

@@ -109,6 +109,10 @@ class Backend:
     pool_max_per_server: int = 0
     # TLS to the servers (http only; None: cleartext).
     tls: BackendTls | None = None
+    # What an http frontend speaks to the servers: "http/1.1" (keep-alive pools), or "h2"
+    # (multiplexed HTTP/2 connections, trailers end to end: gRPC), by prior knowledge in
+    # cleartext, by ALPN over TLS.
+    protocol: str = "http/1.1"
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +156,8 @@ class Route:
 
 # TLS versions a frontend may require as its minimum; 1.0 and 1.1 are broken (RFC 8996).
 TLS_VERSIONS = ("1.2", "1.3")
-# Application protocols a TLS frontend may offer by ALPN, in the client's wire spelling.
+# Application protocols a TLS frontend may offer by ALPN, in the client's wire spelling;
+# also what a backend's servers may be spoken to with.
 ALPN_PROTOCOLS = ("h2", "http/1.1")
 # Mozilla's "intermediate" suites for TLS 1.2 clients: forward-secret AEAD only, no CBC,
 # RSA key exchange or SHA-1 MACs. (TLS 1.3 suites are OpenSSL's, all modern.)

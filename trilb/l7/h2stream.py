@@ -35,12 +35,13 @@ from trilb.errors import (
     UpstreamError,
 )
 from trilb.l7.body import relay_chunked, relay_length, relay_until_close
-from trilb.l7.forward import forward_response_fields
+from trilb.l7.forward import forward_request_fields, forward_response_fields
 from trilb.l7.proxy import IDEMPOTENT, status_for
 from trilb.l7.stream import RECV_SIZE, WOULD_BLOCK
 from trilb.messages import Framing, RequestHead, ResponseHead
 
 if TYPE_CHECKING:
+    from trilb.l7.h2upstream import Exchange
     from trilb.l7.http2 import H2Server
     from trilb.l7.proxy import HttpBackend
     from trilb.l7.stream import Stream
@@ -135,6 +136,14 @@ class H2Stream:
         conn = self.conn
         head = self.head
         slot = None
+        try:
+            routed = conn.proxy.route(head)
+        except ProtocolError as exc:
+            self.finish_error(exc.status, str(exc))
+            return
+        if routed.h2 is not None:  # an HTTP/2 backend: stream to stream, in a task
+            nursery.start_soon(self.run_h2, routed)
+            return
         if self.ended:
             try:
                 backend, wire = conn.proxy.prepare(head, conn.ip)
@@ -268,6 +277,79 @@ class H2Stream:
         self.conn.answer_error(self.id, status)
         self.conn.stream_done(self)
 
+    # --- to an HTTP/2 backend -----------------------------------------------------------
+
+    async def run_h2(self, backend: HttpBackend) -> None:
+        """Relay the stream to a stream of an HTTP/2 backend: body both ways at once (a
+        bidirectional gRPC call streams both), then trailers."""
+        conn = self.conn
+        pool = backend.h2
+        assert pool is not None
+        self.chunked = False  # DATA goes on as DATA
+        with self._scope():
+            slot = backend.pick(self.head)
+            if slot is None:
+                self.finish_error(503, f"backend {backend.config.name}: no server available")
+                return
+            fields = upstream_fields(self.head, pool.scheme, conn.ip, conn.proxy.scheme)
+            # (Not ``ended``: the body may have come whole by now, and still has to go.)
+            bodiless = self.head.framing is Framing.NONE
+            try:
+                exchange = await pool.open(slot, fields, bodiless)
+            except UpstreamError as exc:
+                self.finish_error(status_for(exc), str(exc))
+                return
+            failure: Exception | None = None
+            try:
+                async with trio.open_nursery() as nursery:
+                    if not bodiless:
+                        nursery.start_soon(self._upload, exchange)
+                    try:
+                        await self._download(exchange, backend)
+                    except (UpstreamError, ClientClosed, ClientTimeout,
+                            h2.exceptions.H2Error) as exc:  # fmt: skip
+                        failure = exc  # (raised here, it would come out as a group)
+                    nursery.cancel_scope.cancel()  # answered: the rest of the upload is moot
+            finally:
+                exchange.cancel()
+            if isinstance(failure, UpstreamError) and not self.responding:
+                self.finish_error(status_for(failure), str(failure))
+            elif failure is not None:
+                self._abort(failure)
+            else:
+                self.conn.stream_done(self)
+
+    async def _upload(self, exchange: Exchange) -> None:
+        """The request body, DATA to DATA; a failure resets the backend's stream, which
+        ends the download with an error."""
+        timeout = self.conn.proxy.config.body_timeout
+        try:
+            while data := await self.recv():
+                await exchange.send(data, timeout)
+            await exchange.end()
+        except (UpstreamError, ClientClosed, ClientTimeout, h2.exceptions.H2Error) as exc:
+            log.debug("http2 stream %d: request body: %s", self.id, exc)
+            exchange.fail(str(exc))
+
+    async def _download(self, exchange: Exchange, backend: HttpBackend) -> None:
+        h2c = self.conn.h2
+        fields = await exchange.response(backend.config.response_timeout)
+        out = [(n, v) for n, v in fields if n == b":status" or n[:1] != b":"]
+        done = exchange.ended and not exchange.data and exchange.trailers is None
+        h2c.send_headers(self.id, out, end_stream=done)
+        self.responding = True
+        self.conn.kick()
+        if done:
+            return
+        timeout = self.conn.proxy.config.body_timeout
+        while data := await exchange.recv(timeout):
+            await self.send_all(data)
+        if exchange.trailers is not None:  # (gRPC's status)
+            h2c.send_headers(self.id, exchange.trailers, end_stream=True)
+        else:
+            h2c.end_stream(self.id)
+        self.conn.kick()
+
     # --- the task path ----------------------------------------------------------------
 
     async def run(self, slot: ServerSlot | None = None, fresh: bool = False) -> None:
@@ -395,3 +477,22 @@ class H2Stream:
         self.conn.h2.end_stream(self.id)
         self.conn.kick()
         return rhead.keep_alive and framing is not Framing.CLOSE and not extra
+
+
+def upstream_fields(
+    head: RequestHead, scheme: bytes, client_ip: bytes, client_scheme: bytes
+) -> list[tuple[bytes, bytes]]:
+    """The header block of ``head`` for an HTTP/2 backend: pseudo-headers first, the
+    forwarding fields as for HTTP/1.1, and ``te: trailers`` kept (gRPC needs it)."""
+    headers = head.headers
+    host = headers.get(b"host") or b""
+    fields = [(b":method", head.method), (b":scheme", scheme), (b":authority", host),
+              (b":path", head.target)]  # fmt: skip
+    for name, value in forward_request_fields(headers, client_ip, client_scheme, host):
+        if name != b"host":
+            fields.append((name, value))
+    if headers.get(b"te") == b"trailers":
+        fields.append((b"te", b"trailers"))
+    if head.content_length is not None:
+        fields.append((b"content-length", b"%d" % head.content_length))
+    return fields

@@ -42,6 +42,7 @@ from trilb.errors import ExchangeAborted, ProtocolError, UpstreamError
 from trilb.l4.idle import IdleSweeper
 from trilb.l7.body import relay_chunked, relay_length, relay_until_close
 from trilb.l7.forward import VIA, forward_request_fields, forward_response_fields
+from trilb.l7.h2upstream import H2Pool
 from trilb.l7.http1 import serialize_request, serialize_response
 from trilb.l7.router import Router
 from trilb.l7.stream import Peer, Stream
@@ -90,6 +91,16 @@ class HttpBackend:
         self.key = key_function(config.balance)
         self.pool = UpstreamPool(config, self.state.slots, sweeper)
         sweeper.chores.append(self.pool.expire)
+        # protocol = "h2": multiplexed HTTP/2 connections instead of the HTTP/1.1 pool.
+        self.h2: H2Pool | None = None
+        if config.protocol == "h2":
+            self.h2 = H2Pool(config, self.state.slots, sweeper)
+            sweeper.chores.append(self.h2.expire)
+
+    def pick(self, head: RequestHead) -> ServerSlot | None:
+        """The balancer's pick for ``head`` (None: no server available)."""
+        key = self.key(head) if self.key is not None else None
+        return self.state.balancer.pick(key)
 
     def pooled(self, head: RequestHead) -> tuple[Stream | None, ServerSlot | None]:
         """The balancer's pick for ``head`` and, when its pool holds a usable one, an idle
@@ -97,7 +108,9 @@ class HttpBackend:
         ``connect`` when no connection came with it."""
         key = self.key(head) if self.key is not None else None
         slot = self.state.balancer.pick(key)
-        return (None if slot is None else self.pool.take(slot)), slot
+        if slot is None or self.h2 is not None:
+            return None, slot
+        return self.pool.take(slot), slot
 
     async def connect(
         self, head: RequestHead, first: ServerSlot | None, fresh: bool = False
@@ -166,13 +179,22 @@ class Proxy:
           ProtocolError: 413 for a declared body over ``max_body_size``; 500 when a field
             cannot be written.
         """
+        backend = self.route(head)
+        return backend, self._request_wire(head, client_ip)
+
+    def route(self, head: RequestHead) -> HttpBackend:
+        """The backend ``head`` goes to.
+
+        Raises:
+          ProtocolError: 413 for a declared body over ``max_body_size``.
+        """
         backend = self.only or self.backends[self.router.match(head).backend]
         if head.framing is Framing.LENGTH:
             limit = self.config.max_body_size
             if limit and (head.content_length or 0) > limit:
                 raise ProtocolError(413, f"request body of {head.content_length} bytes "
                                     f"over {limit}")  # fmt: skip
-        return backend, self._request_wire(head, client_ip)
+        return backend
 
     async def exchange(
         self,
@@ -218,6 +240,9 @@ class Proxy:
         HTTP/2 stream (l7/http2.py) that reads like one. Raises as ``exchange`` does.
         """
         backend, wire = self.prepare(head, client_ip)
+        if backend.h2 is not None:  # (HTTP/2 streams go there by l7/h2stream.py's path)
+            raise ProtocolError(502, f"backend {backend.config.name} speaks h2: HTTP/1.1 "
+                                "clients cannot use it yet")  # fmt: skip
         if head.expect_continue:
             await client.send_all(CONTINUE)
             client.responding = False  # an interim response: a final error may still follow

@@ -53,6 +53,9 @@ async def serve_worker(
                 for fe in frontends:
                     if isinstance(fe, HttpFrontend):
                         fe.handlers = handlers
+                        for backend in fe.proxy.backends.values():
+                            if backend.h2 is not None:  # its connections' readers run here
+                                backend.h2.nursery = handlers
                     for sock in listeners[fe.config.name]:
                         if isinstance(fe, HttpFrontend):
                             fe.listen(sock)  # accepted in the reactor's callbacks

@@ -1,0 +1,342 @@
+"""HTTP/2 to backend servers (``protocol = "h2"``): multiplexed connections, per worker.
+
+Theory of operation. A server spoken to in HTTP/2 (gRPC services, mostly) takes many
+requests on one connection, with trailers after the body, so there is no pool of idle
+connections taking one request each, as for HTTP/1.1: each server has a few
+connections, and a request opens a stream on one whose streams are below the server's
+SETTINGS_MAX_CONCURRENT_STREAMS (and MAX_STREAMS), or on a new connection. A
+connection's frames are read by a task in the worker's handler nursery that feeds the
+`h2` library (client side, with its header validation on: a backend's fields go to
+clients) and hands each stream's events to its Exchange; the exchanges (tasks of the
+client side) write under a lock. Flow control is backpressure both ways: response DATA
+is acknowledged only as the client side takes it, request DATA waits for the server's
+windows. A server's GOAWAY lets its streams in flight finish and sends new ones to
+another connection; a connection idle for pool_idle_timeout is closed.
+
+It does not choose servers (the balancer does, l7/proxy.py) and speaks nothing to
+clients (l7/h2stream.py relays).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import trio
+
+from trilb.balance.algorithms import ServerSlot
+from trilb.errors import UpstreamError
+from trilb.l4.connect import open_tcp, start_tls
+from trilb.tls import client_context, sni_name
+
+if TYPE_CHECKING:
+    from trilb.config.schema import Backend
+    from trilb.l4.idle import IdleSweeper
+    from trilb.l7.stream import Stream
+
+log = logging.getLogger(__name__)
+
+# Streams trilb opens on one backend connection at most (the server may allow fewer).
+MAX_STREAMS = 100
+Fields = list[tuple[bytes, bytes]]
+
+
+class Exchange:
+    """One request stream on a backend connection: what the server answered so far."""
+
+    __slots__ = ("conn", "data", "ended", "error", "event", "head", "id", "trailers")
+
+    def __init__(self, conn: H2Client, stream_id: int) -> None:
+        self.conn = conn
+        self.id = stream_id
+        self.head: Fields | None = None
+        self.data: deque[tuple[bytes, int]] = deque()
+        self.trailers: Fields | None = None
+        self.ended = False
+        self.error: str | None = None  # the server reset the stream, or the connection died
+        self.event = trio.Event()
+
+    def _wake(self) -> None:
+        self.event.set()
+
+    async def _wait(self, timeout: float, what: str) -> None:
+        self.event = trio.Event()
+        with trio.move_on_after(timeout) as waited:
+            await self.event.wait()
+        if waited.cancelled_caught:
+            raise UpstreamError("timeout", f"server {self.conn.name}: {what} timed out", False)
+
+    async def response(self, timeout: float) -> Fields:
+        """The final response's fields (``:status`` first).
+
+        Raises:
+          UpstreamError: the server reset the stream or timed out.
+        """
+        while self.head is None:
+            if self.error is not None:
+                raise UpstreamError("reset", self.error, retryable=False)
+            await self._wait(timeout, "response")
+        return self.head
+
+    async def recv(self, timeout: float) -> bytes:
+        """The next DATA payload; b"" once the server ended the stream."""
+        while True:
+            while not self.data:
+                if self.error is not None:
+                    raise UpstreamError("reset", self.error, retryable=False)
+                if self.ended:
+                    return b""
+                await self._wait(timeout, "response body")
+            payload, flowed = self.data.popleft()
+            self.conn.consumed(self.id, flowed)
+            if payload:
+                return payload
+
+    async def send(self, data: bytes, timeout: float) -> None:
+        await self.conn.send_data(self, data, timeout)
+
+    async def end(self) -> None:
+        self.conn.h2.end_stream(self.id)
+        await self.conn.flush()
+
+    def fail(self, why: str) -> None:
+        """The request side broke: reset the stream; waits on it raise ``why``."""
+        self.cancel()
+        if self.error is None:
+            self.error = why
+        self._wake()
+
+    def cancel(self) -> None:
+        """The client side gave up: reset the stream (the connection stays)."""
+        if not self.ended and self.error is None:
+            try:
+                self.conn.h2.reset_stream(self.id, h2.errors.ErrorCodes.CANCEL)
+            except h2.exceptions.H2Error:
+                pass
+            self.conn.kick()
+        self.conn.done(self)
+
+
+class H2Client:
+    """One HTTP/2 connection to a backend server."""
+
+    def __init__(self, pool: H2Pool, stream: Stream, slot: ServerSlot) -> None:
+        self.pool = pool
+        self.stream = stream
+        self.slot = slot
+        self.name = slot.name
+        self.h2 = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=True, header_encoding=None)
+        )
+        self.exchanges: dict[int, Exchange] = {}
+        self.lock = trio.Lock()
+        self.window = trio.Event()
+        self.pending = trio.Event()
+        self.closed = False
+        self.going_away = False
+        self.idle_since = trio.current_time()
+
+    def usable(self) -> bool:
+        limit = min(MAX_STREAMS, self.h2.remote_settings.max_concurrent_streams)
+        return not (self.closed or self.going_away) and len(self.exchanges) < limit
+
+    async def open(self, fields: Fields, end_stream: bool) -> Exchange:
+        async with self.lock:
+            sid = self.h2.get_next_available_stream_id()
+            exchange = Exchange(self, sid)
+            self.exchanges[sid] = exchange
+            self.h2.send_headers(sid, fields, end_stream=end_stream)
+            await self.stream.send_all(self.h2.data_to_send())
+        return exchange
+
+    async def run(self) -> None:
+        """Read the server's frames until it closes (a task of the handler nursery)."""
+        stream = self.stream
+        try:
+            while not self.closed:
+                try:
+                    data = await stream.recv()
+                except UpstreamError:
+                    data = b""
+                if not data:
+                    break
+                try:
+                    events = self.h2.receive_data(data)
+                except h2.exceptions.ProtocolError as exc:
+                    log.warning("server %s: http/2 protocol error: %s", self.name, exc)
+                    break
+                for event in events:
+                    self._event(event)
+                self.kick()
+        finally:
+            self.close(f"server {self.name} closed the connection")
+
+    def _event(self, event: h2.events.Event) -> None:
+        if isinstance(event, h2.events.ResponseReceived):
+            exchange = self.exchanges.get(event.stream_id)
+            if exchange is not None:
+                exchange.head = event.headers
+                exchange._wake()
+        elif isinstance(event, h2.events.DataReceived):
+            exchange = self.exchanges.get(event.stream_id)
+            if exchange is None:
+                self.consumed(event.stream_id, event.flow_controlled_length)
+            else:
+                exchange.data.append((event.data, event.flow_controlled_length))
+                exchange._wake()
+        elif isinstance(event, h2.events.TrailersReceived):
+            exchange = self.exchanges.get(event.stream_id)
+            if exchange is not None:
+                exchange.trailers = event.headers
+        elif isinstance(event, h2.events.StreamEnded):
+            exchange = self.exchanges.get(event.stream_id)
+            if exchange is not None:
+                exchange.ended = True
+                exchange._wake()
+        elif isinstance(event, h2.events.StreamReset):
+            exchange = self.exchanges.get(event.stream_id)
+            if exchange is not None:
+                exchange.error = f"server {self.name} reset the stream ({event.error_code!r})"
+                exchange._wake()
+        elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
+            self.window.set()
+            self.window = trio.Event()
+        elif isinstance(event, h2.events.ConnectionTerminated):
+            self.going_away = True  # streams up to its last id finish; no new ones here
+            last = event.last_stream_id or 0
+            for sid, exchange in self.exchanges.items():
+                if sid > last:
+                    exchange.error = f"server {self.name} refused the stream (GOAWAY)"
+                    exchange._wake()
+
+    async def send_data(self, exchange: Exchange, data: bytes, timeout: float) -> None:
+        h2c = self.h2
+        while data:
+            if exchange.error is not None:
+                raise UpstreamError("reset", exchange.error, retryable=False)
+            room = min(h2c.local_flow_control_window(exchange.id), h2c.max_outbound_frame_size)
+            if room <= 0:
+                window = self.window
+                with trio.move_on_after(timeout) as waited:
+                    await window.wait()
+                if waited.cancelled_caught:
+                    raise UpstreamError("timeout", f"server {self.name}: request body "
+                                        "timed out (no window)", False)  # fmt: skip
+                continue
+            h2c.send_data(exchange.id, data[:room])
+            data = data[room:]
+            await self.flush()
+
+    def consumed(self, stream_id: int, flowed: int) -> None:
+        if flowed:
+            try:
+                self.h2.acknowledge_received_data(flowed, stream_id)
+            except h2.exceptions.H2Error:
+                return
+            self.kick()
+
+    def kick(self) -> None:
+        self.pending.set()
+
+    async def writer(self) -> None:
+        """Send what h2 has queued (WINDOW_UPDATEs, acks) whenever asked."""
+        while not self.closed:
+            await self.pending.wait()
+            self.pending = trio.Event()
+            try:
+                await self.flush()
+            except UpstreamError:
+                return
+
+    async def flush(self) -> None:
+        async with self.lock:
+            data = self.h2.data_to_send()
+            if data:
+                await self.stream.send_all(data)
+
+    def done(self, exchange: Exchange) -> None:
+        self.exchanges.pop(exchange.id, None)
+        if not self.exchanges:
+            self.idle_since = trio.current_time()
+
+    def close(self, why: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for exchange in self.exchanges.values():
+            if not exchange.ended:
+                exchange.error = why
+            exchange._wake()
+        self.pending.set()
+        self.stream.close()
+        self.pool.forget(self)
+
+
+class H2Pool:
+    """The HTTP/2 connections of one backend, per server."""
+
+    def __init__(self, config: Backend, slots: list[ServerSlot], sweeper: IdleSweeper) -> None:
+        self.config = config
+        self.sweeper = sweeper
+        self.conns: list[list[H2Client]] = [[] for _ in slots]
+        self.nursery: trio.Nursery | None = None  # the worker's handler nursery
+        self.tls = client_context(config.tls, alpn=["h2"]) if config.tls else None
+        self.sni = [sni_name(config.tls, s.spec) if config.tls else None for s in config.servers]
+        self.scheme = b"https" if config.tls else b"http"
+
+    async def open(self, slot: ServerSlot, fields: Fields, end_stream: bool) -> Exchange:
+        """A stream to ``slot``'s server, on a connection with room or a new one.
+
+        Raises:
+          UpstreamError: the connect or the handshake failed (retryable).
+        """
+        for conn in self.conns[slot.index]:
+            if conn.usable():
+                return await conn.open(fields, end_stream)
+        conn = await self._connect(slot)
+        return await conn.open(fields, end_stream)
+
+    async def _connect(self, slot: ServerSlot) -> H2Client:
+        from trilb.l7.stream import Stream
+
+        assert self.nursery is not None, "the worker gives every backend its nursery"
+        timeout = self.config.connect_timeout
+        sock = await open_tcp(self.config.servers[slot.index].address, timeout, self.sweeper)
+        if self.tls is not None:
+            tls = await start_tls(sock, self.tls, self.sni[slot.index], slot.name, timeout,
+                                  self.sweeper)  # fmt: skip
+            if tls.selected_alpn_protocol() != "h2":
+                tls.close()
+                raise UpstreamError("tls", f"server {slot.name} does not speak h2 (ALPN)", True)
+            sock = tls
+        conn = H2Client(self, Stream(sock, self.sweeper, upstream=True, name=slot.name), slot)
+        conn.h2.initiate_connection()
+        await conn.flush()
+        self.conns[slot.index].append(conn)
+        self.nursery.start_soon(conn.run)
+        self.nursery.start_soon(conn.writer)
+        return conn
+
+    def forget(self, conn: H2Client) -> None:
+        conns = self.conns[conn.slot.index]
+        if conn in conns:
+            conns.remove(conn)
+
+    def expire(self, now: float) -> None:
+        """Close connections with no stream for longer than pool_idle_timeout."""
+        limit = self.config.pool_idle_timeout
+        for conns in self.conns:
+            for conn in list(conns):
+                if not conn.exchanges and now - conn.idle_since >= limit:
+                    conn.close("idle")
+
+    def close(self) -> None:
+        for conns in self.conns:
+            for conn in list(conns):
+                conn.close("closing")
