@@ -35,13 +35,13 @@ from trilb.errors import (
     UpstreamError,
 )
 from trilb.l7.body import relay_chunked, relay_length, relay_until_close
-from trilb.l7.forward import forward_request_fields, forward_response_fields
+from trilb.l7.forward import forward_response_fields
+from trilb.l7.h2upstream import Exchange, request_fields
 from trilb.l7.proxy import IDEMPOTENT, status_for
 from trilb.l7.stream import RECV_SIZE, WOULD_BLOCK
 from trilb.messages import Framing, RequestHead, ResponseHead
 
 if TYPE_CHECKING:
-    from trilb.l7.h2upstream import Exchange
     from trilb.l7.http2 import H2Server
     from trilb.l7.proxy import HttpBackend
     from trilb.l7.stream import Stream
@@ -291,7 +291,7 @@ class H2Stream:
             if slot is None:
                 self.finish_error(503, f"backend {backend.config.name}: no server available")
                 return
-            fields = upstream_fields(self.head, pool.scheme, conn.ip, conn.proxy.scheme)
+            fields = request_fields(self.head, pool.scheme, conn.ip, conn.proxy.scheme)
             # (Not ``ended``: the body may have come whole by now, and still has to go.)
             bodiless = self.head.framing is Framing.NONE
             try:
@@ -477,22 +477,3 @@ class H2Stream:
         self.conn.h2.end_stream(self.id)
         self.conn.kick()
         return rhead.keep_alive and framing is not Framing.CLOSE and not extra
-
-
-def upstream_fields(
-    head: RequestHead, scheme: bytes, client_ip: bytes, client_scheme: bytes
-) -> list[tuple[bytes, bytes]]:
-    """The header block of ``head`` for an HTTP/2 backend: pseudo-headers first, the
-    forwarding fields as for HTTP/1.1, and ``te: trailers`` kept (gRPC needs it)."""
-    headers = head.headers
-    host = headers.get(b"host") or b""
-    fields = [(b":method", head.method), (b":scheme", scheme), (b":authority", host),
-              (b":path", head.target)]  # fmt: skip
-    for name, value in forward_request_fields(headers, client_ip, client_scheme, host):
-        if name != b"host":
-            fields.append((name, value))
-    if headers.get(b"te") == b"trailers":
-        fields.append((b"te", b"trailers"))
-    if head.content_length is not None:
-        fields.append((b"content-length", b"%d" % head.content_length))
-    return fields

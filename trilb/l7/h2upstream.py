@@ -33,6 +33,8 @@ import trio
 from trilb.balance.algorithms import ServerSlot
 from trilb.errors import UpstreamError
 from trilb.l4.connect import open_tcp, start_tls
+from trilb.l7.forward import forward_request_fields
+from trilb.messages import RequestHead
 from trilb.tls import client_context, sni_name
 
 if TYPE_CHECKING:
@@ -340,3 +342,22 @@ class H2Pool:
         for conns in self.conns:
             for conn in list(conns):
                 conn.close("closing")
+
+
+def request_fields(
+    head: RequestHead, scheme: bytes, client_ip: bytes, client_scheme: bytes
+) -> list[tuple[bytes, bytes]]:
+    """The header block of ``head`` for an HTTP/2 backend: pseudo-headers first, the
+    forwarding fields as for HTTP/1.1, and ``te: trailers`` kept (gRPC needs it)."""
+    headers = head.headers
+    host = headers.get(b"host") or b""
+    fields = [(b":method", head.method), (b":scheme", scheme), (b":authority", host),
+              (b":path", head.target)]  # fmt: skip
+    for name, value in forward_request_fields(headers, client_ip, client_scheme, host):
+        if name != b"host":
+            fields.append((name, value))
+    if headers.get(b"te") == b"trailers":
+        fields.append((b"te", b"trailers"))
+    if head.content_length is not None:
+        fields.append((b"content-length", b"%d" % head.content_length))
+    return fields

@@ -42,6 +42,7 @@ from trilb.errors import ExchangeAborted, ProtocolError, UpstreamError
 from trilb.l4.idle import IdleSweeper
 from trilb.l7.body import relay_chunked, relay_length, relay_until_close
 from trilb.l7.forward import VIA, forward_request_fields, forward_response_fields
+from trilb.l7.h1toh2 import exchange_h2
 from trilb.l7.h2upstream import H2Pool
 from trilb.l7.http1 import serialize_request, serialize_response
 from trilb.l7.router import Router
@@ -217,6 +218,9 @@ class Proxy:
           ExchangeAborted: the response broke off after its head went to the client.
           ClientClosed, ClientTimeout: the client went away or stalled.
         """
+        routed = self.route(head)
+        if routed.h2 is not None:
+            return await exchange_h2(self, client, head, first, client_ip, routed)
         upstream, slot, backend, rest, rhead, body = await self.forward(
             client, head, first, client_ip, slot, fresh
         )
@@ -240,9 +244,8 @@ class Proxy:
         HTTP/2 stream (l7/http2.py) that reads like one. Raises as ``exchange`` does.
         """
         backend, wire = self.prepare(head, client_ip)
-        if backend.h2 is not None:  # (HTTP/2 streams go there by l7/h2stream.py's path)
-            raise ProtocolError(502, f"backend {backend.config.name} speaks h2: HTTP/1.1 "
-                                "clients cannot use it yet")  # fmt: skip
+        if backend.h2 is not None:  # (exchange and l7/h2stream.py take other paths there)
+            raise ProtocolError(500, f"backend {backend.config.name} speaks h2")
         if head.expect_continue:
             await client.send_all(CONTINUE)
             client.responding = False  # an interim response: a final error may still follow
