@@ -420,3 +420,19 @@ def test_a_client_that_reads_slowly_does_not_make_trilb_buffer_the_response(
         client.close()
     assert ended and received == size
     assert peak - before < BOUND_KIB, (before, peak)
+
+
+def test_a_body_shorter_than_its_content_length_is_refused(h2c: int) -> None:
+    client = RawClient(h2c)
+    try:
+        client.conn.send_headers(1, [(b":method", b"POST"), (b":path", b"/up"),
+                                     (b":scheme", b"http"), (b":authority", b"x"),
+                                     (b"content-length", b"10")])  # fmt: skip
+        client.conn.send_data(1, b"12345", end_stream=True)
+        client.flush()
+        frames = read_frames(client.sock)
+    finally:
+        client.close()
+    # h2 counts the DATA against content-length: a connection error, and no response.
+    assert any(isinstance(f, GoAwayFrame) and f.error_code == 1 for f in frames), frames
+    assert not any(isinstance(f, HeadersFrame) for f in frames)
