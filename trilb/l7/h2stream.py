@@ -146,7 +146,7 @@ class H2Stream:
             return
         if self.ended:
             try:
-                backend, wire = conn.proxy.prepare(head, conn.ip)
+                backend, wire = routed, conn.proxy.request_wire(head, conn.ip)
             except ProtocolError as exc:
                 self.finish_error(exc.status, str(exc))
                 return

@@ -181,7 +181,7 @@ class Proxy:
             cannot be written.
         """
         backend = self.route(head)
-        return backend, self._request_wire(head, client_ip)
+        return backend, self.request_wire(head, client_ip)
 
     def route(self, head: RequestHead) -> HttpBackend:
         """The backend ``head`` goes to.
@@ -306,7 +306,12 @@ class Proxy:
             backend.pool.release(slot, upstream, clean)
         return keep, rest
 
-    def _request_wire(self, head: RequestHead, client_ip: bytes) -> bytes:
+    def request_wire(self, head: RequestHead, client_ip: bytes) -> bytes:
+        """``head`` as it goes to an HTTP/1.1 backend, forwarding fields in.
+
+        Raises:
+          ProtocolError: 500 when a field cannot be written.
+        """
         headers = head.headers
         if head.raw:  # forwarded as received, Connection out, the forwarding fields in
             host = headers.get(b"host")
