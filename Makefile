@@ -24,6 +24,9 @@ test: lint tools
 tools:
 	@command -v curl >/dev/null || { echo "installing curl for the tests"; \
 		apt-get update -qq && apt-get install -y -qq curl >/dev/null; }
+	@command -v nghttp >/dev/null && command -v h2load >/dev/null || { \
+		echo "installing nghttp2-client (nghttp, h2load) for the tests"; \
+		apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -436,3 +436,15 @@ def test_a_body_shorter_than_its_content_length_is_refused(h2c: int) -> None:
     # h2 counts the DATA against content-length: a connection error, and no response.
     assert any(isinstance(f, GoAwayFrame) and f.error_code == 1 for f in frames), frames
     assert not any(isinstance(f, HeadersFrame) for f in frames)
+
+
+def test_nghttp_and_h2load_from_nghttp2(h2c: int, h2tls: int) -> None:
+    out = subprocess.run(["nghttp", "-v", f"http://127.0.0.1:{h2c}/n1", f"http://127.0.0.1:{h2c}/n2"],
+                         capture_output=True, text=True, timeout=20)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "/n1 proto=http" in out.stdout and "/n2 proto=http" in out.stdout
+    assert out.stdout.count("recv HEADERS frame") >= 2
+    for url in (f"http://127.0.0.1:{h2c}/small", f"https://127.0.0.1:{h2tls}/small"):
+        load = subprocess.run(["h2load", "-n", "400", "-c", "4", "-m", "10", url],
+                              capture_output=True, text=True, timeout=60)  # fmt: skip
+        assert "400 succeeded, 0 failed, 0 errored" in load.stdout, load.stdout

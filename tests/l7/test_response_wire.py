@@ -119,8 +119,8 @@ def test_raw_and_rebuilt_request_heads_say_the_same(request_: bytes) -> None:
     head = RequestParser().feed(request_)
     assert head is not None
     p = proxy()
-    raw = p._request_wire(head, b"127.0.0.7")
-    general = p._request_wire(dataclasses.replace(head, raw=b""), b"127.0.0.7")
+    raw = p.request_wire(head, b"127.0.0.7")
+    general = p.request_wire(dataclasses.replace(head, raw=b""), b"127.0.0.7")
     assert request_fields(raw) == request_fields(general)
     assert raw.startswith(b"%s %s HTTP/1.1\r\n" % (head.method, head.target))
 
