@@ -448,3 +448,24 @@ def test_nghttp_and_h2load_from_nghttp2(h2c: int, h2tls: int) -> None:
         load = subprocess.run(["h2load", "-n", "400", "-c", "4", "-m", "10", url],
                               capture_output=True, text=True, timeout=60)  # fmt: skip
         assert "400 succeeded, 0 failed, 0 errored" in load.stdout, load.stdout
+
+
+def test_a_response_still_flowing_keeps_an_idle_client_connection_open(
+    trilb_factory: Factory, origin: int
+) -> None:
+    # keepalive_timeout is inactivity both ways: 2.4 s of a slow response outlast 1 s of
+    # client silence, and the connection times out only once nothing moves.
+    port = free_port()
+    trilb_factory(h2_config(port, origin).replace('default_backend = "app"',
+                                                   'default_backend = "app"\n'
+                                                   'keepalive_timeout = "1s"'),
+                  workers=1, ready=1)  # fmt: skip
+    out = curl("--http2-prior-knowledge", f"http://127.0.0.1:{port}/drip/8")
+    assert out.returncode == 0 and out.stdout == b"d" * 8, out.stderr
+    client = RawClient(port)
+    try:
+        start = time.monotonic()
+        assert read_frames(client.sock, limit=10) is not None  # until trilb closes it
+        assert 0.9 < time.monotonic() - start < 4
+    finally:
+        client.close()

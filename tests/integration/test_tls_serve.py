@@ -29,7 +29,8 @@ Factory = Callable[..., Trilb]
 
 
 class Origin(BaseHTTPRequestHandler):
-    """GET /big/N: N bytes of a pattern; /slow/MS: "slow" after MS milliseconds; GET
+    """GET /big/N: N bytes of a pattern; /slow/MS: "slow" after MS milliseconds;
+    /drip/N: N bytes, one every 0.3 s; GET
     anything else: the forwarding headers;
     POST: the SHA-256 of the body ("chunked " first when it came chunked)."""
 
@@ -44,6 +45,16 @@ class Origin(BaseHTTPRequestHandler):
         elif self.path.startswith("/slow/"):
             time.sleep(int(self.path[6:]) / 1000)
             body = b"slow"
+        elif self.path.startswith("/drip/"):  # N bytes, one every 0.3 s
+            n = int(self.path[6:])
+            self.send_response(200)
+            self.send_header("content-length", str(n))
+            self.end_headers()
+            for _ in range(n):
+                self.wfile.write(b"d")
+                self.wfile.flush()
+                time.sleep(0.3)
+            return
         else:
             proto = self.headers.get("x-forwarded-proto")
             body = f"{self.path} proto={proto} host={self.headers.get('host')}".encode()

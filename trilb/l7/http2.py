@@ -247,6 +247,10 @@ class H2Server:
                 data, self.goaway = data + self.goaway, b""
             if data:
                 await self.client.send_all(data)
+                # The connection's deadline is one of inactivity both ways, as HAProxy's
+                # `timeout client`: a stream whose response still flows keeps it open,
+                # one that stops (or a client that does not read) does not.
+                self.client.touch()
 
     def kick(self) -> None:
         """h2 has bytes to send: the writer task sends them (with whatever else comes
