@@ -86,6 +86,7 @@ Try, in another terminal:
   nc {addr.host} {addr.port}     # type a line: the backend echoes it
   curl -i http://{web}/     # HTTP proxy: A and B take turns (see x-backend, via)
   curl http://{web}/b/page     # a route: /b/ always goes to backend B
+  curl --http2-prior-knowledge -i http://{web}/     # the same over HTTP/2 (h2c)
   kill -HUP {os.getpid()}     # reload {path} without dropping a connection
 Press Ctrl-C to stop.
 """,
