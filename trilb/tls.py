@@ -74,7 +74,10 @@ class ServerTls:
             ) from None
         ctx.set_alpn_protocols(list(config.alpn))
         try:
-            ctx.load_cert_chain(cert.cert, cert.key)
+            ctx.load_cert_chain(cert.cert, cert.key, password=_no_passphrase)
+        except _EncryptedKey:
+            raise ConfigError(f"{path}.key", f"{cert.key} is encrypted: trilb needs an "
+                              "unencrypted key (it runs unattended)") from None  # fmt: skip
         except ssl.SSLError as exc:
             where = "key" if cert.key != cert.cert else "cert"
             raise ConfigError(f"{path}.{where}", _load_error(exc, cert)) from None
@@ -85,7 +88,7 @@ class ServerTls:
     def _pick(self, conn: ssl.SSLObject, name: str | None, initial: ssl.SSLContext) -> None:
         if name is None:
             return  # no SNI: the default certificate
-        name = name.lower()
+        name = name.lower().rstrip(".")  # (RFC 6066 forbids the trailing dot; some send it)
         ctx = self.exact.get(name)
         if ctx is None:
             dot = name.find(".")
@@ -98,6 +101,15 @@ class ServerTls:
         """``sock`` (accepted, non-blocking) as the server side of a TLS connection whose
         handshake the caller drives (``do_handshake`` until it no longer wants I/O)."""
         return self.default.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+
+
+class _EncryptedKey(Exception):
+    pass
+
+
+def _no_passphrase() -> str:
+    # Asked only for an encrypted key: never prompt on a terminal (a reload would hang).
+    raise _EncryptedKey
 
 
 def server_tls(config: Config) -> dict[str, ServerTls]:

@@ -177,3 +177,19 @@ def test_backend_sni_is_the_configured_name_or_the_server_host() -> None:
     assert sni_name(BackendTls(sni="api.test"), "10.0.0.1:443") == "api.test"
     assert sni_name(BackendTls(), "api.internal:8443") == "api.internal"
     assert sni_name(BackendTls(), "[::1]:8443") == "::1"
+
+
+def test_an_encrypted_key_is_a_config_error_not_a_prompt(files: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key((files / "site.key").read_bytes(), None)
+    (files / "encrypted.key").write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(b"secret")))  # fmt: skip
+    loaded = load_config(
+        config(files, '{ certs = [{ cert = "site.pem", key = "encrypted.key" }] }')
+    )
+    with pytest.raises(ConfigError) as err:
+        server_tls(loaded)
+    assert err.value.path == "frontends.web.tls.certs[0].key"
+    assert "is encrypted" in str(err.value)

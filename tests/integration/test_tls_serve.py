@@ -200,6 +200,8 @@ def test_sni_picks_the_certificate_exact_wildcard_and_default(secure: int, pki: 
         with handshake(secure, loose, name) as tls:
             sans = {v for _, v in tls.getpeercert()["subjectAltName"]}
             assert sans == {"localhost", "default.test"}
+    with handshake(secure, loose, "A.Test.") as tls:  # case and a trailing dot do not matter
+        assert {v for _, v in tls.getpeercert()["subjectAltName"]} == {"a.test"}
 
 
 def test_alpn_selects_http11_and_tls_below_12_is_refused(secure: int, pki: Pki) -> None:

@@ -116,9 +116,14 @@ async def start_tls(
                 ok = True
                 return tls
             except ssl.SSLWantReadError:
-                await wait_readable(tls)
+                wait = wait_readable
             except ssl.SSLWantWriteError:
-                await wait_writable(tls)
+                wait = wait_writable
+            # A deadline that passed while this task was already woken (by the server's
+            # bytes) woke no one: notify_closing only reaches a task that waits then.
+            if watch.expired:
+                raise trio.ClosedResourceError
+            await wait(tls)
     except trio.ClosedResourceError:  # the sweeper's notify_closing: the deadline passed
         raise UpstreamError("timeout", f"server {name}: tls handshake did not finish within "
                             f"{timeout:g}s", True) from None  # fmt: skip

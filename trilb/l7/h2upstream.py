@@ -105,7 +105,7 @@ class Exchange:
 
     async def end(self) -> None:
         self.conn.h2.end_stream(self.id)
-        await self.conn.flush()
+        self.conn.kick()
 
     def fail(self, why: str) -> None:
         """The request side broke: reset the stream; waits on it raise ``why``."""
@@ -137,9 +137,14 @@ class H2Client:
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
         self.exchanges: dict[int, Exchange] = {}
-        self.lock = trio.Lock()
         self.window = trio.Event()
+        # Only the writer task writes (a write cut off by a cancelled exchange would
+        # break TLS's retry rule): exchanges ``kick`` it, and a body sender waits until
+        # what it queued is ``written``. ``kicks`` counts requests, ``sent`` those done.
         self.pending = trio.Event()
+        self.kicks = 0
+        self.sent = 0
+        self.sent_event = trio.Event()
         self.closed = False
         self.going_away = False
         self.idle_since = trio.current_time()
@@ -148,13 +153,12 @@ class H2Client:
         limit = min(MAX_STREAMS, self.h2.remote_settings.max_concurrent_streams)
         return not (self.closed or self.going_away) and len(self.exchanges) < limit
 
-    async def open(self, fields: Fields, end_stream: bool) -> Exchange:
-        async with self.lock:
-            sid = self.h2.get_next_available_stream_id()
-            exchange = Exchange(self, sid)
-            self.exchanges[sid] = exchange
-            self.h2.send_headers(sid, fields, end_stream=end_stream)
-            await self.stream.send_all(self.h2.data_to_send())
+    def open(self, fields: Fields, end_stream: bool) -> Exchange:
+        sid = self.h2.get_next_available_stream_id()
+        exchange = Exchange(self, sid)
+        self.exchanges[sid] = exchange
+        self.h2.send_headers(sid, fields, end_stream=end_stream)
+        self.kick()
         return exchange
 
     async def run(self) -> None:
@@ -233,7 +237,8 @@ class H2Client:
                 continue
             h2c.send_data(exchange.id, data[:room])
             data = data[room:]
-            await self.flush()
+            self.kick()
+            await self.written(timeout)
 
     def consumed(self, stream_id: int, flowed: int) -> None:
         if flowed:
@@ -244,23 +249,41 @@ class H2Client:
             self.kick()
 
     def kick(self) -> None:
+        self.kicks += 1
         self.pending.set()
 
-    async def writer(self) -> None:
-        """Send what h2 has queued (WINDOW_UPDATEs, acks) whenever asked."""
-        while not self.closed:
-            await self.pending.wait()
-            self.pending = trio.Event()
-            try:
-                await self.flush()
-            except UpstreamError:
-                return
+    async def written(self, timeout: float) -> None:
+        """Wait until what was queued so far is written.
 
-    async def flush(self) -> None:
-        async with self.lock:
-            data = self.h2.data_to_send()
-            if data:
-                await self.stream.send_all(data)
+        Raises:
+          UpstreamError: the connection broke, or the server did not read in time.
+        """
+        target = self.kicks
+        while self.sent < target:
+            if self.closed:
+                raise UpstreamError("reset", f"server {self.name}: connection lost", False)
+            event = self.sent_event
+            with trio.move_on_after(timeout) as waited:
+                await event.wait()
+            if waited.cancelled_caught:
+                raise UpstreamError("timeout", f"server {self.name}: request body "
+                                    "timed out (not read)", False)  # fmt: skip
+
+    async def writer(self) -> None:
+        """The one task that writes to the server: what h2 has queued, when asked."""
+        try:
+            while not self.closed:
+                await self.pending.wait()
+                self.pending = trio.Event()
+                target = self.kicks
+                data = self.h2.data_to_send()
+                if data:
+                    await self.stream.send_all(data)
+                self.sent = target
+                self.sent_event.set()
+                self.sent_event = trio.Event()
+        except UpstreamError as exc:
+            self.close(str(exc))
 
     def done(self, exchange: Exchange) -> None:
         self.exchanges.pop(exchange.id, None)
@@ -276,6 +299,7 @@ class H2Client:
                 exchange.error = why
             exchange._wake()
         self.pending.set()
+        self.sent_event.set()
         self.stream.close()
         self.pool.forget(self)
 
@@ -300,9 +324,9 @@ class H2Pool:
         """
         for conn in self.conns[slot.index]:
             if conn.usable():
-                return await conn.open(fields, end_stream)
+                return conn.open(fields, end_stream)
         conn = await self._connect(slot)
-        return await conn.open(fields, end_stream)
+        return conn.open(fields, end_stream)
 
     async def _connect(self, slot: ServerSlot) -> H2Client:
         from trilb.l7.stream import Stream
@@ -317,9 +341,10 @@ class H2Pool:
                 tls.close()
                 raise UpstreamError("tls", f"server {slot.name} does not speak h2 (ALPN)", True)
             sock = tls
+        # From here nothing awaits: a cancelled caller cannot leave the socket unowned.
         conn = H2Client(self, Stream(sock, self.sweeper, upstream=True, name=slot.name), slot)
         conn.h2.initiate_connection()
-        await conn.flush()
+        conn.kick()  # the preface goes first, then whatever streams open
         self.conns[slot.index].append(conn)
         self.nursery.start_soon(conn.run)
         self.nursery.start_soon(conn.writer)

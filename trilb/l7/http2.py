@@ -96,8 +96,15 @@ class H2Server:
         self.streams: dict[int, H2Stream] = {}
         self.send_lock = trio.Lock()
         # Set when h2 has bytes to send: the writer task sends them all in one go, so
-        # the frames of many streams share a syscall (``kick``).
+        # the frames of many streams share a syscall (``kick``). ``kicks`` counts the
+        # requests, ``sent`` those the writer has written; ``sent_event`` is set at
+        # each write, ``writing`` during one; ``dead`` once a write failed.
         self.pending = trio.Event()
+        self.kicks = 0
+        self.sent = 0
+        self.sent_event = trio.Event()
+        self.writing = False
+        self.dead = False
         # Set when a window grows (WINDOW_UPDATE, SETTINGS): senders waiting for room.
         self.window = trio.Event()
         self.resets = Budget(RESET_BUDGET)
@@ -141,8 +148,11 @@ class H2Server:
                     if not data:
                         break
                 nursery.cancel_scope.cancel()
-            # Also after _end_if_done's cancel: a GOAWAY, the end of the last stream.
-            await self.flush()
+            # Also after _end_if_done's cancel: a GOAWAY, the end of the last stream. Not
+            # when the writer was cut off inside a write: TLS would take a different
+            # buffer for the rest of that one (OpenSSL's write retry rule).
+            if not self.writing and not self.dead:
+                await self.flush()
         except (ClientClosed, ClientTimeout):
             pass  # the connection is gone or idle: its streams are cancelled with it
         finally:
@@ -240,13 +250,21 @@ class H2Server:
     # --- writing ---------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Write what h2 has to send now; one writer at a time, in order."""
+        """Write what h2 has to send now; one writer at a time, in order.
+
+        Only tasks that no stream reset can cancel call it (the writer, the reader, the
+        start and end of the connection): a write cut off half-way over TLS must be
+        retried with the same bytes, and a stream task's scope can be cancelled at
+        any time (RST_STREAM). Streams ``kick`` the writer instead.
+        """
         async with self.send_lock:
             data = self.h2.data_to_send()
             if self.goaway:
                 data, self.goaway = data + self.goaway, b""
             if data:
+                self.writing = True
                 await self.client.send_all(data)
+                self.writing = False
                 # The connection's deadline is one of inactivity both ways, as HAProxy's
                 # `timeout client`: a stream whose response still flows keeps it open,
                 # one that stops (or a client that does not read) does not.
@@ -255,13 +273,43 @@ class H2Server:
     def kick(self) -> None:
         """h2 has bytes to send: the writer task sends them (with whatever else comes
         before it runs)."""
+        self.kicks += 1
         self.pending.set()
 
+    async def written(self, timeout: float) -> None:
+        """Wait until all that was queued so far is written (a body sender's
+        backpressure: a client that does not read holds the stream up, not memory).
+
+        Raises:
+          ClientTimeout: not written within ``timeout``.
+          ClientClosed: the connection broke.
+        """
+        target = self.kicks
+        while self.sent < target:
+            if self.dead:
+                raise ClientClosed("connection lost")
+            event = self.sent_event
+            with trio.move_on_after(timeout) as waited:
+                await event.wait()
+            if waited.cancelled_caught:
+                raise ClientTimeout("response")  # the client stopped reading
+
     async def _writer(self) -> None:
-        while True:
-            await self.pending.wait()
-            self.pending = trio.Event()
-            await self.flush()
+        try:
+            while True:
+                await self.pending.wait()
+                self.pending = trio.Event()
+                target = self.kicks
+                await self.flush()
+                self.sent = target
+                self.sent_event.set()
+                self.sent_event = trio.Event()
+        except (ClientClosed, ClientTimeout):
+            # The client is gone or stopped reading: the connection is over.
+            self.dead = True
+            self.sent_event.set()
+            if self.nursery is not None:
+                self.nursery.cancel_scope.cancel()
 
     async def send_data(self, stream: H2Stream, data: bytes) -> None:
         """Send a response body's bytes within the client's flow-control windows."""
@@ -279,7 +327,8 @@ class H2Server:
             data = data[room:]
             # Written before more is taken: a client that does not read (whatever window
             # it advertised) holds this stream up, not trilb's memory.
-            await self.flush()
+            self.kick()
+            await self.written(stream.timeout)
 
     def consumed(self, stream_id: int, flowed: int) -> None:
         """Request DATA went on to the backend: the client may send as much again."""
