@@ -30,7 +30,7 @@ from hyperframe.frame import (
     WindowUpdateFrame,
 )
 
-from tests.integration.conftest import Trilb, free_port
+from tests.integration.conftest import ThreadedServer, Trilb, free_port
 from tests.integration.test_http_serve import BOUND_KIB, rss_kib
 from tests.integration.test_tls_serve import Pki, client_context, origin, pattern, pki
 
@@ -467,5 +467,94 @@ def test_a_response_still_flowing_keeps_an_idle_client_connection_open(
         start = time.monotonic()
         assert read_frames(client.sock, limit=10) is not None  # until trilb closes it
         assert 0.9 < time.monotonic() - start < 4
+    finally:
+        client.close()
+
+
+class Recording(ThreadedServer):
+    """An HTTP/1.1 backend that records request lines and answers 200 "ok"."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        super().__init__()
+
+    def serve(self, conn: socket.socket) -> None:
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            head, data = data.split(b"\r\n\r\n", 1)
+            self.lines.append(head.split(b"\r\n", 1)[0])
+            conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+
+
+def post(path: bytes) -> list[tuple[bytes, bytes]]:
+    return [(b":method", b"POST"), (b":path", path), (b":scheme", b"http"), (b":authority", b"x")]
+
+
+@pytest.fixture
+def recorded(trilb_factory: Factory) -> Iterator[tuple[int, Recording]]:
+    backend = Recording()
+    port = free_port()
+    config = h2_config(port, backend.port).replace(
+        'default_backend = "app"', 'default_backend = "app"\nmax_body_size = 1000'
+    )
+    trilb_factory(config, workers=1, ready=1)
+    yield port, backend
+    backend.stop()
+
+
+def test_a_reset_sent_with_its_headers_never_reaches_the_backend(
+    recorded: tuple[int, Recording],
+) -> None:
+    port, backend = recorded
+    client = RawClient(port)
+    try:
+        for sid in (1, 3):
+            client.conn.send_headers(sid, post(b"/gone%d" % sid))
+            client.conn.reset_stream(sid)
+        client.request(5, b"/kept")
+        client.events(lambda e: isinstance(e, h2.events.StreamEnded) and e.stream_id == 5)
+    finally:
+        client.close()
+    assert backend.lines == [b"GET /kept HTTP/1.1"]
+
+
+def test_streams_answered_before_their_body_ended_free_their_slot_and_window(
+    recorded: tuple[int, Recording],
+) -> None:
+    # 150 uploads over max_body_size, each answered 413 while the client still sends:
+    # each is reset (NO_ERROR) so it does not count against the 100 concurrent streams,
+    # and the DATA it left unread goes back to the connection's window.
+    port, _ = recorded
+    client = RawClient(port)
+    try:
+        client.events(lambda e: isinstance(e, h2.events.SettingsAcknowledged))
+        statuses = []
+        for sid in range(1, 301, 2):
+            client.conn.send_headers(sid, post(b"/big"))
+            client.conn.send_data(sid, b"x" * 4000)
+            client.flush()
+
+            def done(e: object, sid: int = sid) -> bool:
+                if isinstance(e, h2.events.ResponseReceived) and e.stream_id == sid:
+                    statuses.append(dict(e.headers)[b":status"])
+                return isinstance(e, (h2.events.StreamEnded, h2.events.StreamReset)) and (
+                    e.stream_id == sid
+                )
+
+            client.events(done)
+        assert statuses == [b"413"] * 150
+        client.conn.send_headers(301, [*post(b"/fine"), (b"content-length", b"900")])
+        client.conn.send_data(301, b"y" * 900, end_stream=True)
+        client.flush()
+        start = time.monotonic()
+        events = client.events(lambda e: isinstance(e, h2.events.StreamEnded))
+        ok = [e for e in events if isinstance(e, h2.events.ResponseReceived)]
+        assert [dict(e.headers)[b":status"] for e in ok] == [b"200"]
+        assert time.monotonic() - start < 2
     finally:
         client.close()

@@ -120,6 +120,8 @@ def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead
         if not length.isdigit():
             raise ProtocolError(400, f"invalid content-length {length!r}")
         content_length = int(length)
+        if content_length and ended:  # (h2 counts DATA against it: here there is none)
+            raise ProtocolError(400, "content-length with no body (the stream ended)")
         if content_length and not ended:
             framing = Framing.LENGTH
     elif not ended:

@@ -69,7 +69,9 @@ class H2Stream:
         self.data: deque[tuple[bytes, int]] = deque()  # (payload, flow-controlled length)
         self.ended = ended
         self.waiter: trio.Event | None = None
-        self.scope: trio.CancelScope | None = None  # a task's, once one runs the stream
+        # The scope of the task that runs the stream, made now: a reset that comes with
+        # the HEADERS, before the task starts, still cancels it (it then never runs).
+        self.scope = trio.CancelScope()
         self.timeout = conn.proxy.config.body_timeout
         self.phase = "body"
         # Peer: this is the client side of the exchange.
@@ -249,7 +251,9 @@ class H2Stream:
         server, slot, backend = self.server, self.slot, self.backend
         assert server is not None and slot is not None and backend is not None
         self._detach(server)
-        self.conn.nursery_start(self.relay_in_task, server, slot, backend, rhead, body, head_sent)
+        task = (self.relay_in_task, server, slot, backend, rhead, body, head_sent)
+        if not self.conn.nursery_start(*task):  # the connection is ending
+            backend.pool.release(slot, server, False)
 
     def _timed_out(self) -> None:
         if self.server is not None:
@@ -391,6 +395,9 @@ class H2Stream:
                     status = exc.status if isinstance(exc, ProtocolError) else status_for(exc)
                     self.finish_error(status, str(exc))
                     return
+                except BaseException:  # (cancelled: the client reset, the connection ended)
+                    backend.pool.release(slot, server, False)
+                    raise
             await self.relay(server, slot, backend, rhead, body, head_sent)
 
     async def relay(
@@ -413,14 +420,16 @@ class H2Stream:
             self._abort(exc)
             return
         except h2.exceptions.H2Error:
-            self.conn.stream_done(self)  # reset by the client, or the connection closed
+            # Reset by the client, or the connection closed; else (a broken backend's
+            # response h2 refused) the client hears of it.
+            self.conn.reset_stream(self.id)
+            self.conn.stream_done(self)
             return
         finally:
             backend.pool.release(slot, server, clean)
         self.conn.stream_done(self)
 
     def _scope(self) -> trio.CancelScope:
-        self.scope = trio.CancelScope()
         return self.scope
 
     def _abort(self, exc: Exception) -> None:

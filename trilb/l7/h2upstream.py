@@ -46,21 +46,26 @@ log = logging.getLogger(__name__)
 
 # Streams trilb opens on one backend connection at most (the server may allow fewer).
 MAX_STREAMS = 100
+# The receive window of a whole connection; each stream keeps the default 64 KiB, so what
+# trilb buffers per stream stays small while streams do not wait for each other.
+CONNECTION_WINDOW = 16 << 20
 Fields = list[tuple[bytes, bytes]]
 
 
 class Exchange:
     """One request stream on a backend connection: what the server answered so far."""
 
-    __slots__ = ("conn", "data", "ended", "error", "event", "head", "id", "trailers")
+    __slots__ = ("conn", "data", "ended", "error", "event", "head", "id", "sent_all",
+                 "trailers")  # fmt: skip
 
-    def __init__(self, conn: H2Client, stream_id: int) -> None:
+    def __init__(self, conn: H2Client, stream_id: int, sent_all: bool) -> None:
         self.conn = conn
         self.id = stream_id
         self.head: Fields | None = None
         self.data: deque[tuple[bytes, int]] = deque()
         self.trailers: Fields | None = None
-        self.ended = False
+        self.ended = False  # the server's side
+        self.sent_all = sent_all  # ours
         self.error: str | None = None  # the server reset the stream, or the connection died
         self.event = trio.Event()
 
@@ -105,24 +110,31 @@ class Exchange:
 
     async def end(self) -> None:
         self.conn.h2.end_stream(self.id)
+        self.sent_all = True
         self.conn.kick()
 
     def fail(self, why: str) -> None:
         """The request side broke: reset the stream; waits on it raise ``why``."""
         self.cancel()
-        if self.error is None:
-            self.error = why
+        self.error = why
         self._wake()
 
     def cancel(self) -> None:
-        """The client side gave up: reset the stream (the connection stays)."""
-        if not self.ended and self.error is None:
+        """The exchange is over: reset the stream if either side is still open (h2
+        counts it against the server's stream limit until then), and give back the
+        window of the DATA nobody took (the connection's window is shared)."""
+        conn = self.conn
+        if self.error is None and not (self.ended and self.sent_all):
             try:
-                self.conn.h2.reset_stream(self.id, h2.errors.ErrorCodes.CANCEL)
+                conn.h2.reset_stream(self.id, h2.errors.ErrorCodes.CANCEL)
             except h2.exceptions.H2Error:
                 pass
-            self.conn.kick()
-        self.conn.done(self)
+            self.error = "cancelled"
+            conn.kick()
+        flowed = sum(n for _, n in self.data)
+        self.data.clear()
+        conn.consumed(self.id, flowed)
+        conn.done(self)
 
 
 class H2Client:
@@ -151,13 +163,22 @@ class H2Client:
 
     def usable(self) -> bool:
         limit = min(MAX_STREAMS, self.h2.remote_settings.max_concurrent_streams)
-        return not (self.closed or self.going_away) and len(self.exchanges) < limit
+        return not (self.closed or self.going_away) and self.h2.open_outbound_streams < limit
 
     def open(self, fields: Fields, end_stream: bool) -> Exchange:
+        """A new stream with this request head.
+
+        Raises:
+          UpstreamError: h2 refused it (the server's stream limit, a closed connection).
+        """
         sid = self.h2.get_next_available_stream_id()
-        exchange = Exchange(self, sid)
+        try:
+            self.h2.send_headers(sid, fields, end_stream=end_stream)
+        except h2.exceptions.H2Error as exc:
+            raise UpstreamError("refused", f"server {self.name}: cannot open a stream: {exc}",
+                                retryable=False) from None  # fmt: skip
+        exchange = Exchange(self, sid, end_stream)
         self.exchanges[sid] = exchange
-        self.h2.send_headers(sid, fields, end_stream=end_stream)
         self.kick()
         return exchange
 
@@ -344,6 +365,9 @@ class H2Pool:
         # From here nothing awaits: a cancelled caller cannot leave the socket unowned.
         conn = H2Client(self, Stream(sock, self.sweeper, upstream=True, name=slot.name), slot)
         conn.h2.initiate_connection()
+        # The connection's window well above each stream's 64 KiB: one response its client
+        # reads slowly does not stall the others on this connection.
+        conn.h2.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         conn.kick()  # the preface goes first, then whatever streams open
         self.conns[slot.index].append(conn)
         self.nursery.start_soon(conn.run)

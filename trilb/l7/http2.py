@@ -64,6 +64,9 @@ MAX_STREAMS = 100
 # Stream resets a client may cause per second before it is cut off: far above what a
 # browser cancelling navigations does, far below a rapid-reset flood (thousands/s).
 RESET_BUDGET = 200
+# The receive window of a whole connection, above the 64 KiB of each stream: uploads on
+# several streams at once do not wait for each other (h2's default is 64 KiB for both).
+CONNECTION_WINDOW = 16 << 20
 # PING and SETTINGS frames per second (each makes trilb answer): a client needs a few;
 # a flood of them is an attack on the CPU and on the write side (CVE-2019-9512/9515).
 CONTROL_BUDGET = 500
@@ -127,8 +130,12 @@ class H2Server:
             },
         )
         h2c.initiate_connection()
+        # A connection window above the streams' (64 KiB each): one stream whose body
+        # the backend reads slowly does not stall the others' uploads. What is buffered
+        # stays bounded by the stream windows, acknowledged only once relayed.
+        h2c.increment_flow_control_window(CONNECTION_WINDOW - 65535)
         client = self.client
-        client.arm(self.keepalive, "idle")
+        client.arm(self.keepalive, "idle")  # only while no stream is open: see _opened
         try:
             async with trio.open_nursery() as nursery:
                 self.nursery = nursery
@@ -136,17 +143,10 @@ class H2Server:
                     self.h2.close_connection()
                 await self.flush()
                 nursery.start_soon(self._writer)
-                data = first
-                while True:
-                    if data:
-                        client.touch()
-                        if not await self._received(data, nursery):
-                            break
-                    if self.closing and not self.streams:
-                        break
-                    data = await client.recv()
-                    if not data:
-                        break
+                try:
+                    await self._read(first, nursery)
+                except (ClientClosed, ClientTimeout):
+                    pass  # (caught here: out of the nursery it would be an ExceptionGroup)
                 nursery.cancel_scope.cancel()
             # Also after _end_if_done's cancel: a GOAWAY, the end of the last stream. Not
             # when the writer was cut off inside a write: TLS would take a different
@@ -159,6 +159,19 @@ class H2Server:
             client.disarm()
             for stream in self.streams.values():
                 stream.release(False)  # (those the reactor was serving)
+
+    async def _read(self, data: bytes, nursery: trio.Nursery) -> None:
+        client = self.client
+        while True:
+            if data:
+                client.touch()
+                if not await self._received(data, nursery):
+                    return
+            if self.closing and not self.streams:
+                return
+            data = await client.recv()
+            if not data:
+                return
 
     async def _received(self, data: bytes, nursery: trio.Nursery) -> bool:
         """Feed bytes to h2 and act on its events; False: the connection is over."""
@@ -203,11 +216,11 @@ class H2Server:
         return True
 
     def _reset(self, stream_id: int) -> None:
-        stream = self.streams.pop(stream_id, None)
+        stream = self.streams.get(stream_id)
         if stream is not None:
-            if stream.scope is not None:
-                stream.scope.cancel()
+            stream.scope.cancel()  # (also before its task starts: then it never runs)
             stream.release(False)  # (a stream the reactor was serving)
+            self._closed(stream)
 
     async def _calm(self, what: str) -> bool:
         """A flood: GOAWAY (ENHANCE_YOUR_CALM), and the connection is over."""
@@ -230,18 +243,48 @@ class H2Server:
             self.answer_error(sid, exc.status)
             return
         stream = H2Stream(self, sid, head, ended)
+        if not self.streams:  # the connection is busy: no idle deadline (see _closed)
+            self.client.disarm()
         self.streams[sid] = stream
         stream.start(nursery)
 
-    def nursery_start(self, fn: Callable[..., Awaitable[object]], *args: object) -> None:
-        """Run ``fn(*args)`` in a task of this connection (a stream leaving the reactor)."""
-        if self.nursery is not None:
+    def nursery_start(self, fn: Callable[..., Awaitable[object]], *args: object) -> bool:
+        """Run ``fn(*args)`` in a task of this connection (a stream leaving the reactor);
+        False when the connection is ending (no task can start)."""
+        if self.nursery is None:
+            return False
+        try:
             self.nursery.start_soon(fn, *args)
+        except RuntimeError:  # the nursery is closed: the connection is over
+            return False
+        return True
 
     def stream_done(self, stream: H2Stream) -> None:
-        self.streams.pop(stream.id, None)
+        self._closed(stream)
         self.kick()
         self._end_if_done()
+
+    def _closed(self, stream: H2Stream) -> None:
+        """A stream is over: forget it, give back the window of the DATA it did not
+        take, and once the connection has no stream, its idle deadline runs again."""
+        if self.streams.pop(stream.id, None) is None:
+            return
+        if not stream.ended:
+            # Answered before the client finished its request (413, an error, a backend
+            # that answered early): NO_ERROR tells it to stop sending (RFC 9113 8.1), and
+            # the stream stops counting against the concurrent-stream limit.
+            try:
+                self.h2.reset_stream(stream.id, h2.errors.ErrorCodes.NO_ERROR)
+            except h2.exceptions.H2Error:
+                pass  # (reset by the client, or closed already)
+        flowed = sum(n for _, n in stream.data)
+        stream.data.clear()
+        if flowed:
+            self.consumed(stream.id, flowed)  # (the connection window, mostly)
+        if not self.streams:
+            # While streams are open, each has its own deadlines, and a stalled write
+            # ends the connection (_writer): the idle deadline is for a quiet connection.
+            self.client.arm(self.keepalive, "idle")
 
     def _end_if_done(self) -> None:
         if self.closing and not self.streams and self.nursery is not None:
@@ -263,7 +306,12 @@ class H2Server:
                 data, self.goaway = data + self.goaway, b""
             if data:
                 self.writing = True
-                await self.client.send_all(data)
+                # A client that does not read: the connection ends after body_timeout,
+                # whatever its streams do (nginx's send_timeout).
+                with trio.move_on_after(self.proxy.config.body_timeout) as bounded:
+                    await self.client.send_all(data)
+                if bounded.cancelled_caught:
+                    raise ClientTimeout("response")
                 self.writing = False
                 # The connection's deadline is one of inactivity both ways, as HAProxy's
                 # `timeout client`: a stream whose response still flows keeps it open,
@@ -335,8 +383,8 @@ class H2Server:
         if flowed:
             try:
                 self.h2.acknowledge_received_data(flowed, stream_id)
-            except h2.exceptions.StreamClosedError:
-                return
+            except h2.exceptions.H2Error:
+                return  # (the connection is closed)
             self.kick()
 
     def answer_error(self, stream_id: int, status: int) -> None:
