@@ -306,12 +306,15 @@ class H2Server:
                 data, self.goaway = data + self.goaway, b""
             if data:
                 self.writing = True
-                # A client that does not read: the connection ends after body_timeout,
-                # whatever its streams do (nginx's send_timeout).
-                with trio.move_on_after(self.proxy.config.body_timeout) as bounded:
-                    await self.client.send_all(data)
-                if bounded.cancelled_caught:
-                    raise ClientTimeout("response")
+                sent = self.client.send_nowait(data)
+                if sent < len(data):
+                    # A client that does not read: the connection ends after body_timeout,
+                    # whatever its streams do (nginx's send_timeout). (A scope only here:
+                    # most writes fit the socket buffer at once.)
+                    with trio.move_on_after(self.proxy.config.body_timeout) as bounded:
+                        await self.client.send_rest(data, sent)
+                    if bounded.cancelled_caught:
+                        raise ClientTimeout("response")
                 self.writing = False
                 # The connection's deadline is one of inactivity both ways, as HAProxy's
                 # `timeout client`: a stream whose response still flows keeps it open,
