@@ -277,27 +277,10 @@ def read_frames(sock: socket.socket, limit: float = 5) -> list[Frame]:
 
 
 def read_goaway(sock: socket.socket, limit: float = 5) -> int | None:
-    """Read frames (with hyperframe: an h2 connection object refuses everything after a
-    GOAWAY) until a GOAWAY; its error code, or None."""
-    buf = b""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
-        while len(buf) >= 9:
-            frame, length = Frame.parse_frame_header(memoryview(buf[:9]))
-            if len(buf) < 9 + length:
-                break
-            if isinstance(frame, GoAwayFrame):
-                frame.parse_body(memoryview(buf[9 : 9 + length]))
-                return int(frame.error_code)
-            buf = buf[9 + length :]
-        try:
-            data = sock.recv(65536)
-        except (TimeoutError, ConnectionResetError):
-            return None
-        if not data:
-            return None
-        buf += data
-    return None
+    """The error code of the GOAWAY among the frames until the connection closes (read
+    with hyperframe: an h2 connection object refuses everything after a GOAWAY)."""
+    goaway = [f for f in read_frames(sock, limit) if isinstance(f, GoAwayFrame)]
+    return int(goaway[0].error_code) if goaway else None
 
 
 def headers_frame(client: RawClient, sid: int, end_headers: bool = True) -> HeadersFrame:

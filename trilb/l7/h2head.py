@@ -27,6 +27,8 @@ BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|\A[ \t]|[ \t]\Z")
 # What a :path may not hold on its way into an HTTP/1.1 request line: whitespace and
 # control characters would split or end the line; a fragment is never sent.
 BAD_PATH: Final = re.compile(rb"[\x00-\x20\x7f#]")
+# The pseudo-header fields of a request (8.3.1); :protocol is RFC 8441's (not yet).
+REQUEST_PSEUDO: Final = frozenset((b":method", b":scheme", b":authority", b":path"))
 # Fields that only mean something on an HTTP/1.1 connection (8.2.2).
 CONNECTION_SPECIFIC: Final = frozenset(
     (b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade")
@@ -42,7 +44,7 @@ def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead
       ProtocolError: 400 for a malformed block; 501 for CONNECT (no tunnels, and no
         extended CONNECT yet).
     """
-    method = path = authority = scheme = None
+    pseudo: dict[bytes, bytes] = {}
     fields: list[tuple[bytes, bytes]] = []
     cookies: list[bytes] = []
     length: bytes | None = None
@@ -53,26 +55,13 @@ def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead
         if name[:1] == b":":
             if fields or cookies or host is not None:
                 raise ProtocolError(400, f"pseudo-header {name!r} after a regular field")
-            if name == b":method":
-                if method is not None:
-                    raise _twice(name)
-                method = value
-            elif name == b":path":
-                if path is not None:
-                    raise _twice(name)
-                path = value
-            elif name == b":authority":
-                if authority is not None:
-                    raise _twice(name)
-                authority = value
-            elif name == b":scheme":
-                if scheme is not None:
-                    raise _twice(name)
-                scheme = value
-            elif name == b":protocol":
-                raise ProtocolError(501, "extended CONNECT is not implemented")
-            else:
+            if name in pseudo:
+                raise ProtocolError(400, f"pseudo-header {name!r} twice")
+            if name not in REQUEST_PSEUDO:
+                if name == b":protocol":
+                    raise ProtocolError(501, "extended CONNECT is not implemented")
                 raise ProtocolError(400, f"pseudo-header {name!r} in a request")
+            pseudo[name] = value
             continue
         if not name or name.translate(None, NAME_CHARS):
             raise ProtocolError(400, f"invalid header field name {name!r}")
@@ -92,13 +81,16 @@ def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead
             elif name == b"te" and value != b"trailers":
                 raise ProtocolError(400, "te other than trailers")
             fields.append((name, value))
+    method = pseudo.get(b":method")
+    path = pseudo.get(b":path")
+    authority = pseudo.get(b":authority")
     if method is None:
         raise ProtocolError(400, "missing :method")
     if not method or method.translate(None, TCHAR):
         raise ProtocolError(400, f"invalid :method {show(method)}")
     if method == b"CONNECT":
         raise ProtocolError(501, "method 'CONNECT' is not implemented")
-    if scheme is None:
+    if b":scheme" not in pseudo:
         raise ProtocolError(400, "missing :scheme")
     if not path or not (path[:1] == b"/" or (path == b"*" and method == b"OPTIONS")):
         raise ProtocolError(400, "missing or invalid :path")
@@ -127,7 +119,3 @@ def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead
     elif not ended:
         framing = Framing.CHUNKED
     return RequestHead(method, path, b"2", Headers(fields), framing, content_length, True)
-
-
-def _twice(name: bytes) -> ProtocolError:
-    return ProtocolError(400, f"pseudo-header {name!r} twice")
