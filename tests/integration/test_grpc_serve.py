@@ -141,3 +141,26 @@ servers = ["127.0.0.1:{plain.server_address[1]}"]
         server.stop(grace=None)
         plain.shutdown()
         plain.server_close()
+
+
+def test_a_dead_server_of_an_h2_backend_is_skipped(
+    trilb_factory: Factory, grpc_server: int
+) -> None:
+    port = free_port()
+    trilb_factory(f"""
+[global]
+grace = "1s"
+
+[frontends.grpc]
+mode = "http"
+bind = "127.0.0.1:{port}"
+default_backend = "svc"
+
+[backends.svc]
+protocol = "h2"
+servers = ["127.0.0.1:{free_port()}", "127.0.0.1:{grpc_server}"]
+""", workers=1, ready=1)  # fmt: skip
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        call = channel.unary_unary("/test.Echo/Unary")
+        for n in range(10):  # round-robin: every other one picks the dead server first
+            assert call(b"%d" % n, timeout=5) == b"echo:%d" % n

@@ -40,12 +40,8 @@ async def exchange_h2(
     """
     pool = backend.h2
     assert pool is not None
-    slot = backend.pick(head)
-    if slot is None:
-        raise UpstreamError("unavailable", f"backend {backend.config.name}: no server "
-                            "available", retryable=False)  # fmt: skip
     fields = request_fields(head, pool.scheme, client_ip, proxy.scheme)
-    exchange = await pool.open(slot, fields, head.framing is Framing.NONE)
+    exchange = await backend.open_h2(head, fields, head.framing is Framing.NONE)
     try:
         rest = await _upload(proxy, client, head, first, exchange)
         response = await exchange.response(backend.config.response_timeout)

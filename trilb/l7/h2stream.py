@@ -291,15 +291,11 @@ class H2Stream:
         assert pool is not None
         self.chunked = False  # DATA goes on as DATA
         with self._scope():
-            slot = backend.pick(self.head)
-            if slot is None:
-                self.finish_error(503, f"backend {backend.config.name}: no server available")
-                return
             fields = request_fields(self.head, pool.scheme, conn.ip, conn.proxy.scheme)
             # (Not ``ended``: the body may have come whole by now, and still has to go.)
             bodiless = self.head.framing is Framing.NONE
             try:
-                exchange = await pool.open(slot, fields, bodiless)
+                exchange = await backend.open_h2(self.head, fields, bodiless)
             except UpstreamError as exc:
                 self.finish_error(status_for(exc), str(exc))
                 return

@@ -43,7 +43,7 @@ from trilb.l4.idle import IdleSweeper
 from trilb.l7.body import relay_chunked, relay_length, relay_until_close
 from trilb.l7.forward import VIA, forward_request_fields, forward_response_fields
 from trilb.l7.h1toh2 import exchange_h2
-from trilb.l7.h2upstream import H2Pool
+from trilb.l7.h2upstream import Exchange, Fields, H2Pool
 from trilb.l7.http1 import serialize_request, serialize_response
 from trilb.l7.router import Router
 from trilb.l7.stream import Peer, Stream
@@ -98,11 +98,6 @@ class HttpBackend:
             self.h2 = H2Pool(config, self.state.slots, sweeper)
             sweeper.chores.append(self.h2.expire)
 
-    def pick(self, head: RequestHead) -> ServerSlot | None:
-        """The balancer's pick for ``head`` (None: no server available)."""
-        key = self.key(head) if self.key is not None else None
-        return self.state.balancer.pick(key)
-
     def pooled(self, head: RequestHead) -> tuple[Stream | None, ServerSlot | None]:
         """The balancer's pick for ``head`` and, when its pool holds a usable one, an idle
         connection to it: the per-request path, with nothing to await. Pass the slot to
@@ -147,11 +142,39 @@ class HttpBackend:
                     log.debug("backend %s: server %s: %s", self.config.name, slot.name, exc)
                     failure = exc
             slot = None
+        raise self._no_server(failure)
+
+    async def open_h2(self, head: RequestHead, fields: Fields, end_stream: bool) -> Exchange:
+        """A stream to the best available server of an HTTP/2 backend; a failed connect
+        moves on to the next server, as ``connect`` does (at most ``retries`` more).
+
+        Raises:
+          UpstreamError: as ``connect``.
+        """
+        assert self.h2 is not None
+        key = self.key(head) if self.key is not None else None
+        tried: set[int] = set()
+        failure: UpstreamError | None = None
+        for _ in range(self.config.retries + 1):
+            slot = self.state.balancer.pick(key, tried)
+            if slot is None:
+                break
+            tried.add(slot.index)
+            try:
+                return await self.h2.open(slot, fields, end_stream)
+            except UpstreamError as exc:
+                if not exc.retryable:
+                    raise
+                log.debug("backend %s: server %s: %s", self.config.name, slot.name, exc)
+                failure = exc
+        raise self._no_server(failure)
+
+    def _no_server(self, failure: UpstreamError | None) -> UpstreamError:
         if failure is not None:
-            raise UpstreamError("connect", f"backend {self.config.name}: no server accepted "
-                                f"the connection (last: {failure})", retryable=False)  # fmt: skip
-        raise UpstreamError("unavailable", f"backend {self.config.name}: no server available",
-                            retryable=False)  # fmt: skip
+            return UpstreamError("connect", f"backend {self.config.name}: no server accepted "
+                                 f"the connection (last: {failure})", retryable=False)  # fmt: skip
+        return UpstreamError("unavailable", f"backend {self.config.name}: no server available",
+                             retryable=False)  # fmt: skip
 
 
 class Proxy:
