@@ -48,10 +48,9 @@ def grpc_server() -> Iterator[int]:
     server.stop(grace=None)
 
 
-@pytest.fixture
-def channel(trilb_factory: Factory, grpc_server: int) -> Iterator[grpc.Channel]:
-    port = free_port()
-    trilb_factory(f"""
+def grpc_config(port: int, servers: list[int], backend_extra: str = "") -> str:
+    listed = ", ".join(f'"127.0.0.1:{s}"' for s in servers)
+    return f"""
 [global]
 grace = "1s"
 
@@ -62,8 +61,15 @@ default_backend = "svc"
 
 [backends.svc]
 protocol = "h2"
-servers = ["127.0.0.1:{grpc_server}"]
-""", workers=1, ready=1)  # fmt: skip
+servers = [{listed}]
+{backend_extra}
+"""
+
+
+@pytest.fixture
+def channel(trilb_factory: Factory, grpc_server: int) -> Iterator[grpc.Channel]:
+    port = free_port()
+    trilb_factory(grpc_config(port, [grpc_server]), workers=1, ready=1)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         yield channel
 
@@ -147,19 +153,7 @@ def test_a_dead_server_of_an_h2_backend_is_skipped(
     trilb_factory: Factory, grpc_server: int
 ) -> None:
     port = free_port()
-    trilb_factory(f"""
-[global]
-grace = "1s"
-
-[frontends.grpc]
-mode = "http"
-bind = "127.0.0.1:{port}"
-default_backend = "svc"
-
-[backends.svc]
-protocol = "h2"
-servers = ["127.0.0.1:{free_port()}", "127.0.0.1:{grpc_server}"]
-""", workers=1, ready=1)  # fmt: skip
+    trilb_factory(grpc_config(port, [free_port(), grpc_server]), workers=1, ready=1)
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         call = channel.unary_unary("/test.Echo/Unary")
         for n in range(10):  # round-robin: every other one picks the dead server first

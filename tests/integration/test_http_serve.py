@@ -143,6 +143,13 @@ servers = ["127.0.0.1:{b}"]
 """
 
 
+def one_server_config(port: int, server: int, extra: str = "") -> str:
+    """http_config with ``server`` as the app backend's only server."""
+    return http_config(port, server, free_port(), extra).replace(
+        f'servers = ["127.0.0.1:{server}", ', f'servers = ["127.0.0.1:{server}"]\n# '
+    )
+
+
 @pytest.fixture
 def web(trilb_factory: Factory, http_backends: list[Backend]) -> tuple[Trilb, str]:
     port = free_port()
@@ -295,9 +302,7 @@ def test_a_reused_connection_closed_before_answering_is_retried_for_get_not_for_
 ) -> None:
     backend = ClosingBackend()
     port = free_port()
-    config = http_config(port, backend.port, free_port()).replace(
-        f'servers = ["127.0.0.1:{backend.port}", ', f'servers = ["127.0.0.1:{backend.port}"]\n# '
-    )
+    config = one_server_config(port, backend.port)
     trilb_factory(config, workers=1, ready=1)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -347,9 +352,7 @@ def test_a_pooled_connection_the_server_closed_while_idle_is_not_reused(
     # request with a body is not replayed.
     backend = IdleClosingBackend()
     port = free_port()
-    config = http_config(port, backend.port, free_port()).replace(
-        f'servers = ["127.0.0.1:{backend.port}", ', f'servers = ["127.0.0.1:{backend.port}"]\n# '
-    )
+    config = one_server_config(port, backend.port)
     trilb_factory(config, workers=1, ready=1)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -407,9 +410,7 @@ def scripted(trilb_factory: Factory) -> Iterator[tuple[ScriptedBackend, str]]:
         b"/next": (b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nnext", False, b""),
     })  # fmt: skip
     port = free_port()
-    config = http_config(port, backend.port, free_port(), extra="max_body_size = 10\n").replace(
-        f'servers = ["127.0.0.1:{backend.port}", ', f'servers = ["127.0.0.1:{backend.port}"]\n# '
-    )
+    config = one_server_config(port, backend.port, extra="max_body_size = 10\n")
     trilb_factory(config, workers=1, ready=1)
     yield backend, f"http://127.0.0.1:{port}"
     backend.stop()

@@ -34,6 +34,7 @@ from trilb.balance.algorithms import ServerSlot
 from trilb.errors import UpstreamError
 from trilb.l4.connect import open_tcp, start_tls
 from trilb.l7.forward import forward_request_fields
+from trilb.l7.h2write import FrameWriter
 from trilb.messages import RequestHead
 from trilb.tls import client_context, sni_name
 
@@ -149,14 +150,8 @@ class H2Client:
             h2.config.H2Configuration(client_side=True, header_encoding=None)
         )
         self.exchanges: dict[int, Exchange] = {}
-        self.window = trio.Event()
-        # Only the writer task writes (a write cut off by a cancelled exchange would
-        # break TLS's retry rule): exchanges ``kick`` it, and a body sender waits until
-        # what it queued is ``written``. ``kicks`` counts requests, ``sent`` those done.
-        self.pending = trio.Event()
-        self.kicks = 0
-        self.sent = 0
-        self.sent_event = trio.Event()
+        # The one task that writes (l7/h2write.py): exchanges kick it.
+        self.writer = FrameWriter(self.h2, self._write)
         self.closed = False
         self.going_away = False
         self.idle_since = trio.current_time()
@@ -232,8 +227,7 @@ class H2Client:
                 exchange.error = f"server {self.name} reset the stream ({event.error_code!r})"
                 exchange._wake()
         elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):
-            self.window.set()
-            self.window = trio.Event()
+            self.writer.window_grew()
         elif isinstance(event, h2.events.ConnectionTerminated):
             self.going_away = True  # streams up to its last id finish; no new ones here
             last = event.last_stream_id or 0
@@ -243,23 +237,23 @@ class H2Client:
                     exchange._wake()
 
     async def send_data(self, exchange: Exchange, data: bytes, timeout: float) -> None:
-        h2c = self.h2
-        while data:
-            if exchange.error is not None:
-                raise UpstreamError("reset", exchange.error, retryable=False)
-            room = min(h2c.local_flow_control_window(exchange.id), h2c.max_outbound_frame_size)
-            if room <= 0:
-                window = self.window
-                with trio.move_on_after(timeout) as waited:
-                    await window.wait()
-                if waited.cancelled_caught:
-                    raise UpstreamError("timeout", f"server {self.name}: request body "
-                                        "timed out (no window)", False)  # fmt: skip
-                continue
-            h2c.send_data(exchange.id, data[:room])
-            data = data[room:]
-            self.kick()
-            await self.written(timeout)
+        """A request body's bytes, within the server's windows.
+
+        Raises:
+          UpstreamError: the stream or the connection broke, or the server gave no
+            window (or did not read) for ``timeout``.
+        """
+        if exchange.error is not None:
+            raise UpstreamError("reset", exchange.error, retryable=False)
+        try:
+            sent = await self.writer.send_data(exchange.id, data, timeout)
+        except h2.exceptions.H2Error as exc:  # (the server reset the stream meanwhile)
+            raise UpstreamError("reset", exchange.error or str(exc), retryable=False) from None
+        if not sent:
+            if self.closed:
+                raise UpstreamError("reset", f"server {self.name}: connection lost", False)
+            raise UpstreamError("timeout", f"server {self.name}: request body timed out "
+                                "(no window, or not read)", False)  # fmt: skip
 
     def consumed(self, stream_id: int, flowed: int) -> None:
         if flowed:
@@ -270,41 +264,23 @@ class H2Client:
             self.kick()
 
     def kick(self) -> None:
-        self.kicks += 1
-        self.pending.set()
+        self.writer.kick()
 
-    async def written(self, timeout: float) -> None:
-        """Wait until what was queued so far is written.
-
-        Raises:
-          UpstreamError: the connection broke, or the server did not read in time.
-        """
-        target = self.kicks
-        while self.sent < target:
-            if self.closed:
-                raise UpstreamError("reset", f"server {self.name}: connection lost", False)
-            event = self.sent_event
-            with trio.move_on_after(timeout) as waited:
-                await event.wait()
-            if waited.cancelled_caught:
-                raise UpstreamError("timeout", f"server {self.name}: request body "
-                                    "timed out (not read)", False)  # fmt: skip
-
-    async def writer(self) -> None:
-        """The one task that writes to the server: what h2 has queued, when asked."""
+    async def run_writer(self) -> None:
+        """The writer task (in the worker's handler nursery)."""
         try:
-            while not self.closed:
-                await self.pending.wait()
-                self.pending = trio.Event()
-                target = self.kicks
-                data = self.h2.data_to_send()
-                if data:
-                    await self.stream.send_all(data)
-                self.sent = target
-                self.sent_event.set()
-                self.sent_event = trio.Event()
+            await self.writer.run()
         except UpstreamError as exc:
             self.close(str(exc))
+
+    async def _write(self) -> None:
+        data = self.h2.data_to_send()
+        if data:
+            # A server that stops reading: the connection ends after response_timeout.
+            with trio.move_on_after(self.pool.config.response_timeout) as bounded:
+                await self.stream.send_all(data)
+            if bounded.cancelled_caught:
+                raise UpstreamError("timeout", f"server {self.name}: not reading", False)
 
     def done(self, exchange: Exchange) -> None:
         self.exchanges.pop(exchange.id, None)
@@ -319,8 +295,7 @@ class H2Client:
             if not exchange.ended:
                 exchange.error = why
             exchange._wake()
-        self.pending.set()
-        self.sent_event.set()
+        self.writer.fail()
         self.stream.close()
         self.pool.forget(self)
 
@@ -371,7 +346,7 @@ class H2Pool:
         conn.kick()  # the preface goes first, then whatever streams open
         self.conns[slot.index].append(conn)
         self.nursery.start_soon(conn.run)
-        self.nursery.start_soon(conn.writer)
+        self.nursery.start_soon(conn.run_writer)
         return conn
 
     def forget(self, conn: H2Client) -> None:
@@ -386,11 +361,6 @@ class H2Pool:
             for conn in list(conns):
                 if not conn.exchanges and now - conn.idle_since >= limit:
                     conn.close("idle")
-
-    def close(self) -> None:
-        for conns in self.conns:
-            for conn in list(conns):
-                conn.close("closing")
 
 
 def request_fields(

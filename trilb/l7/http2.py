@@ -48,6 +48,7 @@ from hyperframe.frame import GoAwayFrame
 from trilb.errors import ClientClosed, ClientTimeout, ProtocolError
 from trilb.l7.h2head import request_head
 from trilb.l7.h2stream import H2Stream
+from trilb.l7.h2write import FrameWriter
 from trilb.l7.proxy import REASONS
 
 if TYPE_CHECKING:
@@ -57,8 +58,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# The client connection preface (RFC 9113 3.4): how h2c with prior knowledge starts.
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 # Concurrent streams a client may open: HAProxy's tune.h2.max-concurrent-streams (100).
 MAX_STREAMS = 100
 # Stream resets a client may cause per second before it is cut off: far above what a
@@ -98,18 +97,9 @@ class H2Server:
         self.h2 = h2.connection.H2Connection(config)
         self.streams: dict[int, H2Stream] = {}
         self.send_lock = trio.Lock()
-        # Set when h2 has bytes to send: the writer task sends them all in one go, so
-        # the frames of many streams share a syscall (``kick``). ``kicks`` counts the
-        # requests, ``sent`` those the writer has written; ``sent_event`` is set at
-        # each write, ``writing`` during one; ``dead`` once a write failed.
-        self.pending = trio.Event()
-        self.kicks = 0
-        self.sent = 0
-        self.sent_event = trio.Event()
+        # The one task that writes (l7/h2write.py); ``writing`` while a write runs.
+        self.writer = FrameWriter(self.h2, self.flush)
         self.writing = False
-        self.dead = False
-        # Set when a window grows (WINDOW_UPDATE, SETTINGS): senders waiting for room.
-        self.window = trio.Event()
         self.resets = Budget(RESET_BUDGET)
         self.control = Budget(CONTROL_BUDGET)
         # GOAWAY sent or received: no new streams; the connection ends with its last one.
@@ -151,7 +141,7 @@ class H2Server:
             # Also after _end_if_done's cancel: a GOAWAY, the end of the last stream. Not
             # when the writer was cut off inside a write: TLS would take a different
             # buffer for the rest of that one (OpenSSL's write retry rule).
-            if not self.writing and not self.dead:
+            if not self.writing and not self.writer.dead:
                 await self.flush()
         except (ClientClosed, ClientTimeout):
             pass  # the connection is gone or idle: its streams are cancelled with it
@@ -205,11 +195,9 @@ class H2Server:
                 if not self.control.spend(trio.current_time()):
                     return await self._calm("ping and settings frames")
                 if isinstance(event, h2.events.RemoteSettingsChanged):
-                    self.window.set()  # (its initial window may have grown)
-                    self.window = trio.Event()
+                    self.writer.window_grew()  # (its initial window may have)
             elif isinstance(event, h2.events.WindowUpdated):
-                self.window.set()
-                self.window = trio.Event()
+                self.writer.window_grew()
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self.closing = True
         self.kick()  # (h2's answers: SETTINGS and PING acks, WINDOW_UPDATEs)
@@ -277,10 +265,9 @@ class H2Server:
                 self.h2.reset_stream(stream.id, h2.errors.ErrorCodes.NO_ERROR)
             except h2.exceptions.H2Error:
                 pass  # (reset by the client, or closed already)
-        flowed = sum(n for _, n in stream.data)
-        stream.data.clear()
-        if flowed:
-            self.consumed(stream.id, flowed)  # (the connection window, mostly)
+        if stream.data:  # (the connection window, mostly)
+            self.consumed(stream.id, sum(n for _, n in stream.data))
+            stream.data.clear()
         if not self.streams:
             # While streams are open, each has its own deadlines, and a stalled write
             # ends the connection (_writer): the idle deadline is for a quiet connection.
@@ -322,64 +309,28 @@ class H2Server:
                 self.client.touch()
 
     def kick(self) -> None:
-        """h2 has bytes to send: the writer task sends them (with whatever else comes
-        before it runs)."""
-        self.kicks += 1
-        self.pending.set()
-
-    async def written(self, timeout: float) -> None:
-        """Wait until all that was queued so far is written (a body sender's
-        backpressure: a client that does not read holds the stream up, not memory).
-
-        Raises:
-          ClientTimeout: not written within ``timeout``.
-          ClientClosed: the connection broke.
-        """
-        target = self.kicks
-        while self.sent < target:
-            if self.dead:
-                raise ClientClosed("connection lost")
-            event = self.sent_event
-            with trio.move_on_after(timeout) as waited:
-                await event.wait()
-            if waited.cancelled_caught:
-                raise ClientTimeout("response")  # the client stopped reading
+        """h2 has bytes to send: the writer sends them."""
+        self.writer.kick()
 
     async def _writer(self) -> None:
         try:
-            while True:
-                await self.pending.wait()
-                self.pending = trio.Event()
-                target = self.kicks
-                await self.flush()
-                self.sent = target
-                self.sent_event.set()
-                self.sent_event = trio.Event()
+            await self.writer.run()
         except (ClientClosed, ClientTimeout):
             # The client is gone or stopped reading: the connection is over.
-            self.dead = True
-            self.sent_event.set()
             if self.nursery is not None:
                 self.nursery.cancel_scope.cancel()
 
     async def send_data(self, stream: H2Stream, data: bytes) -> None:
-        """Send a response body's bytes within the client's flow-control windows."""
-        h2c = self.h2
-        while data:
-            room = min(h2c.local_flow_control_window(stream.id), h2c.max_outbound_frame_size)
-            if room <= 0:
-                window = self.window
-                with trio.move_on_after(stream.timeout) as waited:
-                    await window.wait()
-                if waited.cancelled_caught:
-                    raise ClientTimeout("response")  # the client stopped reading
-                continue
-            h2c.send_data(stream.id, data[:room])
-            data = data[room:]
-            # Written before more is taken: a client that does not read (whatever window
-            # it advertised) holds this stream up, not trilb's memory.
-            self.kick()
-            await self.written(stream.timeout)
+        """Send a response body's bytes within the client's flow-control windows.
+
+        Raises:
+          ClientTimeout: the client gave no window, or did not read, for the stream's
+            timeout. ClientClosed: the connection broke.
+        """
+        if not await self.writer.send_data(stream.id, data, stream.timeout):
+            if self.writer.dead:
+                raise ClientClosed("connection lost")
+            raise ClientTimeout("response")  # the client stopped reading
 
     def consumed(self, stream_id: int, flowed: int) -> None:
         """Request DATA went on to the backend: the client may send as much again."""
