@@ -15,12 +15,13 @@ from trilb.config.schema import (
     Config,
     Frontend,
     Route,
+    WebSocket,
     is_l7_balance,
 )
 from trilb.errors import ConfigError
 
 # DESIGN.md's configuration example as written there, without what this version does
-# not implement yet: the udp frontend, plugins, tls, websocket and health. The backends
+# not implement yet: the udp frontend, plugins, tls and health. The backends
 # it names but does not show (pg, api) are added at the end.
 DESIGN_HTTP = """
 [global]
@@ -43,6 +44,7 @@ default_backend = "app"
 mode = "http"
 bind = "127.0.0.1:8443"
 default_backend = "app"
+websocket = { max_message_size = "1MiB", idle_timeout = "60s" }   # optional
 
 [[frontends.web.routes]]          # first match wins; every given field must match
 host = "api.example.com"          # also: path_prefix, path_regex, method (a string or a list),
@@ -87,6 +89,8 @@ def test_design_example_loads(tmp_path: Path) -> None:
     )
     secure = config.frontends["websecure"]
     assert (secure.mode, secure.binds, secure.routes) == ("http", (Address("127.0.0.1", 8443),), ())
+    assert secure.websocket == WebSocket(idle_timeout=60.0, max_message_size=1 << 20)
+    assert secure.websocket.messages and not web.websocket.messages
     assert config.frontends["db"].mode == "tcp"
     assert [s.name for s in config.backends["app"].servers] == ["127.0.0.1:9001", "web2"]
     assert config.summary() == "3 frontend(s), 3 backend(s), 4 server(s), workers=2"
@@ -318,10 +322,16 @@ ERRORS = [
         "cannot read",
     ),
     pytest.param(
-        web('websocket = { idle_timeout = "60s" }'),
-        "frontends.web.websocket",
-        "WebSocket proxying not supported yet",
+        web('websocket = { idle_timeout = "0s" }'),
+        "frontends.web.websocket.idle_timeout",
+        "above zero",
     ),
+    pytest.param(
+        web('websocket = { max_message_size = "lots" }'),
+        "frontends.web.websocket.max_message_size",
+        "expected a size",
+    ),
+    pytest.param(web("websocket = { ping = true }"), "frontends.web.websocket.ping", "unknown key"),
     pytest.param(web("splice = false"), "frontends.web.splice", 'only for mode "tcp"'),
     pytest.param(web('idle_timeout = "1m"'), "frontends.web.idle_timeout", 'only for mode "tcp"'),
     pytest.param(web('header_timeout = "0s"'), "frontends.web.header_timeout", "above zero"),

@@ -21,6 +21,16 @@ def test_a_plain_request_becomes_an_http11_head() -> None:
     assert not head.raw  # rebuilt for the backend, never forwarded as received
 
 
+def test_extended_connect_for_websocket_becomes_an_upgrade_get() -> None:
+    block = [(b":method", b"CONNECT"), (b":protocol", b"websocket"), *BASE[1:],
+             (b"sec-websocket-version", b"13"), (b"origin", b"https://example.test")]  # fmt: skip
+    head = request_head(block, ended=False)
+    assert (head.method, head.target, head.upgrade) == (b"GET", b"/a?b=1", b"websocket")
+    assert head.framing is Framing.NONE  # the stream's DATA is the tunnel, not a body
+    assert head.headers.get(b"host") == b"Example.test:8443"
+    assert head.headers.get(b"sec-websocket-version") == b"13"
+
+
 def test_framing_of_bodies() -> None:
     post = [(b":method", b"POST"), *BASE[1:]]
     assert request_head([*post, (b"content-length", b"5")], ended=False).framing is Framing.LENGTH
@@ -57,7 +67,9 @@ def test_framing_of_bodies() -> None:
         ([BASE[0], BASE[0], *BASE[1:]], 400),
         ([*BASE[:3], (b"accept", b"x"), BASE[3]], 400),  # a pseudo-header after a field
         ([*BASE, (b":status", b"200")], 400),
-        ([*BASE, (b":protocol", b"websocket")], 501),
+        ([*BASE, (b":protocol", b"websocket")], 400),  # :protocol without CONNECT
+        ([(b":method", b"CONNECT"), *BASE[1:], (b":protocol", b"chat")], 501),
+        ([(b":method", b"CONNECT"), *BASE[1:], (b":protocol", b"websocket")], 400),  # ended
         (BASE[1:], 400),  # no :method
         ([BASE[0], *BASE[2:]], 400),  # no :scheme
         (BASE[:3], 400),  # no :path

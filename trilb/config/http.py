@@ -12,10 +12,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from trilb.config.schema import BALANCE_KINDS, BALANCE_PREFIXES, Route
+from trilb.config.schema import BALANCE_KINDS, BALANCE_PREFIXES, Route, WebSocket
 from trilb.config.table import Table
 from trilb.config.tls import parse_tls
 from trilb.config.values import (
+    parse_duration,
     parse_int,
     parse_name,
     parse_size,
@@ -36,6 +37,7 @@ HTTP_ONLY = (
     "max_headers",
     "max_body_size",
     "tls",
+    "websocket",
 )
 
 # Why 1 GiB: a request line or header block that large is an attack, never a request;
@@ -70,6 +72,20 @@ def parse_http_keys(t: Table, base: str) -> None:
     t.take("max_headers", parse_int(1, 100_000))
     t.take("max_body_size", parse_size)
     t.take("tls", lambda v, p: parse_tls(v, p, base))
+    t.take("websocket", parse_websocket)
+
+
+def parse_websocket(value: object, path: str) -> WebSocket:
+    """A frontend's ``websocket`` table.
+
+    Raises:
+      ConfigError: a key is unknown or of the wrong type or range.
+    """
+    t = Table(value, path)
+    t.take("idle_timeout", parse_timeout)
+    t.take("max_message_size", parse_size)
+    t.take("ping_interval", parse_duration)
+    return t.build(WebSocket)
 
 
 def parse_balance(value: object, path: str) -> str:

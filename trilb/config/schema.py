@@ -197,6 +197,27 @@ class Tls:
 
 
 @dataclass(frozen=True, slots=True)
+class WebSocket:
+    """How an http frontend proxies WebSocket connections once upgraded."""
+
+    # No byte in either direction for this long: the connection closes. HAProxy's
+    # `timeout tunnel` is commonly 1 h for WebSocket; nginx's 60 s read timeout closes
+    # quiet but healthy applications, the usual complaint.
+    idle_timeout: float = 3600.0
+    # 0: frames are relayed as bytes (the fast path). Above 0: messages are parsed on
+    # both sides (wsproto) and a larger one closes the connection with 1009.
+    max_message_size: int = 0
+    # 0: off. Else trilb pings the client after this much silence; a client that does
+    # not answer within idle_timeout is closed.
+    ping_interval: float = 0.0
+
+    @property
+    def messages(self) -> bool:
+        """Whether messages are parsed (otherwise frames pass as bytes)."""
+        return self.max_message_size > 0
+
+
+@dataclass(frozen=True, slots=True)
 class Frontend:
     name: str
     mode: Mode
@@ -233,6 +254,7 @@ class Frontend:
     # A body above it: 413; 0 = unlimited, as HAProxy (nginx's client_max_body_size is
     # 1 MiB, too small for a general-purpose balancer).
     max_body_size: int = 0
+    websocket: WebSocket = field(default_factory=WebSocket)
 
     def bind_path(self, i: int) -> str:
         """The key path of ``binds[i]`` as the user wrote it (a string or a list)."""

@@ -18,7 +18,6 @@ T = TypeVar("T")
 # gives a clearer error than "unknown key".
 NOT_YET = {
     "plugins": "plugins",
-    "websocket": "WebSocket proxying",
     "health": "active health checks",
 }
 

@@ -41,6 +41,7 @@ from trilb.l7.http1 import RequestParser
 from trilb.l7.http2 import H2Server
 from trilb.l7.proxy import IDEMPOTENT, HttpBackend, error_response, status_for
 from trilb.l7.stream import RECV_SIZE, WOULD_BLOCK, Stream
+from trilb.l7.websocket import proxy_websocket
 from trilb.messages import Framing, RequestHead, ResponseHead
 
 if TYPE_CHECKING:
@@ -224,8 +225,12 @@ class ClientConnection:
         except ProtocolError as exc:
             self._refuse(exc)
             return
-        if head.framing is not Framing.NONE or head.expect_continue:
-            self._hand_over(partial(proxy.exchange, client, head, rest, self.ip))
+        if head.framing is not Framing.NONE or head.expect_continue or head.upgrade:
+            if head.upgrade == b"websocket":
+                step = partial(proxy_websocket, proxy, client, head, rest, self.ip, fe.tunnels)
+            else:  # any other upgrade is not made: forwarding drops the Upgrade field
+                step = partial(proxy.exchange, client, head, rest, self.ip)
+            self._hand_over(step)
             return
         upstream, slot = backend.pooled(head)
         if upstream is None:
@@ -396,7 +401,8 @@ class ClientConnection:
     def _serve_h2(self, first: bytes) -> None:
         """The connection speaks HTTP/2: a task runs it to its end (l7/http2.py)."""
         fe = self.fe
-        server = H2Server(fe.proxy, self.client, self.ip, fe.config.keepalive_timeout, fe.reactor)
+        server = H2Server(fe.proxy, self.client, self.ip, fe.config.keepalive_timeout, fe.reactor,
+                          fe.tunnels)  # fmt: skip
         self.h2 = server
         if fe.draining:
             server.closing = True

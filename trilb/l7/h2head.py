@@ -27,8 +27,9 @@ BAD_VALUE: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]|\A[ \t]|[ \t]\Z")
 # What a :path may not hold on its way into an HTTP/1.1 request line: whitespace and
 # control characters would split or end the line; a fragment is never sent.
 BAD_PATH: Final = re.compile(rb"[\x00-\x20\x7f#]")
-# The pseudo-header fields of a request (8.3.1); :protocol is RFC 8441's (not yet).
-REQUEST_PSEUDO: Final = frozenset((b":method", b":scheme", b":authority", b":path"))
+# The pseudo-header fields of a request (8.3.1), and RFC 8441's :protocol (extended
+# CONNECT, for WebSocket).
+REQUEST_PSEUDO: Final = frozenset((b":method", b":scheme", b":authority", b":path", b":protocol"))
 # Fields that only mean something on an HTTP/1.1 connection (8.2.2).
 CONNECTION_SPECIFIC: Final = frozenset(
     (b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade")
@@ -41,8 +42,8 @@ def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead
     ``ended``: the block ended the stream (no body follows).
 
     Raises:
-      ProtocolError: 400 for a malformed block; 501 for CONNECT (no tunnels, and no
-        extended CONNECT yet).
+      ProtocolError: 400 for a malformed block; 501 for CONNECT (no tunnels) and an
+        extended CONNECT for another protocol than websocket.
     """
     pseudo: dict[bytes, bytes] = {}
     fields: list[tuple[bytes, bytes]] = []
@@ -58,8 +59,6 @@ def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead
             if name in pseudo:
                 raise ProtocolError(400, f"pseudo-header {name!r} twice")
             if name not in REQUEST_PSEUDO:
-                if name == b":protocol":
-                    raise ProtocolError(501, "extended CONNECT is not implemented")
                 raise ProtocolError(400, f"pseudo-header {name!r} in a request")
             pseudo[name] = value
             continue
@@ -88,8 +87,16 @@ def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead
         raise ProtocolError(400, "missing :method")
     if not method or method.translate(None, TCHAR):
         raise ProtocolError(400, f"invalid :method {show(method)}")
+    protocol = pseudo.get(b":protocol")
     if method == b"CONNECT":
-        raise ProtocolError(501, "method 'CONNECT' is not implemented")
+        if protocol is None:
+            raise ProtocolError(501, "method 'CONNECT' is not implemented")
+        if protocol != b"websocket":
+            raise ProtocolError(501, f"extended CONNECT for {show(protocol)}")
+        if ended or length is not None:
+            raise ProtocolError(400, "extended CONNECT with the stream ended or a length")
+    elif protocol is not None:
+        raise ProtocolError(400, ":protocol without CONNECT")
     if b":scheme" not in pseudo:
         raise ProtocolError(400, "missing :scheme")
     if not path or not (path[:1] == b"/" or (path == b"*" and method == b"OPTIONS")):
@@ -107,6 +114,8 @@ def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead
     fields.insert(0, (b"host", authority))
     if cookies:
         fields.append((b"cookie", b"; ".join(cookies)))
+    if protocol is not None:  # RFC 8441: the backend gets an HTTP/1.1 upgrade (a GET)
+        return RequestHead(b"GET", path, b"2", Headers(fields), upgrade=b"websocket")
     framing, content_length = Framing.NONE, None
     if length is not None:
         if not length.isdigit():

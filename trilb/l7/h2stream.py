@@ -39,6 +39,8 @@ from trilb.l7.forward import forward_response_fields
 from trilb.l7.h2upstream import Exchange, request_fields
 from trilb.l7.proxy import IDEMPOTENT, status_for
 from trilb.l7.stream import RECV_SIZE, WOULD_BLOCK
+from trilb.l7.websocket import Tunnel
+from trilb.l7.wshandshake import check_h2_request, check_response, h2_response_fields
 from trilb.messages import Framing, RequestHead, ResponseHead
 
 if TYPE_CHECKING:
@@ -56,8 +58,8 @@ class H2Stream:
     """One request stream of an HTTP/2 connection."""
 
     __slots__ = ("backend", "chunked", "conn", "data", "ended", "head", "id", "name",
-                 "phase", "responding", "scope", "server", "slot", "timeout", "upstream",
-                 "waiter")  # fmt: skip
+                 "phase", "responding", "scope", "server", "since", "slot", "timeout",
+                 "upstream", "waiter", "woken")  # fmt: skip
 
     def __init__(self, conn: H2Server, stream_id: int, head: RequestHead, ended: bool) -> None:
         self.conn = conn
@@ -74,6 +76,10 @@ class H2Stream:
         self.scope = trio.CancelScope()
         self.timeout = conn.proxy.config.body_timeout
         self.phase = "body"
+        # Waits for DATA end ``timeout`` after the last progress (``touch``) either way.
+        self.since = 0.0
+        # ``wake`` was called: the next (or current) wait raises at once.
+        self.woken = False
         # Peer: this is the client side of the exchange.
         self.upstream = False
         self.name = ""
@@ -94,11 +100,14 @@ class H2Stream:
                         self.chunked = False
                         return b"0\r\n\r\n"
                     return b""
+                if self.woken:
+                    self.woken = False
+                    raise ClientTimeout(self.phase)
                 self.waiter = trio.Event()
                 with trio.move_on_after(self.timeout) as waited:
                     await self.waiter.wait()
-                if waited.cancelled_caught:
-                    raise ClientTimeout(self.phase)
+                if waited.cancelled_caught and trio.current_time() - self.since >= self.timeout:
+                    raise ClientTimeout(self.phase)  # (else the other way moved: wait on)
             payload, flowed = self.data.popleft()
             self.conn.consumed(self.id, flowed)
             if payload:  # (an empty DATA frame, often the one that ends the stream: none)
@@ -118,11 +127,18 @@ class H2Stream:
             self.waiter.set()
 
     def touch(self) -> None:
-        pass  # each wait is bounded by itself (move_on_after)
+        self.since = trio.current_time()
 
     def arm(self, timeout: float, phase: str) -> None:
         self.timeout = timeout
         self.phase = phase
+        self.since = 0.0  # (until a touch, each wait is bounded by itself)
+
+    def wake(self) -> None:
+        """Interrupt a wait for DATA: it raises ClientTimeout (as a Stream's wake)."""
+        self.woken = True
+        if self.waiter is not None:
+            self.waiter.set()
 
     def disarm(self) -> None:
         pass
@@ -145,6 +161,9 @@ class H2Stream:
             return
         if routed.h2 is not None:  # an HTTP/2 backend: stream to stream, in a task
             nursery.start_soon(self.run_h2, routed)
+            return
+        if head.upgrade is not None:  # (only an extended CONNECT for websocket has one)
+            nursery.start_soon(self.run_websocket)
             return
         if self.ended:
             try:
@@ -349,6 +368,49 @@ class H2Stream:
         else:
             h2c.end_stream(self.id)
         self.conn.kick()
+
+    # --- WebSocket over HTTP/2 ------------------------------------------------------
+
+    async def run_websocket(self) -> None:
+        """An extended CONNECT (RFC 8441): the backend gets an HTTP/1.1 upgrade, then the
+        stream's DATA and the backend connection carry the WebSocket both ways."""
+        conn = self.conn
+        proxy = conn.proxy
+        with self._scope():
+            try:
+                key = check_h2_request(self.head)
+                server, slot, backend, _, rhead, body = await proxy.forward(
+                    self, self.head, b"", conn.ip
+                )
+            except ProtocolError as exc:
+                self.finish_error(exc.status, str(exc))
+                return
+            except UpstreamError as exc:
+                self.finish_error(status_for(exc), str(exc))
+                return
+            except (ClientClosed, ClientTimeout) as exc:
+                self._abort(exc)
+                return
+            if rhead.status != 101:  # refused: its answer goes to the client
+                await self.relay(server, slot, backend, rhead, body)
+                return
+            try:
+                check_response(rhead, key, b"sec-websocket-extensions" in self.head.headers)
+                conn.h2.send_headers(self.id, h2_response_fields(rhead))
+                self.responding = True
+                conn.kick()
+                await Tunnel(self, server, proxy.config.websocket).run(b"", body, conn.tunnels)
+                conn.h2.end_stream(self.id)
+            except ProtocolError as exc:
+                self.finish_error(exc.status, str(exc))
+                return
+            except h2.exceptions.H2Error as exc:  # (the client reset it, or the connection)
+                self._abort(exc)
+                return
+            finally:
+                backend.pool.release(slot, server, False)
+            conn.kick()
+            conn.stream_done(self)
 
     # --- the task path ----------------------------------------------------------------
 

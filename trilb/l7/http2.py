@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from trilb.l4.reactor import Reactor
     from trilb.l7.proxy import Proxy
     from trilb.l7.stream import Stream
+    from trilb.l7.websocket import Tunnels
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +76,17 @@ class H2Server:
     """One HTTP/2 client connection, from its preface to its close."""
 
     def __init__(
-        self, proxy: Proxy, client: Stream, ip: bytes, keepalive: float, reactor: Reactor
+        self,
+        proxy: Proxy,
+        client: Stream,
+        ip: bytes,
+        keepalive: float,
+        reactor: Reactor,
+        tunnels: Tunnels,
     ) -> None:
         self.proxy = proxy
+        # The frontend's WebSocket connections (RFC 8441 streams join them).
+        self.tunnels = tunnels
         self.client = client
         self.reactor = reactor
         self.ip = ip
@@ -117,6 +126,8 @@ class H2Server:
             initial_values={
                 h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
                 h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.proxy.config.max_header_size,
+                # RFC 8441: WebSocket over a stream (extended CONNECT).
+                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
             },
         )
         h2c.initiate_connection()

@@ -48,6 +48,7 @@ from trilb.l7.http1 import serialize_request, serialize_response
 from trilb.l7.router import Router
 from trilb.l7.stream import Peer, Stream
 from trilb.l7.upstream import UpstreamPool
+from trilb.l7.wshandshake import UPGRADE_FIELDS
 from trilb.messages import Framing, RequestHead, ResponseHead
 
 log = logging.getLogger(__name__)
@@ -60,18 +61,25 @@ VIA_END = b"via: " + VIA + b"\r\n\r\n"
 VIA_CLOSE_END = b"via: " + VIA + b"\r\nconnection: close\r\n\r\n"
 REASONS = {
     400: b"Bad Request", 408: b"Request Timeout", 413: b"Content Too Large",
-    414: b"URI Too Long", 417: b"Expectation Failed", 431: b"Request Header Fields Too Large",
+    414: b"URI Too Long", 417: b"Expectation Failed", 426: b"Upgrade Required",
+    431: b"Request Header Fields Too Large",
     500: b"Internal Server Error", 501: b"Not Implemented", 502: b"Bad Gateway",
     503: b"Service Unavailable", 504: b"Gateway Timeout", 505: b"HTTP Version Not Supported",
 }  # fmt: skip
+
+
+# Fields an error status must carry: 426 names what to upgrade to (RFC 9110 15.5.22),
+# here the one WebSocket version trilb relays (RFC 6455 4.2.2).
+_ERROR_FIELDS = {426: b"upgrade: websocket\r\nsec-websocket-version: 13\r\n"}
 
 
 def error_response(status: int) -> bytes:
     """A complete, closing response for an error status."""
     reason = REASONS.get(status, b"Error")
     body = b"%d %s\n" % (status, reason)
-    return b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n" \
-        b"connection: close\r\n\r\n%s" % (status, reason, len(body), body)  # fmt: skip
+    return b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n%s" \
+        b"connection: close\r\n\r\n%s" % (status, reason, len(body),
+                                            _ERROR_FIELDS.get(status, b""), body)  # fmt: skip
 
 
 def status_for(exc: UpstreamError) -> int:
@@ -342,6 +350,8 @@ class Proxy:
                              self.scheme, b"\r\n" if host is None else
                              b"\r\nx-forwarded-host: " + host + b"\r\n", VIA_END))  # fmt: skip
         fields = forward_request_fields(headers, client_ip, self.scheme, headers.get(b"host"))
+        if head.upgrade == b"websocket":  # (l7/websocket.py checked the handshake)
+            fields.extend(UPGRADE_FIELDS)
         if head.framing is Framing.LENGTH:
             fields.append((b"content-length", b"%d" % (head.content_length or 0)))
         elif head.framing is Framing.CHUNKED:

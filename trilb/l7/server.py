@@ -29,6 +29,7 @@ from trilb.l4.idle import IdleSweeper
 from trilb.l4.reactor import Reactor
 from trilb.l7.client import CLOSED, IDLE, TASK, ClientConnection
 from trilb.l7.proxy import HttpBackend, Proxy, status_for
+from trilb.l7.websocket import Tunnels
 from trilb.tls import ServerTls
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ class HttpFrontend(Acceptor):
         # TLS termination: connections are wrapped and their handshake driven first.
         self.tls = tls
         self.proxy = Proxy(config, backends)
+        self.tunnels = Tunnels()
         # The nursery exchanges handed over by connections run in (the worker's).
         self.handlers: trio.Nursery | None = None
         self.conns: set[ClientConnection] = set()
@@ -63,6 +65,7 @@ class HttpFrontend(Acceptor):
         """Stop keeping connections alive: idle ones close now, busy ones after their
         current response (which says ``Connection: close``)."""
         self.draining = self.proxy.draining = True
+        self.tunnels.drain()
         for conn in list(self.conns):
             if conn.state == IDLE:
                 conn.close()

@@ -56,6 +56,9 @@ class Peer(Protocol):
 
     def disarm(self) -> None: ...
 
+    def wake(self) -> object:
+        """Interrupt a wait for this side: it raises the side's timeout error."""
+
 
 class Stream:
     """One side of an exchange: the client's socket, or a backend connection."""
