@@ -456,3 +456,101 @@ def test_a_refused_extended_connect_gets_the_backends_status(proxied: int) -> No
         assert client.status == b"403"
     finally:
         client.close()
+
+
+@pytest.fixture
+def limited(trilb_factory: Factory, ws_origin: WsOrigin) -> int:
+    """A frontend whose WebSockets are relayed message by message, 1 MiB at most."""
+    port = free_port()
+    trilb_factory(ws_config(port, ws_origin.port, 'max_message_size = "1MiB"'), workers=2)
+    return port
+
+
+def test_message_path_relays_whole_messages_and_close_codes(
+    limited: int, ws_origin: WsOrigin
+) -> None:
+    with connect(f"ws://127.0.0.1:{limited}/echo", max_size=None) as ws:
+        for size in (1, 64 << 10, 1 << 20):
+            data = os.urandom(size)
+            ws.send(data)
+            assert ws.recv(timeout=10) == data
+        ws.send(["frag", "mented ", "é"])  # one message in three frames: one on the other side
+        assert ws.recv() == "fragmented é"
+        ws.close(4001, "client done")
+    wait_for(lambda: ws_origin.close_codes == [4001])
+    assert ws_origin.received == [1, 64 << 10, 1 << 20, len("fragmented é")]
+    # Extensions are not negotiated on this path (the client offered permessage-deflate).
+    assert "sec-websocket-extensions" not in ws_origin.requests[0].headers
+    with (
+        connect(f"ws://127.0.0.1:{limited}/close/4002") as ws,
+        pytest.raises(ConnectionClosed) as caught,
+    ):
+        ws.recv(timeout=5)
+    assert caught.value.rcvd is not None and caught.value.rcvd.code == 4002
+
+
+def test_an_oversized_message_closes_with_1009_and_never_reaches_the_backend(
+    limited: int, ws_origin: WsOrigin
+) -> None:
+    with connect(f"ws://127.0.0.1:{limited}/echo", max_size=None) as ws:
+        ws.send(b"small")
+        assert ws.recv() == b"small"
+        ws.send(os.urandom((1 << 20) + 1))
+        with pytest.raises(ConnectionClosed) as caught:
+            ws.recv(timeout=5)
+    assert caught.value.rcvd is not None and caught.value.rcvd.code == 1009
+    wait_for(lambda: ws_origin.close_codes == [1001])
+    assert ws_origin.received == [5]
+
+
+def raw_upgrade(port: int) -> socket.socket:
+    """A raw socket past its WebSocket handshake (101 read)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.sendall(handshake_bytes())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(4096)
+    assert head.startswith(b"HTTP/1.1 101 "), head
+    return sock
+
+
+def read_close(sock: socket.socket) -> int:
+    """Read frames until a Close; its code."""
+    conn = wsproto.connection.Connection(wsproto.connection.ConnectionType.CLIENT)
+    while chunk := sock.recv(65536):
+        conn.receive_data(chunk)
+        for event in conn.events():
+            if isinstance(event, wsproto.events.CloseConnection):
+                return event.code
+    raise AssertionError("closed without a Close frame")
+
+
+@pytest.mark.parametrize(
+    ("frame", "code"),
+    [
+        (b"\x81\x02ab", 1002),  # unmasked: a client must mask
+        (b"\x81\x82\x00\x00\x00\x00\xc3\x28", 1007),  # masked, text that is not UTF-8
+    ],
+)
+def test_a_broken_client_frame_gets_its_close_code_and_is_not_relayed(
+    limited: int, ws_origin: WsOrigin, frame: bytes, code: int
+) -> None:
+    with raw_upgrade(limited) as sock:
+        sock.sendall(frame)
+        assert read_close(sock) == code
+    wait_for(lambda: ws_origin.close_codes == [1001])
+    assert ws_origin.received == []
+
+
+def test_message_path_over_http2(limited: int, ws_origin: WsOrigin) -> None:
+    client = H2WebSocket(limited, "/echo")
+    try:
+        client.send(wsproto.events.TextMessage("over h2"))
+        assert client.recv() == "over h2"
+        client.send(wsproto.events.BytesMessage(b"x" * ((1 << 20) + 1)))
+        with pytest.raises(ConnectionError):
+            client.recv()
+        assert client.closed_with == 1009
+    finally:
+        client.close()
+    wait_for(lambda: ws_origin.close_codes == [1001])

@@ -39,7 +39,7 @@ from trilb.l7.forward import forward_response_fields
 from trilb.l7.h2upstream import Exchange, request_fields
 from trilb.l7.proxy import IDEMPOTENT, status_for
 from trilb.l7.stream import RECV_SIZE, WOULD_BLOCK
-from trilb.l7.websocket import Tunnel
+from trilb.l7.websocket import relay_for
 from trilb.l7.wshandshake import check_h2_request, check_response, h2_response_fields
 from trilb.messages import Framing, RequestHead, ResponseHead
 
@@ -378,6 +378,8 @@ class H2Stream:
         proxy = conn.proxy
         with self._scope():
             try:
+                if proxy.config.websocket.messages:  # (see l7/wsmessages.py)
+                    self.head.headers.remove(b"sec-websocket-extensions")
                 key = check_h2_request(self.head)
                 server, slot, backend, _, rhead, body = await proxy.forward(
                     self, self.head, b"", conn.ip
@@ -399,7 +401,8 @@ class H2Stream:
                 conn.h2.send_headers(self.id, h2_response_fields(rhead))
                 self.responding = True
                 conn.kick()
-                await Tunnel(self, server, proxy.config.websocket).run(b"", body, conn.tunnels)
+                relay = relay_for(self, server, proxy.config.websocket)
+                await relay.run(b"", body, conn.tunnels)
                 conn.h2.end_stream(self.id)
             except ProtocolError as exc:
                 self.finish_error(exc.status, str(exc))

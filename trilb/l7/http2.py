@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from trilb.l4.reactor import Reactor
     from trilb.l7.proxy import Proxy
     from trilb.l7.stream import Stream
-    from trilb.l7.websocket import Tunnels
+    from trilb.l7.wsrelay import Tunnels
 
 log = logging.getLogger(__name__)
 

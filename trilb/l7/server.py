@@ -29,7 +29,7 @@ from trilb.l4.idle import IdleSweeper
 from trilb.l4.reactor import Reactor
 from trilb.l7.client import CLOSED, IDLE, TASK, ClientConnection
 from trilb.l7.proxy import HttpBackend, Proxy, status_for
-from trilb.l7.websocket import Tunnels
+from trilb.l7.wsrelay import Tunnels
 from trilb.tls import ServerTls
 
 log = logging.getLogger(__name__)
