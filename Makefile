@@ -27,6 +27,8 @@ tools:
 	@command -v nghttp >/dev/null && command -v h2load >/dev/null || { \
 		echo "installing nghttp2-client (nghttp, h2load) for the tests"; \
 		apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; }
+	@command -v chromium >/dev/null || { echo "installing chromium for the browser test"; \
+		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

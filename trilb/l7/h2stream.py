@@ -18,6 +18,7 @@ servers or statuses (l7/proxy.py).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import select
 from collections import deque
@@ -41,6 +42,7 @@ from trilb.l7.proxy import IDEMPOTENT, status_for
 from trilb.l7.stream import RECV_SIZE, WOULD_BLOCK
 from trilb.l7.websocket import relay_for
 from trilb.l7.wshandshake import check_h2_request, check_response, h2_response_fields
+from trilb.l7.wsrelay import CLOSE_TIMEOUT
 from trilb.messages import Framing, RequestHead, ResponseHead
 
 if TYPE_CHECKING:
@@ -404,6 +406,13 @@ class H2Stream:
                 relay = relay_for(self, server, proxy.config.websocket)
                 await relay.run(b"", body, conn.tunnels)
                 conn.h2.end_stream(self.id)
+                conn.kick()
+                # The client ends its half too (a reset instead, sent at once, can make it
+                # drop the Close it has not read yet: Chromium then reports 1006).
+                self.arm(CLOSE_TIMEOUT, "websocket close")
+                with contextlib.suppress(ClientTimeout):
+                    while await self.recv():
+                        pass
             except ProtocolError as exc:
                 self.finish_error(exc.status, str(exc))
                 return

@@ -98,7 +98,7 @@ class Messages(Relay):
                 data = b""
                 continue
             if not received:
-                return True
+                return self.source_ended(way)
             data = received
 
     def _refuse(self, way: Way, code: int, reason: str) -> None:

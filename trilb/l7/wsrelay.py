@@ -140,6 +140,19 @@ class Relay:
         finally:
             way.receiving = False
 
+    def source_ended(self, way: Way) -> bool:
+        """``way``'s source ended; returns whether the relay ends now.
+
+        The backend's end ends it. The client's may be a half-close (an HTTP/2 client
+        ends its stream after its Close): the backend's answering Close must still reach
+        it, so the backend gets CLOSE_TIMEOUT to answer and end.
+        """
+        if way is self.down or self.down.done:
+            return True
+        way.done = True
+        self.down.src.arm(CLOSE_TIMEOUT, "websocket close")
+        return False
+
     async def after_close(self, way: Way) -> bool:
         """trilb's Close went out on ``way``; returns whether the relay ends now.
 
@@ -218,5 +231,5 @@ class Tunnel(Relay):
                 data = b""
                 continue
             if not received:
-                return True  # its end: the relay ends
+                return self.source_ended(way)
             data = received
