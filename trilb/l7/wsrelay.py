@@ -21,12 +21,13 @@ Relay holds that common frame; two kinds differ in how a direction moves its dat
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 
 import trio
 
 from trilb.config.schema import WebSocket
 from trilb.errors import ClientClosed, ClientTimeout, UpstreamError
-from trilb.l7.stream import Peer
+from trilb.l7.stream import Peer, Stream
 from trilb.l7.wsframes import GOING_AWAY, PING, FrameWalker, close_frame, frame
 
 log = logging.getLogger(__name__)
@@ -41,11 +42,17 @@ STREAM_ERRORS = (ClientClosed, ClientTimeout, UpstreamError)
 class Way:
     """One direction of a relayed WebSocket."""
 
-    __slots__ = ("code", "done", "dst", "masked", "receiving", "src", "walker")
+    __slots__ = ("code", "done", "dst", "masked", "read", "receiving", "src", "walker")
 
     def __init__(self, src: Peer, dst: Peer, masked: bool) -> None:
         self.src = src
         self.dst = dst
+        # The next message is rarely there yet when the last one was relayed: a plain
+        # socket waits first (no recv that fails with EAGAIN, and no exception, per
+        # message). Not over TLS: OpenSSL may hold bytes the socket no longer shows.
+        self.read: Callable[[], Awaitable[bytes]] = src.recv
+        if isinstance(src, Stream) and not src.tls:
+            self.read = src.recv_later
         self.masked = masked  # frames trilb writes to dst are masked (dst: a server)
         self.walker = FrameWalker()
         self.receiving = False  # waiting for src: a wake there is ours to interpret
@@ -129,7 +136,7 @@ class Relay:
         trilb has a frame to write (and an idle deadline starts trilb's Close)."""
         way.receiving = True
         try:
-            return await way.src.recv()
+            return await way.read()
         except (ClientTimeout, UpstreamError) as exc:
             if isinstance(exc, UpstreamError) and exc.kind != "timeout":
                 raise
