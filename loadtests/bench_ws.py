@@ -146,8 +146,9 @@ def nginx_config(tmp: Path, port: int, echo: int) -> str:
 
 def ws_ready(port: int) -> bool:
     """A WebSocket handshake through ``port`` gets its 101."""
-    request = (b"GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-               b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")  # fmt: skip
+    request = (b"GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Sec-WebSocket-Version: 13\r\n\r\n")  # fmt: skip
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=1.0) as sock:
             sock.sendall(request)

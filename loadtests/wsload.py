@@ -36,6 +36,9 @@ OPEN_TIMEOUT = 10.0
 
 # --- the echo server ---------------------------------------------------------------------
 
+SWITCHING = (b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+             b"Sec-WebSocket-Accept: %s\r\n\r\n")  # fmt: skip
+
 
 class Echo(asyncio.Protocol):
     """Answers the handshake, then echoes every data frame (unmasked) and the Close."""
@@ -63,8 +66,7 @@ class Echo(asyncio.Protocol):
                 if name.strip().lower() == b"sec-websocket-key":
                     key = value.strip()
             accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
-            transport.write(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
-                            b"Connection: Upgrade\r\nSec-WebSocket-Accept: %s\r\n\r\n" % accept)  # fmt: skip
+            transport.write(SWITCHING % accept)
             del buf[: end + 4]
             self.open = True
         out = []
