@@ -27,6 +27,7 @@ from websockets.sync.client import connect
 from websockets.sync.server import Server, ServerConnection, serve
 
 from tests.integration.conftest import Trilb, free_port
+from tests.integration.test_http_serve import rss_kib
 from tests.integration.test_tls_serve import Pki, pki
 
 pytestmark = pytest.mark.slow
@@ -70,6 +71,10 @@ class WsOrigin:
                 return
             if path == "/greet":
                 ws.send("hello")
+            if path.startswith("/flood/"):  # N messages of 1 MiB, as fast as they go
+                block = b"f" * (1 << 20)
+                for _ in range(int(path[7:])):
+                    ws.send(block)
             for message in ws:
                 self.received.append(len(message))
                 ws.send(message)
@@ -554,3 +559,26 @@ def test_message_path_over_http2(limited: int, ws_origin: WsOrigin) -> None:
     finally:
         client.close()
     wait_for(lambda: ws_origin.close_codes == [1001])
+
+
+def test_a_slow_reader_does_not_make_trilb_buffer_what_the_backend_sends(
+    trilb_factory: Factory, ws_origin: WsOrigin
+) -> None:
+    port = free_port()
+    trilb = trilb_factory(ws_config(port, ws_origin.port), workers=1)
+    (worker,) = trilb.children()
+    before = rss_kib(worker)
+    peak = before
+    total = 64 << 20
+    received = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+        sock.sendall(handshake_bytes(path="/flood/64"))
+        while received < total:  # (frame headers count too: a little over at the end)
+            data = sock.recv(65536)
+            assert data, "closed early"
+            received += len(data)
+            if received % (1 << 20) < len(data):  # about every MiB
+                time.sleep(0.02)  # a slow reader
+                peak = max(peak, rss_kib(worker))
+    assert peak - before < 24 << 10, (before, peak)

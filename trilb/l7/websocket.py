@@ -19,6 +19,7 @@ from trilb.l7.proxy import Proxy
 from trilb.l7.stream import Peer, Stream
 from trilb.l7.wshandshake import check_request, check_response, switching_wire
 from trilb.l7.wsmessages import Messages
+from trilb.l7.wsreactor import ReactorTunnel
 from trilb.l7.wsrelay import Relay, Tunnel, Tunnels
 from trilb.messages import RequestHead
 
@@ -47,7 +48,11 @@ async def proxy_websocket(
         check_response(rhead, key, offered)
         await client.send_all(switching_wire(rhead))
         # The connection is the relay's now: it never goes back to the pool.
-        await relay_for(client, upstream, settings).run(rest, body, tunnels)
+        if not settings.messages and client.reactor is not None and not client.tls \
+                and not upstream.tls:  # fmt: skip
+            await ReactorTunnel(client, upstream, settings).run(rest, body, tunnels)
+        else:
+            await relay_for(client, upstream, settings).run(rest, body, tunnels)
     finally:
         backend.pool.release(slot, upstream, False)
     return False, b""

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import trio
 
@@ -200,11 +201,18 @@ class Relay:
             self.moved = False
 
 
+class Live(Protocol):
+    """A relayed WebSocket, as the drain sees it."""
+
+    def go_away(self) -> None:
+        """Close it with 1001 (at frame boundaries)."""
+
+
 class Tunnels:
     """The WebSocket connections of one frontend in one worker, for the drain."""
 
     def __init__(self) -> None:
-        self.live: set[Relay] = set()
+        self.live: set[Live] = set()
         self.draining = False
 
     def drain(self) -> None:
