@@ -302,28 +302,61 @@ def test_websocket_over_tls(trilb_factory: Factory, ws_origin: WsOrigin, pki: Pk
     assert ws_origin.requests[0].headers["x-forwarded-proto"] == "https"
 
 
-def test_shutdown_closes_websockets_with_1001_both_ways(
-    trilb_factory: Factory, ws_origin: WsOrigin
-) -> None:
+# Each relay: frames as bytes from the reactor (ws://), from two tasks (wss://), and
+# messages parsed (max_message_size).
+RELAYS = {
+    "reactor": ("", False),
+    "tasks": ("", True),
+    "messages": ('max_message_size = "1MiB"', False),
+}
+
+
+def relay_proxy(
+    factory: Factory, origin: WsOrigin, pki: Pki, relay: str, extra: str = ""
+) -> tuple[Trilb, str, ssl.SSLContext | None]:
+    """A one-worker trilb whose WebSockets take ``relay``; (trilb, base url, client TLS)."""
+    settings, tls = RELAYS[relay]
+    settings = ", ".join(x for x in (settings, extra) if x)
     port = free_port()
-    trilb = trilb_factory(ws_config(port, ws_origin.port), workers=1)
-    with connect(f"ws://127.0.0.1:{port}/echo") as ws:
+    cert, key = pki.files["default"]
+    certs = f'certs = [{{ cert = "{cert}", key = "{key}" }}]' if tls else ""
+    trilb = factory(ws_config(port, origin.port, settings, tls=certs), workers=1)
+    if tls:
+        return trilb, f"wss://localhost:{port}", ssl.create_default_context(cafile=str(pki.ca))
+    return trilb, f"ws://127.0.0.1:{port}", None
+
+
+@pytest.mark.parametrize("relay", list(RELAYS))
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP])
+def test_shutdown_and_reload_close_websockets_with_1001_both_ways(
+    trilb_factory: Factory, ws_origin: WsOrigin, pki: Pki, relay: str, sig: int
+) -> None:
+    trilb, url, ctx = relay_proxy(trilb_factory, ws_origin, pki, relay)
+    with connect(f"{url}/echo", ssl=ctx) as ws:
         ws.send("before")
         assert ws.recv() == "before"
-        trilb.signal(signal.SIGTERM)
+        trilb.signal(sig)
         with pytest.raises(ConnectionClosed) as caught:
             ws.recv(timeout=5)
     assert caught.value.rcvd is not None and caught.value.rcvd.code == 1001
     wait_for(lambda: ws_origin.close_codes == [1001])
-    trilb.proc.wait(10)
+    if sig == signal.SIGTERM:
+        trilb.proc.wait(10)
+        return
+    trilb.wait_ready(2)  # the new generation serves new WebSockets
+    with connect(f"{url}/echo", ssl=ctx) as ws:
+        ws.send("after")
+        assert ws.recv() == "after"
 
 
-def test_idle_timeout_closes_with_1001(trilb_factory: Factory, ws_origin: WsOrigin) -> None:
-    port = free_port()
-    trilb_factory(ws_config(port, ws_origin.port, 'idle_timeout = "500ms"'), workers=1)
+@pytest.mark.parametrize("relay", list(RELAYS))
+def test_idle_timeout_closes_with_1001(
+    trilb_factory: Factory, ws_origin: WsOrigin, pki: Pki, relay: str
+) -> None:
+    _, url, ctx = relay_proxy(trilb_factory, ws_origin, pki, relay, 'idle_timeout = "500ms"')
     start = time.monotonic()
     with (
-        connect(f"ws://127.0.0.1:{port}/echo", ping_interval=None) as ws,
+        connect(f"{url}/echo", ssl=ctx, ping_interval=None) as ws,
         pytest.raises(ConnectionClosed) as caught,
     ):
         ws.recv(timeout=5)
@@ -332,16 +365,24 @@ def test_idle_timeout_closes_with_1001(trilb_factory: Factory, ws_origin: WsOrig
     wait_for(lambda: ws_origin.close_codes == [1001])
 
 
-def test_pings_keep_an_answering_client_and_reach_a_silent_one(
+@pytest.mark.parametrize("relay", list(RELAYS))
+def test_pings_keep_an_answering_client_alive(
+    trilb_factory: Factory, ws_origin: WsOrigin, pki: Pki, relay: str
+) -> None:
+    settings = 'idle_timeout = "1s", ping_interval = "200ms"'
+    _, url, ctx = relay_proxy(trilb_factory, ws_origin, pki, relay, settings)
+    with connect(f"{url}/echo", ssl=ctx, ping_interval=None) as ws:
+        time.sleep(2.5)  # silent, but the library answers trilb's pings: not idle
+        ws.send("still here")
+        assert ws.recv(timeout=2) == "still here"
+
+
+def test_a_ping_from_trilb_is_an_unmasked_ping_frame(
     trilb_factory: Factory, ws_origin: WsOrigin
 ) -> None:
     port = free_port()
     settings = 'idle_timeout = "1s", ping_interval = "200ms"'
     trilb_factory(ws_config(port, ws_origin.port, settings), workers=1)
-    with connect(f"ws://127.0.0.1:{port}/echo", ping_interval=None) as ws:
-        time.sleep(2.5)  # silent, but the library answers trilb's pings: not idle
-        ws.send("still here")
-        assert ws.recv(timeout=2) == "still here"
     key = base64.b64encode(os.urandom(16))
     with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
         sock.sendall(handshake_bytes(sec_websocket_key=key.decode()))
