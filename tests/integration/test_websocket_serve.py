@@ -623,3 +623,11 @@ def test_a_slow_reader_does_not_make_trilb_buffer_what_the_backend_sends(
                 time.sleep(0.02)  # a slow reader
                 peak = max(peak, rss_kib(worker))
     assert peak - before < 24 << 10, (before, peak)
+
+
+def test_a_websocket_to_an_http2_backend_is_refused_with_501(trilb_factory: Factory) -> None:
+    port = free_port()
+    config = ws_config(port, free_port()) + 'protocol = "h2"\n'
+    trilb_factory(config, workers=1)
+    out = exchange(port, handshake_bytes())
+    assert out.startswith(b"HTTP/1.1 501 "), out

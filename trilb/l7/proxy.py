@@ -276,6 +276,9 @@ class Proxy:
         """
         backend, wire = self.prepare(head, client_ip)
         if backend.h2 is not None:  # (exchange and l7/h2stream.py take other paths there)
+            if head.upgrade:  # RFC 8441 towards a backend: not implemented
+                raise ProtocolError(501, f"websocket to backend {backend.config.name}, which "
+                                    'has protocol = "h2"')  # fmt: skip
             raise ProtocolError(500, f"backend {backend.config.name} speaks h2")
         if head.expect_continue:
             await client.send_all(CONTINUE)
