@@ -28,9 +28,12 @@ route or choose statuses (http1, router, proxy do); it sequences one connection.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import select
 import socket
+import sys
+import termios
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING
@@ -169,8 +172,6 @@ class ClientConnection:
 
     def _read(self) -> None:
         sock = self.sock
-        # A TLS read returns one record at most: only "would block" says the socket is
-        # drained, as the edge-triggered reactor needs.
         tls = self.tls
         while True:
             try:
@@ -183,11 +184,15 @@ class ClientConnection:
             if not data:
                 self.close()  # between requests or inside a head: nobody to answer
                 return
+            # A short plain read took all the socket held. A TLS read returns one record
+            # at most: the socket is drained when OpenSSL holds nothing more and the
+            # kernel neither (asking costs less than a read that fails with WantRead).
+            more = tls_more(sock) if tls else len(data) == RECV_SIZE
             if self._feed(data):
-                if len(data) == RECV_SIZE or tls:
-                    self.more = True  # more may be queued: its edge is spent, read it later
+                if more:
+                    self.more = True  # more is queued: its edge is spent, read it later
                 return
-            if len(data) < RECV_SIZE and not tls:
+            if not more:
                 return
 
     def _feed(self, data: bytes) -> bool:
@@ -526,6 +531,19 @@ class ClientConnection:
         self.client.timer.on_expire = _ignore_expiry
         self.parser.close()
         self.fe.closed(self)
+
+
+def tls_more(sock: socket.socket) -> bool:
+    """Whether a TLS socket has more to read: bytes OpenSSL holds, or the kernel does."""
+    return bool(sock.pending()) or _queued(sock.fileno()) > 0  # type: ignore[attr-defined]
+
+
+def _queued(fd: int) -> int:
+    """Bytes waiting in a socket's receive queue."""
+    return int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, _INT), sys.byteorder)
+
+
+_INT = bytes(4)
 
 
 def _ignore_expiry() -> None:
