@@ -167,7 +167,12 @@ class ResponseHead:
     content_length: int | None = None
     keep_alive: bool = True
     # The head as received (status line and fields, each line ending CRLF, no final
-    # empty line, any Connection field taken out) when it can be forwarded as it is:
-    # HTTP/1.1, and no hop-by-hop field but one Connection: keep-alive or close. Empty
-    # otherwise. Whoever changes the status, reason or headers must empty it.
+    # empty line, a Connection field taken out unless it is ``keep_alive_line``) when it
+    # can be forwarded as it is: HTTP/1.1, and no hop-by-hop field but one Connection:
+    # keep-alive or close. Empty otherwise. Whoever changes the status, reason or
+    # headers must empty it.
     raw: bytes = field(default=b"", compare=False, repr=False)
+    # ``raw`` still holds the backend's "Connection: keep-alive": true of the next hop
+    # too whenever it stays open, so it is cut only from a response that closes (the
+    # common response is then forwarded without a copy).
+    keep_alive_line: bool = field(default=False, compare=False, repr=False)

@@ -44,7 +44,7 @@ from trilb.l7.body import relay_chunked, relay_length, relay_until_close
 from trilb.l7.forward import VIA, forward_request_fields, forward_response_fields
 from trilb.l7.h1toh2 import exchange_h2
 from trilb.l7.h2upstream import Exchange, Fields, H2Pool
-from trilb.l7.http1 import serialize_request, serialize_response
+from trilb.l7.http1 import serialize_request, serialize_response, without_connection
 from trilb.l7.router import Router
 from trilb.l7.stream import Peer, Stream
 from trilb.l7.upstream import UpstreamPool
@@ -384,10 +384,11 @@ class Proxy:
         keep = head.keep_alive and not dechunk and (rechunk or framing is not Framing.CLOSE)
         # A 101 (no upgrade was forwarded, so a broken backend) ends HTTP on the connection.
         keep = keep and rhead.status != 101 and not self.draining
-        if (
-            rhead.raw and not rechunk and not dechunk
-        ):  # forwarded as received, Connection out, trilb's Via in
-            return rhead.raw + (VIA_END if keep else VIA_CLOSE_END), keep
+        if rhead.raw and not rechunk and not dechunk:  # forwarded as received, Via in
+            if keep:
+                return rhead.raw + VIA_END, keep
+            raw = without_connection(rhead.raw) if rhead.keep_alive_line else rhead.raw
+            return raw + VIA_CLOSE_END, keep
         fields = forward_response_fields(rhead.headers)
         if (framing is Framing.CHUNKED and not dechunk) or rechunk:
             fields.append((b"transfer-encoding", b"chunked"))
