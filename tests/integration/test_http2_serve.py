@@ -541,3 +541,48 @@ def test_streams_answered_before_their_body_ended_free_their_slot_and_window(
         assert time.monotonic() - start < 2
     finally:
         client.close()
+
+
+class TrailerEcho(ThreadedServer):
+    """Reads one chunked request whole and answers its trailer section as the body."""
+
+    def serve(self, conn: socket.socket) -> None:
+        data = b""
+        while b"\r\n0\r\n" not in data or not data.endswith(b"\r\n\r\n"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                return
+            data += chunk
+        trailers = data[data.index(b"\r\n0\r\n") + 5 :]
+        conn.sendall(b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n%s" % (len(trailers),
+                                                                           trailers))  # fmt: skip
+
+
+def post_with_trailers(port: int, trailers: list[tuple[bytes, bytes]]) -> list[object]:
+    client = RawClient(port)
+    try:
+        client.conn.send_headers(1, [(b":method", b"POST"), (b":path", b"/t"),
+                                     (b":scheme", b"http"), (b":authority", b"x.test")])  # fmt: skip
+        client.conn.send_data(1, b"hello")
+        client.conn.send_headers(1, trailers, end_stream=True)
+        client.flush()
+        return client.events(lambda e: isinstance(e, (h2.events.StreamEnded,
+                                                      h2.events.StreamReset)))  # fmt: skip
+    finally:
+        client.close()
+
+
+def test_request_trailers_reach_an_http11_backend_as_chunked_trailers(
+    trilb_factory: Factory,
+) -> None:
+    backend = TrailerEcho()
+    port = free_port()
+    trilb_factory(h2_config(port, backend.port), workers=1)
+    events = post_with_trailers(port, [(b"x-checksum", b"abc"), (b"x-count", b"5")])
+    body = b"".join(e.data for e in events if isinstance(e, h2.events.DataReceived))
+    assert body == b"x-checksum: abc\r\nx-count: 5\r\n\r\n"
+    bad = post_with_trailers(port, [(b"content-length", b"5")])
+    assert [e.error_code for e in bad if isinstance(e, h2.events.StreamReset)] == [
+        h2.errors.ErrorCodes.PROTOCOL_ERROR
+    ]
+    backend.stop()

@@ -36,6 +36,10 @@ CONNECTION_SPECIFIC: Final = frozenset(
 )
 
 
+# Fields a trailer section may not carry: framing, routing, and what h2 itself frames.
+NOT_IN_TRAILERS: Final = frozenset((b"content-length", b"host", b"te", b"trailer"))
+
+
 def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead:
     """The request an HTTP/2 stream's header block makes, as HTTP/1.1 will forward it.
 
@@ -128,3 +132,23 @@ def request_head(headers: list[tuple[bytes, bytes]], ended: bool) -> RequestHead
     elif not ended:
         framing = Framing.CHUNKED
     return RequestHead(method, path, b"2", Headers(fields), framing, content_length, True)
+
+
+def trailer_fields(headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """A request's trailer block (RFC 9113 8.1), checked as a header block's regular
+    fields are; fields that would change framing or routing if a next hop merged them
+    into the head are refused too (RFC 9110 6.5.1).
+
+    Raises:
+      ProtocolError: 400.
+    """
+    for name, value in headers:
+        if name[:1] == b":":
+            raise ProtocolError(400, f"pseudo-header {name!r} in trailers")
+        if not name or name.translate(None, NAME_CHARS):
+            raise ProtocolError(400, f"invalid trailer field name {name!r}")
+        if name in CONNECTION_SPECIFIC or name in NOT_IN_TRAILERS:
+            raise ProtocolError(400, f"trailer field {name!r} is not allowed")
+        if BAD_VALUE.search(value):
+            raise ProtocolError(400, f"invalid value of trailer field {name!r}")
+    return headers

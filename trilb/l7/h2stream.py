@@ -61,7 +61,7 @@ class H2Stream:
 
     __slots__ = ("backend", "chunked", "conn", "data", "ended", "head", "id", "name",
                  "phase", "responding", "scope", "server", "since", "slot", "timeout",
-                 "upstream", "waiter", "woken")  # fmt: skip
+                 "trailers", "upstream", "waiter", "woken")  # fmt: skip
 
     def __init__(self, conn: H2Server, stream_id: int, head: RequestHead, ended: bool) -> None:
         self.conn = conn
@@ -72,6 +72,8 @@ class H2Stream:
         self.chunked = head.framing is Framing.CHUNKED
         self.data: deque[tuple[bytes, int]] = deque()  # (payload, flow-controlled length)
         self.ended = ended
+        # The request's trailer fields (checked by l7/h2head.trailer_fields), if it had any.
+        self.trailers: list[tuple[bytes, bytes]] | None = None
         self.waiter: trio.Event | None = None
         # The scope of the task that runs the stream, made now: a reset that comes with
         # the HEADERS, before the task starts, still cancels it (it then never runs).
@@ -98,9 +100,10 @@ class H2Stream:
         while True:
             while not self.data:
                 if self.ended:
-                    if self.chunked:
+                    if self.chunked:  # the last chunk, and the trailers as chunked ones
                         self.chunked = False
-                        return b"0\r\n\r\n"
+                        fields = b"".join(b"%s: %s\r\n" % f for f in self.trailers or ())
+                        return b"0\r\n" + fields + b"\r\n"
                     return b""
                 if self.woken:
                     self.woken = False
@@ -347,7 +350,7 @@ class H2Stream:
         try:
             while data := await self.recv():
                 await exchange.send(data, timeout)
-            await exchange.end()
+            await exchange.end(self.trailers)
         except (UpstreamError, ClientClosed, ClientTimeout, h2.exceptions.H2Error) as exc:
             log.debug("http2 stream %d: request body: %s", self.id, exc)
             exchange.fail(str(exc))

@@ -109,8 +109,12 @@ class Exchange:
     async def send(self, data: bytes, timeout: float) -> None:
         await self.conn.send_data(self, data, timeout)
 
-    async def end(self) -> None:
-        self.conn.h2.end_stream(self.id)
+    async def end(self, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
+        """The request is complete: END_STREAM, on its trailers if it has some."""
+        if trailers:
+            self.conn.h2.send_headers(self.id, trailers, end_stream=True)
+        else:
+            self.conn.h2.end_stream(self.id)
         self.sent_all = True
         self.conn.kick()
 

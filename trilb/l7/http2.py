@@ -46,7 +46,7 @@ import trio
 from hyperframe.frame import GoAwayFrame
 
 from trilb.errors import ClientClosed, ClientTimeout, ProtocolError
-from trilb.l7.h2head import request_head
+from trilb.l7.h2head import request_head, trailer_fields
 from trilb.l7.h2stream import H2Stream
 from trilb.l7.h2write import FrameWriter
 from trilb.l7.proxy import REASONS
@@ -194,6 +194,8 @@ class H2Server:
                 else:
                     stream.received(event.data, event.flow_controlled_length,
                                     event.stream_ended is not None)  # fmt: skip
+            elif isinstance(event, h2.events.TrailersReceived):
+                self._trailers(event.stream_id, event.headers)
             elif isinstance(event, h2.events.StreamEnded):
                 stream = self.streams.get(event.stream_id)
                 if stream is not None:
@@ -213,6 +215,18 @@ class H2Server:
                 self.closing = True
         self.kick()  # (h2's answers: SETTINGS and PING acks, WINDOW_UPDATEs)
         return True
+
+    def _trailers(self, stream_id: int, fields: list[tuple[bytes, bytes]]) -> None:
+        """A request's trailers: kept for its backend, or the stream is malformed."""
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        try:
+            stream.trailers = trailer_fields(fields)
+        except ProtocolError as exc:  # RFC 9113 8.1.1: a stream error, part of it sent
+            log.debug("http2 client: stream %d: %s", stream_id, exc)
+            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
+            self._reset(stream_id)  # (its own NO_ERROR reset finds the stream closed)
 
     def _reset(self, stream_id: int) -> None:
         stream = self.streams.get(stream_id)
