@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 
 class Framing:
@@ -149,6 +149,8 @@ class RequestHead:
     # one Connection: keep-alive or close. Empty otherwise. Whoever changes the method,
     # target or headers must empty it.
     raw: bytes = field(default=b"", compare=False, repr=False)
+    # The request's plugin state (l7/phases.Run) once its frontend's plugins took it.
+    plugins: Any = field(default=None, compare=False, repr=False)
 
     @property
     def host(self) -> bytes | None:

@@ -266,9 +266,15 @@ ERRORS = [
     pytest.param(route(TO_API + "hots = 1"), f"{R0}.hots", "unknown key", id="route-unknown"),
     pytest.param(
         route(TO_API + 'plugins = ["sticky"]'),
-        f"{R0}.plugins",
-        "plugins not supported yet",
+        f"{R0}.plugins[0]",
+        'unknown plugin instance "sticky"',
         id="route-plugins",
+    ),
+    pytest.param(
+        route(TO_API + 'plugins = "sticky"'),
+        f"{R0}.plugins",
+        "expected a list of plugin instance names",
+        id="route-plugins-not-a-list",
     ),
     # routes: fields
     pytest.param(route(TO_API + 'host = "a.com:8080"'), f"{R0}.host", "no port"),
@@ -315,7 +321,9 @@ ERRORS = [
     pytest.param(route(TO_API + "query = { page = 2 }"), f"{R0}.query.page", "expected a string"),
     pytest.param(route(TO_API + 'query = { "" = "x" }'), f'{R0}.query.""', "expected a name"),
     # frontend keys
-    pytest.param(web('plugins = ["waf"]'), "frontends.web.plugins", "plugins not supported yet"),
+    pytest.param(
+        web('plugins = ["waf"]'), "frontends.web.plugins[0]", 'unknown plugin instance "waf"'
+    ),
     pytest.param(
         web('tls = { certs = [{ cert = "no-such-site.pem", key = "site.key" }] }'),
         "frontends.web.tls.certs[0].cert",

@@ -258,7 +258,9 @@ ERRORS = [
         id="server-unknown",
     ),
     # keys of the contract that later versions implement
-    pytest.param(FRONTEND + BACKEND + "[plugins.waf]\n", "plugins", "plugins not supported yet"),
+    pytest.param(
+        FRONTEND + BACKEND + "[plugins.nosuch]\n", "plugins.nosuch", 'unknown plugin type "nosuch"'
+    ),
     pytest.param(
         fe(DB + 'routes = [{ backend = "pg" }]') + BACKEND,
         "frontends.db.routes",

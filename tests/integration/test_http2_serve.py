@@ -561,8 +561,9 @@ class TrailerEcho(ThreadedServer):
 def post_with_trailers(port: int, trailers: list[tuple[bytes, bytes]]) -> list[object]:
     client = RawClient(port)
     try:
-        client.conn.send_headers(1, [(b":method", b"POST"), (b":path", b"/t"),
-                                     (b":scheme", b"http"), (b":authority", b"x.test")])  # fmt: skip
+        head = [(b":method", b"POST"), (b":path", b"/t"), (b":scheme", b"http"),
+                (b":authority", b"x.test")]  # fmt: skip
+        client.conn.send_headers(1, head)
         client.conn.send_data(1, b"hello")
         client.conn.send_headers(1, trailers, end_stream=True)
         client.flush()

@@ -631,3 +631,30 @@ def test_a_websocket_to_an_http2_backend_is_refused_with_501(trilb_factory: Fact
     trilb_factory(config, workers=1)
     out = exchange(port, handshake_bytes())
     assert out.startswith(b"HTTP/1.1 501 "), out
+
+
+def test_a_client_stalled_mid_frame_is_closed_and_the_worker_serves_on(
+    trilb_factory: Factory, ws_origin: WsOrigin, pki: Pki
+) -> None:
+    """Over TLS (the task relay): a frame begun and never finished, then silence. The
+    idle deadline cannot put a Close between frames there; the relay gives it
+    CLOSE_TIMEOUT and ends, and meanwhile the worker serves others."""
+    _, url, ctx = relay_proxy(trilb_factory, ws_origin, pki, "tasks", 'idle_timeout = "500ms"')
+    assert ctx is not None
+    port = int(url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as plain:
+        tls = ctx.wrap_socket(plain, server_hostname="localhost")
+        tls.sendall(handshake_bytes())
+        head = b""
+        while b"\r\n\r\n" not in head:
+            head += tls.recv(4096)
+        start = time.monotonic()
+        tls.sendall(b"\x82\xfe\x01\x00")  # a 256-byte binary frame's header, masked: no more
+        time.sleep(1.0)  # past the idle deadline: the worker must not be stuck meanwhile
+        with connect(f"{url}/echo", ssl=ctx, open_timeout=3) as other:
+            other.send("still served")
+            assert other.recv(timeout=3) == "still served"
+        tls.settimeout(10)
+        while tls.recv(4096):  # (trilb's Close towards us may come first)
+            pass
+        assert time.monotonic() - start < 6

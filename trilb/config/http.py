@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+from trilb.config.plugins import parse_plugin_list
 from trilb.config.schema import BALANCE_KINDS, BALANCE_PREFIXES, Route, WebSocket
 from trilb.config.table import Table
 from trilb.config.tls import parse_tls
@@ -38,6 +39,7 @@ HTTP_ONLY = (
     "max_body_size",
     "tls",
     "websocket",
+    "plugins",
 )
 
 # Why 1 GiB: a request line or header block that large is an attack, never a request;
@@ -73,6 +75,7 @@ def parse_http_keys(t: Table, base: str) -> None:
     t.take("max_body_size", parse_size)
     t.take("tls", lambda v, p: parse_tls(v, p, base))
     t.take("websocket", parse_websocket)
+    t.take("plugins", parse_plugin_list)
 
 
 def parse_websocket(value: object, path: str) -> WebSocket:
@@ -124,6 +127,7 @@ def _route(value: object, path: str, index: int) -> Route:
     t.take("header", _pairs(_header_name, _header_value, "header"))
     t.take("cookie", _pairs(_cookie_name, _cookie_value, "cookie"))
     t.take("query", _pairs(parse_name, _text, "query argument"))
+    t.take("plugins", parse_plugin_list)
     renames = {"method": "methods", "header": "headers", "cookie": "cookies"}
     for key, field in renames.items():
         if key in t.values:

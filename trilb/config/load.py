@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from trilb.config.http import HTTP_ONLY, TCP_ONLY, parse_balance, parse_http_keys
+from trilb.config.plugins import check_plugin_references, parse_plugin
 from trilb.config.schema import (
     ALPN_PROTOCOLS,
     MAX_WEIGHT,
@@ -107,6 +108,7 @@ def parse_config(raw: dict[str, Any], source: str = "<string>") -> Config:
     admin = _parse_admin(top.take("admin", Table))
     # Relative file names (certificates) start from the config file's directory.
     base = os.getcwd() if source == "<string>" else os.path.dirname(os.path.abspath(source))
+    plugins = _parse_tables(top.take("plugins", Table), parse_plugin)
     backends = _parse_tables(top.take("backends", Table), partial(_parse_backend, base=base))
     frontends = _parse_tables(top.take("frontends", Table), partial(_parse_frontend, base=base))
     top.finish()
@@ -114,6 +116,7 @@ def parse_config(raw: dict[str, Any], source: str = "<string>") -> Config:
         raise ConfigError("frontends", "at least one frontend is required")
     for fe in frontends.values():
         _check_references(fe, backends)
+        check_plugin_references(fe, plugins, backends)
     _check_binds(frontends)
     return Config(
         source=source,
@@ -121,6 +124,7 @@ def parse_config(raw: dict[str, Any], source: str = "<string>") -> Config:
         admin=admin,
         frontends=MappingProxyType(frontends),
         backends=MappingProxyType(backends),
+        plugins=MappingProxyType(plugins),
     )
 
 

@@ -12,7 +12,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 Mode = Literal["tcp", "udp", "http"]
 
@@ -152,6 +152,8 @@ class Route:
     cookies: tuple[tuple[str, str], ...] = ()
     # (name, value) pairs compared with the percent-decoded query arguments.
     query: tuple[tuple[str, str], ...] = ()
+    # Plugin instances ([plugins.NAME]) for this route, run after the frontend's.
+    plugins: tuple[str, ...] = ()
 
 
 # TLS versions a frontend may require as its minimum; 1.0 and 1.1 are broken (RFC 8996).
@@ -255,10 +257,24 @@ class Frontend:
     # 1 MiB, too small for a general-purpose balancer).
     max_body_size: int = 0
     websocket: WebSocket = field(default_factory=WebSocket)
+    # Plugin instances ([plugins.NAME]) every request of this frontend meets, in order.
+    plugins: tuple[str, ...] = ()
 
     def bind_path(self, i: int) -> str:
         """The key path of ``binds[i]`` as the user wrote it (a string or a list)."""
         return f"frontends.{self.name}.bind" + (f"[{i}]" if len(self.binds) > 1 else "")
+
+
+@dataclass(frozen=True, slots=True)
+class PluginSpec:
+    """One ``[plugins.NAME]`` table: which plugin class, with which settings."""
+
+    name: str
+    # What ``type`` said (the table's name by default), and what it resolved to: a
+    # trilb.plugin.Plugin subclass and an instance of its Settings dataclass.
+    type: str
+    cls: Any
+    settings: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,6 +284,7 @@ class Config:
     admin: Admin = field(default_factory=Admin)
     frontends: Mapping[str, Frontend] = field(default_factory=lambda: MappingProxyType({}))
     backends: Mapping[str, Backend] = field(default_factory=lambda: MappingProxyType({}))
+    plugins: Mapping[str, PluginSpec] = field(default_factory=lambda: MappingProxyType({}))
 
     def summary(self) -> str:
         servers = sum(len(b.servers) for b in self.backends.values())

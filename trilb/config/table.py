@@ -17,7 +17,6 @@ T = TypeVar("T")
 # Keys of the public contract (DESIGN.md) that later versions implement; naming them
 # gives a clearer error than "unknown key".
 NOT_YET = {
-    "plugins": "plugins",
     "health": "active health checks",
 }
 

@@ -42,10 +42,12 @@ from trilb.balance.algorithms import ServerSlot
 from trilb.errors import ClientClosed, ProtocolError, UpstreamError
 from trilb.l7.http1 import RequestParser
 from trilb.l7.http2 import H2Server
+from trilb.l7.phases import reply_wire, run_connect
 from trilb.l7.proxy import IDEMPOTENT, HttpBackend, error_response, status_for
 from trilb.l7.stream import RECV_SIZE, WOULD_BLOCK, Stream
 from trilb.l7.websocket import proxy_websocket
 from trilb.messages import Framing, RequestHead, ResponseHead
+from trilb.plugin.api import Context
 
 if TYPE_CHECKING:
     from trilb.l7.server import HttpFrontend
@@ -123,6 +125,16 @@ class ClientConnection:
         self.keep = False
 
     def start(self) -> None:
+        chains = self.fe.proxy.chains
+        if chains is not None and chains.connect:
+            ctx = Context(self.ip.decode("latin-1"), self.fe.proxy.scheme.decode(),
+                          self.fe.config.name)  # fmt: skip
+            reply = run_connect(chains.connect, ctx)
+            if reply is not None:  # refused (a TLS client gets no answer it could read)
+                if self.fe.tls is None:
+                    self.client.send_nowait(reply_wire(reply, keep=False))
+                self.close()
+                return
         tls = self.fe.tls
         if tls is not None:
             self.client.arm(tls.handshake_timeout, "handshake")
@@ -225,17 +237,16 @@ class ClientConnection:
         self.rest = rest
         fe = self.fe
         proxy = fe.proxy
+        if proxy.has_plugins:  # the phases run around the task path (l7/phases.py)
+            self._hand_over(self._step(head, rest))
+            return
         try:
             backend, wire = proxy.prepare(head, self.ip)
         except ProtocolError as exc:
             self._refuse(exc)
             return
         if head.framing is not Framing.NONE or head.expect_continue or head.upgrade:
-            if head.upgrade == b"websocket":
-                step = partial(proxy_websocket, proxy, client, head, rest, self.ip, fe.tunnels)
-            else:  # any other upgrade is not made: forwarding drops the Upgrade field
-                step = partial(proxy.exchange, client, head, rest, self.ip)
-            self._hand_over(step)
+            self._hand_over(self._step(head, rest))
             return
         upstream, slot = backend.pooled(head)
         if upstream is None:
@@ -263,6 +274,14 @@ class ClientConnection:
         else:
             fe.reactor.callbacks[upstream.fd] = self._on_upstream
         self.state = WAITING
+
+    def _step(self, head: RequestHead, rest: bytes) -> Step:
+        """The task that serves ``head`` off the reactor's common path."""
+        fe = self.fe
+        if head.upgrade == b"websocket":
+            return partial(proxy_websocket, fe.proxy, self.client, head, rest, self.ip, fe.tunnels)
+        # (Any other upgrade is not made: forwarding drops the Upgrade field.)
+        return partial(fe.proxy.exchange, self.client, head, rest, self.ip)
 
     def _on_upstream(self, events: int) -> None:
         upstream = self.upstream

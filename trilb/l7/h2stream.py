@@ -38,12 +38,14 @@ from trilb.errors import (
 from trilb.l7.body import relay_chunked, relay_length, relay_until_close
 from trilb.l7.forward import forward_response_fields
 from trilb.l7.h2upstream import Exchange, request_fields
+from trilb.l7.phases import PluginReply, reply_fields
 from trilb.l7.proxy import IDEMPOTENT, status_for
 from trilb.l7.stream import RECV_SIZE, WOULD_BLOCK
 from trilb.l7.websocket import relay_for
 from trilb.l7.wshandshake import check_h2_request, check_response, h2_response_fields
 from trilb.l7.wsrelay import CLOSE_TIMEOUT
 from trilb.messages import Framing, RequestHead, ResponseHead
+from trilb.plugin.api import Reply
 
 if TYPE_CHECKING:
     from trilb.l7.http2 import H2Server
@@ -114,6 +116,7 @@ class H2Stream:
                 if waited.cancelled_caught and trio.current_time() - self.since >= self.timeout:
                     raise ClientTimeout(self.phase)  # (else the other way moved: wait on)
             payload, flowed = self.data.popleft()
+            self.woken = False  # (data is progress: a wake meant for a wait is moot)
             self.conn.consumed(self.id, flowed)
             if payload:  # (an empty DATA frame, often the one that ends the stream: none)
                 break
@@ -149,8 +152,15 @@ class H2Stream:
         pass
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
-        """A response body's bytes (the relays' sink)."""
-        await self.conn.send_data(self, bytes(data))
+        """A response body's bytes (the relays' sink).
+
+        Raises:
+          ClientClosed: the client reset the stream (or the connection ended).
+        """
+        try:
+            await self.conn.send_data(self, bytes(data))
+        except h2.exceptions.H2Error as exc:
+            raise ClientClosed(f"stream {self.id}: {exc}") from None
 
     # --- the exchange ---------------------------------------------------------------
 
@@ -159,6 +169,12 @@ class H2Stream:
         conn = self.conn
         head = self.head
         slot = None
+        if head.upgrade is not None:  # (only an extended CONNECT for websocket has one)
+            nursery.start_soon(self.run_websocket)
+            return
+        if conn.proxy.has_plugins:  # the phases run around the task path (l7/phases.py)
+            nursery.start_soon(self.run)
+            return
         try:
             routed = conn.proxy.route(head)
         except ProtocolError as exc:
@@ -166,9 +182,6 @@ class H2Stream:
             return
         if routed.h2 is not None:  # an HTTP/2 backend: stream to stream, in a task
             nursery.start_soon(self.run_h2, routed)
-            return
-        if head.upgrade is not None:  # (only an extended CONNECT for websocket has one)
-            nursery.start_soon(self.run_websocket)
             return
         if self.ended:
             try:
@@ -352,6 +365,8 @@ class H2Stream:
                 await exchange.send(data, timeout)
             await exchange.end(self.trailers)
         except (UpstreamError, ClientClosed, ClientTimeout, h2.exceptions.H2Error) as exc:
+            if exchange.ended and exchange.error is None:
+                return  # the server answered in full first: the rest of the body is moot
             log.debug("http2 stream %d: request body: %s", self.id, exc)
             exchange.fail(str(exc))
 
@@ -399,6 +414,10 @@ class H2Stream:
                 self._abort(exc)
                 return
             if rhead.status != 101:  # refused: its answer goes to the client
+                if 200 <= rhead.status < 300:  # (a 2xx would tell the client it is open)
+                    backend.pool.release(slot, server, False)
+                    self.finish_error(502, f"backend answered {rhead.status}, not 101")
+                    return
                 await self.relay(server, slot, backend, rhead, body)
                 return
             try:
@@ -432,21 +451,31 @@ class H2Stream:
     async def run(self, slot: ServerSlot | None = None, fresh: bool = False) -> None:
         """The whole exchange in a task: Proxy.forward, then the response."""
         proxy = self.conn.proxy
-        with self._scope():
-            try:
-                server, slot, backend, _, rhead, body = await proxy.forward(
-                    self, self.head, b"", self.conn.ip, slot, fresh
-                )
-            except ProtocolError as exc:
-                self.finish_error(exc.status, str(exc))
-                return
-            except UpstreamError as exc:
-                self.finish_error(status_for(exc), str(exc))
-                return
-            except (ClientClosed, ClientTimeout) as exc:
-                self._abort(exc)
-                return
-            await self.relay(server, slot, backend, rhead, body)
+        try:
+            with self._scope():
+                await self._run(slot, fresh)
+        finally:
+            proxy.done(self.head)
+
+    async def _run(self, slot: ServerSlot | None, fresh: bool) -> None:
+        proxy = self.conn.proxy
+        try:
+            server, slot, backend, _, rhead, body = await proxy.forward(
+                self, self.head, b"", self.conn.ip, slot, fresh
+            )
+        except PluginReply as exc:
+            self.send_reply(exc.reply)
+            return
+        except ProtocolError as exc:
+            self.finish_error(exc.status, str(exc))
+            return
+        except UpstreamError as exc:
+            self.finish_error(status_for(exc), str(exc))
+            return
+        except (ClientClosed, ClientTimeout) as exc:
+            self._abort(exc)
+            return
+        await self.relay(server, slot, backend, rhead, body)
 
     async def relay_in_task(
         self,
@@ -489,6 +518,9 @@ class H2Stream:
                 clean = rhead.keep_alive
             else:
                 clean = await self._relay_body(server, backend, rhead, body)
+        except PluginReply as exc:  # a response phase failed: nothing was sent yet
+            self.finish_error(exc.reply.status, "a plugin failed in on_response")
+            return
         except (ClientClosed, ClientTimeout, ExchangeAborted) as exc:
             self._abort(exc)
             return
@@ -510,9 +542,27 @@ class H2Stream:
         self.conn.reset_stream(self.id)
         self.conn.stream_done(self)
 
+    def send_reply(self, reply: Reply) -> None:
+        """A plugin's Reply, as the stream's response."""
+        plugins = self.head.plugins
+        if plugins is not None:
+            plugins.ctx.status = reply.status
+        fields = [(b":status", b"%d" % reply.status), *reply_fields(reply),
+                  (b"content-length", b"%d" % len(reply.body))]  # fmt: skip
+        try:
+            self.conn.h2.send_headers(self.id, fields, end_stream=not reply.body)
+            if reply.body:
+                self.conn.h2.send_data(self.id, reply.body, end_stream=True)
+        except h2.exceptions.H2Error:
+            self.conn.reset_stream(self.id)  # (a body over the window: a plugin's odd reply)
+        self.conn.kick()
+        self.conn.stream_done(self)
+
     def send_head(self, rhead: ResponseHead, body: bytes) -> bool:
         """Send the response head, and the body too when it is all in ``body`` and fits
         one frame; True when the response is complete."""
+        if self.head.plugins is not None:
+            self.conn.proxy.after(self.head, rhead)  # (PluginReply: the caller's 500)
         h2c = self.conn.h2
         framing = rhead.framing
         fields = [(b":status", b"%d" % rhead.status)]

@@ -110,11 +110,21 @@ class Exchange:
         await self.conn.send_data(self, data, timeout)
 
     async def end(self, trailers: list[tuple[bytes, bytes]] | None = None) -> None:
-        """The request is complete: END_STREAM, on its trailers if it has some."""
-        if trailers:
-            self.conn.h2.send_headers(self.id, trailers, end_stream=True)
-        else:
-            self.conn.h2.end_stream(self.id)
+        """The request is complete: END_STREAM, on its trailers if it has some.
+
+        Raises:
+          UpstreamError: the server reset the stream before answering in full.
+        """
+        try:
+            if trailers:
+                self.conn.h2.send_headers(self.id, trailers, end_stream=True)
+            else:
+                self.conn.h2.end_stream(self.id)
+        except h2.exceptions.StreamClosedError:
+            if not self.ended:
+                why = f"server {self.conn.name} closed the stream before the request ended"
+                raise UpstreamError("reset", why, retryable=False) from None
+            # (It answered in full first, and closed the stream: nothing left to end.)
         self.sent_all = True
         self.conn.kick()
 
@@ -227,7 +237,11 @@ class H2Client:
                 exchange._wake()
         elif isinstance(event, h2.events.StreamReset):
             exchange = self.exchanges.get(event.stream_id)
-            if exchange is not None:
+            if exchange is not None and exchange.ended and event.error_code == 0:
+                # RFC 9113 8.1: a server that answered in full may reset with NO_ERROR to
+                # stop the rest of the request (gRPC servers do): not a failure.
+                exchange.sent_all = True
+            elif exchange is not None:
                 exchange.error = f"server {self.name} reset the stream ({event.error_code!r})"
                 exchange._wake()
         elif isinstance(event, (h2.events.WindowUpdated, h2.events.RemoteSettingsChanged)):

@@ -33,6 +33,7 @@ response head has gone to the client an error can only close the connection.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 
 from trilb.balance.algorithms import ServerSlot
 from trilb.balance.backend import BackendState
@@ -45,11 +46,13 @@ from trilb.l7.forward import VIA, forward_request_fields, forward_response_field
 from trilb.l7.h1toh2 import exchange_h2
 from trilb.l7.h2upstream import Exchange, Fields, H2Pool
 from trilb.l7.http1 import serialize_request, serialize_response, without_connection
+from trilb.l7.phases import PluginReply, Run, build, reply_wire, run_done, run_request, run_response
 from trilb.l7.router import Router
 from trilb.l7.stream import Peer, Stream
 from trilb.l7.upstream import UpstreamPool
 from trilb.l7.wshandshake import UPGRADE_FIELDS
 from trilb.messages import Framing, RequestHead, ResponseHead
+from trilb.plugin.api import Context, Plugin, Reply, Request
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,8 @@ REASONS = {
 # Fields an error status must carry: 426 names what to upgrade to (RFC 9110 15.5.22),
 # here the one WebSocket version trilb relays (RFC 6455 4.2.2).
 _ERROR_FIELDS = {426: b"upgrade: websocket\r\nsec-websocket-version: 13\r\n"}
+# RFC 9110 7.8: Upgrade is listed in Connection wherever it is sent.
+_CLOSE = {426: b"upgrade, close"}
 
 
 def error_response(status: int) -> bytes:
@@ -78,8 +83,8 @@ def error_response(status: int) -> bytes:
     reason = REASONS.get(status, b"Error")
     body = b"%d %s\n" % (status, reason)
     return b"HTTP/1.1 %d %s\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n%s" \
-        b"connection: close\r\n\r\n%s" % (status, reason, len(body),
-                                            _ERROR_FIELDS.get(status, b""), body)  # fmt: skip
+        b"connection: %s\r\n\r\n%s" % (status, reason, len(body), _ERROR_FIELDS.get(status, b""),
+                                      _CLOSE.get(status, b"close"), body)  # fmt: skip
 
 
 def status_for(exc: UpstreamError) -> int:
@@ -192,9 +197,17 @@ class Proxy:
         self,
         config: Frontend,
         backends: dict[str, HttpBackend],
+        plugins: Mapping[str, Plugin] | None = None,
     ) -> None:
         self.config = config
         self.backends = backends
+        # Plugin phases (l7/phases.py): the frontend's, and each route's that lists some.
+        # Without any, requests never leave the paths below for the plugin one.
+        instances = plugins or {}
+        self.chains = build(config.plugins, instances)
+        self.route_chains = {r.index: c for r in config.routes
+                             if (c := build(r.plugins, instances)) is not None}  # fmt: skip
+        self.has_plugins = self.chains is not None or bool(self.route_chains)
         # Set by the frontend's drain: each response then closes its connection.
         self.draining = False
         self.router = Router.compile(config.routes, config.default_backend)
@@ -221,12 +234,103 @@ class Proxy:
           ProtocolError: 413 for a declared body over ``max_body_size``.
         """
         backend = self.only or self.backends[self.router.match(head).backend]
+        self._check_size(head)
+        return backend
+
+    def _check_size(self, head: RequestHead) -> None:
         if head.framing is Framing.LENGTH:
             limit = self.config.max_body_size
             if limit and (head.content_length or 0) > limit:
                 raise ProtocolError(413, f"request body of {head.content_length} bytes "
                                     f"over {limit}")  # fmt: skip
-        return backend
+
+    # --- plugins ---------------------------------------------------------------------
+
+    def before(self, head: RequestHead, client_ip: bytes) -> tuple[HttpBackend, ServerSlot | None]:
+        """The request phases around routing: the frontend's plugins, the router, the
+        route's plugins. Returns the backend and the server a plugin pinned (if it is
+        available: else None, and the balancer picks).
+
+        Raises:
+          PluginReply: a plugin answered (or failed: 500).
+          ProtocolError: 413, as ``route``.
+        """
+        ctx = Context(client_ip.decode("latin-1"), self.scheme.decode(), self.config.name)
+        request = Request(head)
+        wanted = run_request(self.chains.request, ctx, request) if self.chains else None
+        route = self.router.match(head)
+        ctx.backend = route.backend
+        chains = self.route_chains.get(route.index)
+        head.plugins = Run(ctx, chains)
+        if chains is not None:
+            wanted = run_request(chains.request, ctx, request) or wanted
+        backend = self.backends[route.backend]
+        self._check_size(head)
+        slot = None
+        if wanted is not None:
+            slot = next((s for s in backend.state.slots if s.name == wanted and s.up
+                         and s.weight > 0), None)  # fmt: skip
+            ctx.pinned_missed = slot is None
+        return backend, slot
+
+    def after(self, head: RequestHead, rhead: ResponseHead) -> None:
+        """The response phases: the route's plugins, then the frontend's.
+
+        Raises:
+          PluginReply: a plugin failed (500).
+        """
+        run = head.plugins
+        if run.route is not None:
+            run_response(run.route.response, run.ctx, rhead)
+        if self.chains is not None:
+            run_response(self.chains.response, run.ctx, rhead)
+
+    def done(self, head: RequestHead, status: int = 0) -> None:
+        """The done phases (``status``: the one trilb answered, if not the backend's)."""
+        run = head.plugins
+        if run is None:
+            return
+        if status:
+            run.ctx.status = status
+        if self.chains is not None:
+            run_done(self.chains.done, run.ctx)
+        if run.route is not None:
+            run_done(run.route.done, run.ctx)
+
+    async def _exchange_plugins(
+        self, client: Stream, head: RequestHead, first: bytes, client_ip: bytes, fresh: bool
+    ) -> tuple[bool, bytes]:
+        """``exchange`` with plugin phases around it."""
+        status = 0
+        try:
+            try:
+                backend, slot = self.before(head, client_ip)
+            except PluginReply as reply:
+                return await self._reply(client, head, first, reply.reply)
+            upstream, slot, backend, rest, rhead, body = await self.forward(
+                client, head, first, client_ip, slot, fresh, backend
+            )
+            return await self.respond(client, upstream, slot, backend, head, rest, rhead, body)
+        except PluginReply as reply:  # (a response phase failed: 500 if it still can)
+            status = reply.reply.status
+            raise ProtocolError(status, "a plugin failed in on_response") from None
+        except ProtocolError as exc:
+            status = exc.status
+            raise
+        except UpstreamError as exc:
+            status = status_for(exc)
+            raise
+        finally:
+            self.done(head, status)
+
+    async def _reply(
+        self, client: Stream, head: RequestHead, first: bytes, reply: Reply
+    ) -> tuple[bool, bytes]:
+        """Send a plugin's Reply; the connection stays open if the request had no body."""
+        head.plugins.ctx.status = reply.status
+        keep = head.keep_alive and head.framing is Framing.NONE and not self.draining
+        await client.send_all(reply_wire(reply, keep))
+        return keep, first if keep else b""
 
     async def exchange(
         self,
@@ -249,6 +353,8 @@ class Proxy:
           ExchangeAborted: the response broke off after its head went to the client.
           ClientClosed, ClientTimeout: the client went away or stalled.
         """
+        if self.has_plugins:
+            return await self._exchange_plugins(client, head, first, client_ip, fresh)
         routed = self.route(head)
         if routed.h2 is not None:
             return await exchange_h2(self, client, head, first, client_ip, routed)
@@ -265,6 +371,7 @@ class Proxy:
         client_ip: bytes,
         slot: ServerSlot | None = None,
         fresh: bool = False,
+        routed: HttpBackend | None = None,
     ) -> tuple[Stream, ServerSlot, HttpBackend, bytes, ResponseHead, bytes]:
         """The request half of ``exchange``: route, connect, send the head and body, read
         the final response head (retrying where that is safe). Returns the backend
@@ -272,9 +379,18 @@ class Proxy:
         what followed the request body, the response head and the bytes after it.
 
         ``client`` is where the request body comes from: the client connection, or an
-        HTTP/2 stream (l7/http2.py) that reads like one. Raises as ``exchange`` does.
+        HTTP/2 stream (l7/http2.py) that reads like one. ``routed``: the backend the
+        plugin phases routed to (they ran: ``before``). With plugins and no ``routed``,
+        the phases run here (WebSocket and HTTP/2 requests), and may raise PluginReply.
+        Raises as ``exchange`` does.
         """
-        backend, wire = self.prepare(head, client_ip)
+        if routed is None and self.has_plugins:
+            routed, pinned = self.before(head, client_ip)
+            slot = slot or pinned
+        if routed is not None:
+            backend, wire = routed, self.request_wire(head, client_ip)
+        else:
+            backend, wire = self.prepare(head, client_ip)
         if backend.h2 is not None:  # (exchange and l7/h2stream.py take other paths there)
             if head.upgrade:  # RFC 8441 towards a backend: not implemented
                 raise ProtocolError(501, f"websocket to backend {backend.config.name}, which "
@@ -468,6 +584,8 @@ class Proxy:
     ) -> tuple[bool, bool]:
         """Forward the response; returns (keep the client, the backend connection is
         clean for reuse: its response ended exactly where its framing said)."""
+        if head.plugins is not None:
+            self.after(head, rhead)
         framing = rhead.framing
         length = rhead.content_length
         wire, keep = self.response_wire(head, rhead)

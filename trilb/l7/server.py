@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import trio
 
@@ -28,8 +28,10 @@ from trilb.l4.accept import ACCEPT_PAUSE, Acceptor
 from trilb.l4.idle import IdleSweeper
 from trilb.l4.reactor import Reactor
 from trilb.l7.client import CLOSED, IDLE, TASK, ClientConnection
+from trilb.l7.phases import PluginReply, reply_wire
 from trilb.l7.proxy import HttpBackend, Proxy, status_for
 from trilb.l7.wsrelay import Tunnels
+from trilb.plugin.api import Plugin
 from trilb.tls import ServerTls
 
 log = logging.getLogger(__name__)
@@ -45,13 +47,14 @@ class HttpFrontend(Acceptor):
         sweeper: IdleSweeper,
         reactor: Reactor,
         tls: ServerTls | None = None,
+        plugins: Mapping[str, Plugin] | None = None,
     ) -> None:
         super().__init__(config)
         self.sweeper = sweeper
         self.reactor = reactor
         # TLS termination: connections are wrapped and their handshake driven first.
         self.tls = tls
-        self.proxy = Proxy(config, backends)
+        self.proxy = Proxy(config, backends, plugins)
         self.tunnels = Tunnels()
         # The nursery exchanges handed over by connections run in (the worker's).
         self.handlers: trio.Nursery | None = None
@@ -154,6 +157,14 @@ class HttpFrontend(Acceptor):
         try:
             keep, rest = await step()
         except ClientClosed:
+            conn.close()
+            return
+        except PluginReply as exc:  # (a plugin answered a WebSocket upgrade request)
+            if not conn.client.responding:
+                try:
+                    conn.client.send_nowait(reply_wire(exc.reply, keep=False))
+                except ClientClosed:
+                    pass
             conn.close()
             return
         except ProtocolError as exc:

@@ -55,7 +55,7 @@ class Messages(Relay):
         parts: list[bytes | str] = []
         size = 0
         while True:
-            if data:
+            if data and parser.state is not ConnectionState.CLOSED:
                 parser.receive_data(data)
                 out: list[bytes] = []
                 for event in parser.events():
@@ -68,7 +68,8 @@ class Messages(Relay):
                             break
                         parts.append(payload)
                         if event.message_finished:
-                            out.append(writer.send(_whole(event, parts)))
+                            if writer.state is ConnectionState.OPEN:  # (else: closing)
+                                out.append(writer.send(_whole(event, parts)))
                             parts, size = [], 0
                     elif isinstance(event, CloseConnection):
                         if parser.state is ConnectionState.OPEN:  # (wsproto's parse failure)
@@ -92,7 +93,8 @@ class Messages(Relay):
                 return await self.after_close(way)
             if self.ping_due and way is self.down:
                 self.ping_due = False
-                await dst.send_all(writer.send(Ping(PING_PAYLOAD)))
+                if writer.state is ConnectionState.OPEN:
+                    await dst.send_all(writer.send(Ping(PING_PAYLOAD)))
             received = await self.receive(way)
             if received is None:
                 data = b""
@@ -116,6 +118,8 @@ class Messages(Relay):
 
     def heard(self, way: Way, data: bytes) -> None:
         parser = self._sides(way)[0]
+        if parser.state is ConnectionState.CLOSED:
+            return
         parser.receive_data(data)
         for _ in parser.events():
             pass

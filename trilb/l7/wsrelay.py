@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import trio
+from wsproto.utilities import LocalProtocolError
 
 from trilb.config.schema import WebSocket
 from trilb.errors import ClientClosed, ClientTimeout, UpstreamError
@@ -43,7 +44,8 @@ STREAM_ERRORS = (ClientClosed, ClientTimeout, UpstreamError)
 class Way:
     """One direction of a relayed WebSocket."""
 
-    __slots__ = ("code", "done", "dst", "masked", "read", "receiving", "src", "walker")
+    __slots__ = ("code", "done", "dst", "masked", "read", "receiving", "src", "stalled",
+                 "walker")  # fmt: skip
 
     def __init__(self, src: Peer, dst: Peer, masked: bool) -> None:
         self.src = src
@@ -58,6 +60,7 @@ class Way:
         self.walker = FrameWalker()
         self.receiving = False  # waiting for src: a wake there is ours to interpret
         self.done = False  # it sent trilb's Close and writes no more
+        self.stalled = False  # it got its CLOSE_TIMEOUT to reach a frame boundary
         # The code of the Close trilb sends to dst when it ends the connection. Each way
         # writes to its own dst only: two tasks never write to one socket.
         self.code = GOING_AWAY
@@ -120,7 +123,9 @@ class Relay:
         end = True
         try:
             end = await self.pump(way, data)
-        except STREAM_ERRORS as exc:
+        except (*STREAM_ERRORS, LocalProtocolError) as exc:
+            # (LocalProtocolError: wsproto refused a frame in a closing state; a race of
+            # the two sides' Closes on the message path, which ends the relay as well.)
             self.why = self.why or str(exc)
         finally:
             if end:
@@ -141,7 +146,15 @@ class Relay:
         except (ClientTimeout, UpstreamError) as exc:
             if isinstance(exc, UpstreamError) and exc.kind != "timeout":
                 raise
-            if not (self.closing or self.ping_due):  # the idle deadline
+            if self.closing:
+                # trilb is closing and this way is stalled (mid-frame, or waiting for an
+                # answer): CLOSE_TIMEOUT more, once; then the relay ends. (Returning at
+                # once again would spin: an expired deadline raises before any wait.)
+                if way.stalled:
+                    raise
+                way.stalled = True
+                way.src.arm(CLOSE_TIMEOUT, "websocket close")
+            elif not self.ping_due:  # the idle deadline
                 self.why = "idle"
                 self.go_away()
             return None

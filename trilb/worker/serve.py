@@ -119,12 +119,15 @@ def _frontends(
     tcp_backends: dict[str, BackendState] = {}
     http_backends: dict[str, HttpBackend] = {}
     out: list[TcpFrontend | HttpFrontend] = []
+    # One instance per [plugins.NAME] per worker, shared by every frontend that lists it.
+    plugins = {name: spec.cls(spec.settings) for name, spec in config.plugins.items()}
     for fe in config.frontends.values():
         if fe.mode == "http":
             for name in {fe.default_backend, *(r.backend for r in fe.routes)}:
                 if name not in http_backends:
                     http_backends[name] = HttpBackend(config.backends[name], sweeper)
-            out.append(HttpFrontend(fe, http_backends, sweeper, reactor, tls.get(fe.name)))
+            out.append(HttpFrontend(fe, http_backends, sweeper, reactor, tls.get(fe.name),
+                                    plugins))  # fmt: skip
         else:
             name = fe.default_backend
             if name not in tcp_backends:
