@@ -424,6 +424,8 @@ class Proxy:
         except BaseException:
             backend.pool.release(slot, upstream, False)
             raise
+        if head.plugins is not None:
+            head.plugins.ctx.server = slot.name  # (what answered: sticky cookies name it)
         return upstream, slot, backend, rest, rhead, body
 
     async def respond(
