@@ -23,6 +23,7 @@ import argparse
 import dataclasses
 import http.client
 import importlib.metadata
+import json
 import os
 import shlex
 import shutil
@@ -160,14 +161,31 @@ def make_certs(tmp: Path) -> Certs:
     return certs
 
 
-def trilb_config(port: int, origin: int, workers: int, tls: Certs | None = None) -> str:
+# What --plugins adds to trilb's config: each first-party plugin with typical settings.
+PLUGIN_TABLES = {
+    "headers": '[plugins.headers]\nrequest = { set = { "X-Env" = "bench" }, '
+    'remove = ["X-Debug"] }\nresponse = { remove = ["Server"] }\nrequest_id = "X-Request-Id"\n',
+    "sticky": '[plugins.sticky]\nkey = "a benchmark key, long enough"\n',
+}
+
+
+def trilb_config(
+    port: int, origin: int, workers: int, tls: Certs | None = None, plugins: str = ""
+) -> str:
     cert = f'{{ cert = "{tls.cert}", key = "{tls.key}" }}' if tls else ""
     tls_line = f"tls = {{ certs = [{cert}] }}\n" if tls else ""
+    names = [p for p in plugins.split(",") if p and p != "offpath"]
+    listed = f"plugins = {json.dumps(names)}\n" if names else ""
+    if "offpath" in plugins:  # plugins configured, on a route the benchmark never takes
+        listed += '\n[[frontends.bench.routes]]\npath_prefix = "/offpath/"\nbackend = "origin"\n'
+        listed += 'plugins = ["headers"]\n'
+        names = ["headers"]
     return (
         f'[global]\nworkers = {workers}\ngrace = "2s"\n\n'
         f'[frontends.bench]\nmode = "http"\nbind = "127.0.0.1:{port}"\n'
-        f'default_backend = "origin"\n{tls_line}\n'
-        f'[backends.origin]\nservers = ["127.0.0.1:{origin}"]\n'
+        f'default_backend = "origin"\n{tls_line}{listed}\n'
+        f'[backends.origin]\nservers = ["127.0.0.1:{origin}"]\n\n'
+        + "".join(PLUGIN_TABLES[n] for n in names)
     )
 
 
@@ -226,14 +244,20 @@ def proxypy_argv(port: int, workers: int) -> list[str]:
 
 
 def start_proxy(
-    proxy: str, workers: int, tmp: Path, run_dir: Path, origin: int, tls: Certs | None = None
+    proxy: str,
+    workers: int,
+    tmp: Path,
+    run_dir: Path,
+    origin: int,
+    tls: Certs | None = None,
+    plugins: str = "",
 ) -> Server:
     port = free_port()
     env = dict(os.environ)
     log = run_dir / f"{proxy}-w{workers}.log"
     if proxy == "trilb":
         conf = tmp / f"trilb-w{workers}.toml"
-        conf.write_text(trilb_config(port, origin, workers, tls))
+        conf.write_text(trilb_config(port, origin, workers, tls, plugins))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         argv = [sys.executable, "-m", "trilb", "serve", "-c", str(conf)]
     elif proxy == "haproxy":
@@ -309,7 +333,9 @@ def run_all(args: argparse.Namespace, tmp: Path, run_dir: Path, origin: Server) 
     what else the machine does hits all of them alike); the median of each figure."""
     runs = run_matrix(
         [Row(p, w) for _ in range(args.rounds) for w in args.workers for p in args.only],
-        lambda row: start_proxy(row.proxy, row.workers, tmp, run_dir, origin.port, args.certs),
+        lambda row: start_proxy(
+            row.proxy, row.workers, tmp, run_dir, origin.port, args.certs, args.plugins
+        ),
         lambda row, server: measure(row, server, args.duration, args.certs is not None),
     )
     return [median_row([r for r in runs if (r.proxy, r.workers) == (p, w)])
@@ -393,6 +419,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--only", default=",".join(PROXIES), help="comma-separated proxies")
     parser.add_argument("--markdown", type=Path, help="append the table as Markdown to FILE")
     parser.add_argument("--tls", action="store_true", help="proxies terminate TLS; wrk on https")
+    parser.add_argument(
+        "--plugins",
+        default="",
+        help=f"trilb runs these first-party plugins: {list(PLUGIN_TABLES)}, or 'offpath'",
+    )
     parser.add_argument(
         "--install", action="store_true", help=f"apt-get install missing tools, pip {PROXYPY_DIST}"
     )

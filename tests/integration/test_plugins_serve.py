@@ -132,7 +132,8 @@ def test_a_route_plugin_answers_pins_and_fails_closed(proxied: int) -> None:
 def test_on_connect_refuses_an_address(proxied: int) -> None:
     with socket.create_connection(("127.0.0.1", proxied), timeout=5,
                                   source_address=("127.0.0.2", 0)) as sock:  # fmt: skip
-        sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+        # (Answered as soon as it connects: a request sent into the closing connection
+        # could make the kernel reset it before the answer is read.)
         out = b""
         while chunk := sock.recv(4096):
             out += chunk

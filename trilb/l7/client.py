@@ -237,7 +237,7 @@ class ClientConnection:
         self.rest = rest
         fe = self.fe
         proxy = fe.proxy
-        if proxy.has_plugins:  # the phases run around the task path (l7/phases.py)
+        if proxy.has_plugins and proxy.needs_plugins(head):  # (around the task path)
             self._hand_over(self._step(head, rest))
             return
         try:

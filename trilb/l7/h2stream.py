@@ -172,7 +172,7 @@ class H2Stream:
         if head.upgrade is not None:  # (only an extended CONNECT for websocket has one)
             nursery.start_soon(self.run_websocket)
             return
-        if conn.proxy.has_plugins:  # the phases run around the task path (l7/phases.py)
+        if conn.proxy.has_plugins and conn.proxy.needs_plugins(head):  # (the task path)
             nursery.start_soon(self.run)
             return
         try:

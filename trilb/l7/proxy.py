@@ -246,6 +246,12 @@ class Proxy:
 
     # --- plugins ---------------------------------------------------------------------
 
+    def needs_plugins(self, head: RequestHead) -> bool:
+        """Whether a plugin phase applies to ``head`` (call only when ``has_plugins``): the
+        frontend's plugins, or its route's. A request whose route has none stays on the
+        paths without plugins."""
+        return self.chains is not None or self.router.match(head).index in self.route_chains
+
     def before(self, head: RequestHead, client_ip: bytes) -> tuple[HttpBackend, ServerSlot | None]:
         """The request phases around routing: the frontend's plugins, the router, the
         route's plugins. Returns the backend and the server a plugin pinned (if it is
@@ -353,7 +359,7 @@ class Proxy:
           ExchangeAborted: the response broke off after its head went to the client.
           ClientClosed, ClientTimeout: the client went away or stalled.
         """
-        if self.has_plugins:
+        if self.has_plugins and self.needs_plugins(head):
             return await self._exchange_plugins(client, head, first, client_ip, fresh)
         routed = self.route(head)
         if routed.h2 is not None:
@@ -384,7 +390,7 @@ class Proxy:
         the phases run here (WebSocket and HTTP/2 requests), and may raise PluginReply.
         Raises as ``exchange`` does.
         """
-        if routed is None and self.has_plugins:
+        if routed is None and self.has_plugins and self.needs_plugins(head):
             routed, pinned = self.before(head, client_ip)
             slot = slot or pinned
         if routed is not None:
