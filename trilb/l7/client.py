@@ -42,12 +42,12 @@ from trilb.balance.algorithms import ServerSlot
 from trilb.errors import ClientClosed, ProtocolError, UpstreamError
 from trilb.l7.http1 import RequestParser
 from trilb.l7.http2 import H2Server
-from trilb.l7.phases import reply_wire, run_connect
+from trilb.l7.phases import PluginReply, reply_wire, run_connect
 from trilb.l7.proxy import IDEMPOTENT, HttpBackend, error_response, status_for
 from trilb.l7.stream import RECV_SIZE, WOULD_BLOCK, Stream
 from trilb.l7.websocket import proxy_websocket
 from trilb.messages import Framing, RequestHead, ResponseHead
-from trilb.plugin.api import Context
+from trilb.plugin.api import Context, Reply
 
 if TYPE_CHECKING:
     from trilb.l7.server import HttpFrontend
@@ -237,18 +237,24 @@ class ClientConnection:
         self.rest = rest
         fe = self.fe
         proxy = fe.proxy
-        if proxy.has_plugins and proxy.needs_plugins(head):  # (around the task path)
-            self._hand_over(self._step(head, rest))
-            return
+        pinned = None
         try:
-            backend, wire = proxy.prepare(head, self.ip)
+            if proxy.has_plugins and proxy.needs_plugins(head):
+                # The request phases are plain calls: they run here, on this path too.
+                backend, pinned = proxy.before(head, self.ip)
+                wire = proxy.request_wire(head, self.ip)
+            else:
+                backend, wire = proxy.prepare(head, self.ip)
+        except PluginReply as exc:
+            self._reply(exc.reply)
+            return
         except ProtocolError as exc:
             self._refuse(exc)
             return
         if head.framing is not Framing.NONE or head.expect_continue or head.upgrade:
             self._hand_over(self._step(head, rest))
             return
-        upstream, slot = backend.pooled(head)
+        upstream, slot = backend.pooled(head, pinned)
         if upstream is None:
             # No idle connection to that server: a task connects (to it first).
             self._hand_over(partial(proxy.exchange, client, head, rest, self.ip, slot))
@@ -332,6 +338,8 @@ class ClientConnection:
             return
         head, slot, backend = self.head, self.slot, self.backend
         assert head is not None and slot is not None and backend is not None
+        if head.plugins is not None:
+            head.plugins.ctx.server = slot.name
         if not (
             (framing is Framing.LENGTH and len(body) == rhead.content_length)
             or (framing is Framing.NONE and not body)
@@ -342,13 +350,34 @@ class ClientConnection:
             )
             return
         try:
+            if head.plugins is not None:
+                self.fe.proxy.after(head, rhead)
             wire, keep = self.fe.proxy.response_wire(head, rhead)
+        except PluginReply as exc:
+            self._release(False)
+            self._refuse(ProtocolError(exc.reply.status, "a plugin failed in on_response"))
+            return
         except ProtocolError as exc:
             self._release(False)
             self._refuse(exc)
             return
         self._release(rhead.keep_alive)
-        data = wire + body if body else wire
+        if head.plugins is not None:
+            self.fe.proxy.done(head)
+        self._send_final(wire + body if body else wire, keep)
+
+    def _reply(self, reply: Reply) -> None:
+        """A plugin answered the request: send its Reply, then serve the next one."""
+        head = self.head
+        assert head is not None
+        keep = head.keep_alive and head.framing is Framing.NONE and not self.fe.draining
+        self.fe.proxy.done(head, reply.status)
+        if not keep:
+            self.rest = b""
+        self._send_final(reply_wire(reply, keep), keep)
+
+    def _send_final(self, data: bytes, keep: bool) -> None:
+        """Send a whole response (what the socket does not take waits for its room)."""
         try:
             sent = self.client.send_nowait(data)
         except ClientClosed:
@@ -494,6 +523,8 @@ class ClientConnection:
             status = exc.status
             level = logging.WARNING if status >= 500 else logging.DEBUG
             log.log(level, "frontend %s: %d: %s", self.fe.config.name, status, exc)
+        if self.head is not None and self.head.plugins is not None:
+            self.fe.proxy.done(self.head, status)
         self.answer(status)
         self.close()
 

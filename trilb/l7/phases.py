@@ -128,11 +128,12 @@ def run_done(phase: Phase, ctx: Context) -> None:
 class Run:
     """A request's plugin state: its Context and its route's chains (RequestHead.plugins)."""
 
-    __slots__ = ("ctx", "route")
+    __slots__ = ("ctx", "finished", "route")
 
     def __init__(self, ctx: Context, route: Chains | None) -> None:
         self.ctx = ctx
         self.route = route
+        self.finished = False  # the done phases ran
 
 
 def reply_fields(reply: Reply) -> list[tuple[bytes, bytes]]:

@@ -111,12 +111,17 @@ class HttpBackend:
             self.h2 = H2Pool(config, self.state.slots, sweeper)
             sweeper.chores.append(self.h2.expire)
 
-    def pooled(self, head: RequestHead) -> tuple[Stream | None, ServerSlot | None]:
-        """The balancer's pick for ``head`` and, when its pool holds a usable one, an idle
-        connection to it: the per-request path, with nothing to await. Pass the slot to
-        ``connect`` when no connection came with it."""
-        key = self.key(head) if self.key is not None else None
-        slot = self.state.balancer.pick(key)
+    def pooled(
+        self, head: RequestHead, pinned: ServerSlot | None = None
+    ) -> tuple[Stream | None, ServerSlot | None]:
+        """The balancer's pick for ``head`` (or ``pinned``, a plugin's) and, when its pool
+        holds a usable one, an idle connection to it: the per-request path, with nothing
+        to await. Pass the slot to ``connect`` when no connection came with it."""
+        if pinned is not None:
+            slot: ServerSlot | None = pinned
+        else:
+            key = self.key(head) if self.key is not None else None
+            slot = self.state.balancer.pick(key)
         if slot is None or self.h2 is not None:
             return None, slot
         return self.pool.take(slot), slot
@@ -292,10 +297,12 @@ class Proxy:
             run_response(self.chains.response, run.ctx, rhead)
 
     def done(self, head: RequestHead, status: int = 0) -> None:
-        """The done phases (``status``: the one trilb answered, if not the backend's)."""
+        """The done phases (``status``: the one trilb answered, if not the backend's);
+        once per request, whichever path ends it first."""
         run = head.plugins
-        if run is None:
+        if run is None or run.finished:
             return
+        run.finished = True
         if status:
             run.ctx.status = status
         if self.chains is not None:
@@ -304,15 +311,24 @@ class Proxy:
             run_done(run.route.done, run.ctx)
 
     async def _exchange_plugins(
-        self, client: Stream, head: RequestHead, first: bytes, client_ip: bytes, fresh: bool
+        self,
+        client: Stream,
+        head: RequestHead,
+        first: bytes,
+        client_ip: bytes,
+        slot: ServerSlot | None,
+        fresh: bool,
     ) -> tuple[bool, bytes]:
         """``exchange`` with plugin phases around it."""
         status = 0
         try:
-            try:
-                backend, slot = self.before(head, client_ip)
-            except PluginReply as reply:
-                return await self._reply(client, head, first, reply.reply)
+            if head.plugins is None:
+                try:
+                    backend, slot = self.before(head, client_ip)
+                except PluginReply as reply:
+                    return await self._reply(client, head, first, reply.reply)
+            else:  # (the phases ran in the reactor already: ``slot`` is its pick)
+                backend = self.backends[head.plugins.ctx.backend]
             upstream, slot, backend, rest, rhead, body = await self.forward(
                 client, head, first, client_ip, slot, fresh, backend
             )
@@ -360,7 +376,7 @@ class Proxy:
           ClientClosed, ClientTimeout: the client went away or stalled.
         """
         if self.has_plugins and self.needs_plugins(head):
-            return await self._exchange_plugins(client, head, first, client_ip, fresh)
+            return await self._exchange_plugins(client, head, first, client_ip, slot, fresh)
         routed = self.route(head)
         if routed.h2 is not None:
             return await exchange_h2(self, client, head, first, client_ip, routed)
@@ -391,8 +407,11 @@ class Proxy:
         Raises as ``exchange`` does.
         """
         if routed is None and self.has_plugins and self.needs_plugins(head):
-            routed, pinned = self.before(head, client_ip)
-            slot = slot or pinned
+            if head.plugins is None:
+                routed, pinned = self.before(head, client_ip)
+                slot = slot or pinned
+            else:  # (they ran already)
+                routed = self.backends[head.plugins.ctx.backend]
         if routed is not None:
             backend, wire = routed, self.request_wire(head, client_ip)
         else:
@@ -462,6 +481,8 @@ class Proxy:
             keep, clean = await self._send_response(client, upstream, head, rhead, body, backend)
         finally:
             backend.pool.release(slot, upstream, clean)
+        if head.plugins is not None:
+            self.done(head)
         return keep, rest
 
     def request_wire(self, head: RequestHead, client_ip: bytes) -> bytes:
