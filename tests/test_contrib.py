@@ -19,3 +19,71 @@ def test_contrib_config_is_valid(path: Path) -> None:
 
 def test_contrib_has_configs() -> None:
     assert list(CONTRIB.glob("*.toml"))
+
+
+IPALLOW = CONTRIB / "trilb-ipallow"
+
+
+@pytest.mark.slow
+def test_the_third_party_example_installs_and_is_used_by_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """pip installs contrib/trilb-ipallow (into a directory of its own, not this
+    environment); a config names it by its entry point; a real trilb serves with it."""
+    import socket
+    import subprocess
+    import sys
+
+    from tests.integration.conftest import Trilb, free_port
+
+    target = tmp_path / "site"
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+         "--target", str(target), str(IPALLOW)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert build.returncode == 0, build.stderr
+    assert (target / "trilb_ipallow").is_dir()
+    monkeypatch.setenv("PYTHONPATH", str(target))  # (the trilb process inherits it)
+    with socket.socket() as origin:
+        origin.bind(("127.0.0.1", 0))
+        origin.listen(8)
+        port = free_port()
+        config = f"""
+[frontends.web]
+mode = "http"
+bind = "127.0.0.1:{port}"
+default_backend = "app"
+plugins = ["ipallow"]
+
+[backends.app]
+servers = ["127.0.0.1:{origin.getsockname()[1]}"]
+
+[plugins.ipallow]
+allow = ["127.0.0.1/32"]
+maintenance = true
+"""
+        for text, ok in ((config, True), (config.replace('"127.0.0.1/32"', '"nope"'), False)):
+            file = tmp_path / "check.toml"
+            file.write_text(text)
+            check = subprocess.run([sys.executable, "-m", "trilb", "check", "-c", str(file)],
+                                   capture_output=True, text=True, timeout=60)  # fmt: skip
+            assert (check.returncode == 0) is ok, check.stderr
+            if not ok:
+                assert "plugins.ipallow.allow[0]" in check.stderr
+        (tmp_path / "run").mkdir()
+        trilb = Trilb(tmp_path / "run", config, workers=1)
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+                answer = sock.recv(4096)
+            assert answer.startswith(b"HTTP/1.1 503 "), answer
+            assert answer.endswith(b"Down for maintenance, back soon.\n")
+            with socket.create_connection(("127.0.0.1", port), timeout=5,
+                                          source_address=("127.0.0.2", 0)) as sock:  # fmt: skip
+                refused = b""
+                while chunk := sock.recv(4096):
+                    refused += chunk
+            assert refused.startswith(b"HTTP/1.1 403 ")
+        finally:
+            trilb.stop()
