@@ -122,6 +122,9 @@ class ReactorTunnel:
         """``reading`` has this socket as its source, ``writing`` as its destination."""
         if self._done.is_set():
             return
+        if events & select.EPOLLERR:  # a reset: nothing more to relay either way
+            self._finish("connection reset")
+            return
         try:
             if events & _OUT and writing.pending is not None and self._flush(writing):
                 self._pump(writing)  # its source waited for room here
@@ -198,12 +201,13 @@ class ReactorTunnel:
             return
         if self.closing:
             way.closed = True
-            self._send(way, close_frame(GOING_AWAY, way.masked))
+            if not way.walker.saw_close:  # (else the peer's Close went this way already)
+                self._send(way, close_frame(GOING_AWAY, way.masked))
             if way is self.up:  # the client's answering Close ends it, or the timeout
                 self.client.arm(CLOSE_TIMEOUT, "websocket close")
             elif self.up.eof:
                 self._finish("closed")
-        elif self.ping_due and way is self.down:
+        elif self.ping_due and way is self.down and not way.walker.saw_close:
             self.ping_due = False
             self._send(way, frame(PING, PING_PAYLOAD, masked=False))
 

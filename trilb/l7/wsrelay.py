@@ -79,6 +79,7 @@ class Relay:
         # Bytes moved since the pinger last looked: no ping is needed then.
         self.moved = False
         self._scope: trio.CancelScope | None = None
+        self.running = 0  # directions still moving
         self.why = ""
 
     async def run(self, to_upstream: bytes, to_client: bytes, tunnels: Tunnels) -> None:
@@ -121,6 +122,7 @@ class Relay:
 
     async def _direction(self, way: Way, data: bytes) -> None:
         end = True
+        self.running += 1
         try:
             end = await self.pump(way, data)
         except (*STREAM_ERRORS, LocalProtocolError) as exc:
@@ -128,7 +130,8 @@ class Relay:
             # the two sides' Closes on the message path, which ends the relay as well.)
             self.why = self.why or str(exc)
         finally:
-            if end:
+            self.running -= 1
+            if end or not self.running:  # (the last way out: the pinger must not hold on)
                 assert self._scope is not None
                 self._scope.cancel()
 
@@ -249,9 +252,10 @@ class Tunnel(Relay):
                 self.moved = True
             if walker.at_boundary:  # trilb may write a frame of its own
                 if self.closing:
-                    await dst.send_all(close_frame(way.code, way.masked))
+                    if not walker.saw_close:  # (else the peer's Close went this way already)
+                        await dst.send_all(close_frame(way.code, way.masked))
                     return await self.after_close(way)
-                if self.ping_due and way is self.down:
+                if self.ping_due and way is self.down and not walker.saw_close:
                     self.ping_due = False
                     await dst.send_all(frame(PING, PING_PAYLOAD, masked=False))
             received = await self.receive(way)
