@@ -166,6 +166,7 @@ PLUGIN_TABLES = {
     "headers": '[plugins.headers]\nrequest = { set = { "X-Env" = "bench" }, '
     'remove = ["X-Debug"] }\nresponse = { remove = ["Server"] }\nrequest_id = "X-Request-Id"\n',
     "sticky": '[plugins.sticky]\nkey = "a benchmark key, long enough"\n',
+    "waf": '[plugins.waf]\nmode = "block"\n',
 }
 
 

@@ -139,3 +139,21 @@ def test_on_connect_refuses_an_address(proxied: int) -> None:
             out += chunk
     assert out.startswith(b"HTTP/1.1 403 ") and out.endswith(b"not you\n")
     assert httpx.get(f"http://127.0.0.1:{proxied}/").status_code == 200
+
+
+@pytest.mark.parametrize("mode", ["block", "detect"])
+def test_the_waf_blocks_or_only_logs(trilb_factory: Factory, echoes: list[int], mode: str) -> None:
+    port = free_port()
+    extra = f'\n[plugins.waf]\nmode = "{mode}"\n'
+    trilb = trilb_factory(plugin_config(port, echoes, '["waf"]', extra), workers=1)
+    base = f"http://127.0.0.1:{port}"
+    with httpx.Client() as client:
+        attack = client.get(f"{base}/search", params={"q": "1' UNION SELECT password FROM users--"})
+        fine = client.get(f"{base}/search", params={"q": "O'Reilly & sons: select a plan"})
+    assert fine.status_code == 200
+    if mode == "block":
+        assert (attack.status_code, attack.text) == (403, "request blocked\n")
+    else:
+        assert attack.status_code == 200
+    trilb.wait_log("rule 1001 (SQL injection", 5)
+    assert f"waf {mode}: 127.0.0.1 /search: rule 1001" in trilb.log()

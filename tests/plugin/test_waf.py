@@ -1,0 +1,64 @@
+"""The WAF's rules on the shipped corpora, and its rule-file errors; no sockets."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+from trilb_plugins.waf import Waf, WafSettings
+from trilb_plugins.wafrules import load_rules
+
+from tests.plugin.waf_corpus import attacks, benign
+from trilb.errors import ConfigError
+
+WAF = Waf(WafSettings())
+
+
+def test_the_corpora_are_large_enough() -> None:
+    assert len(attacks()) >= 200 and len(benign()) >= 200
+    assert len({h for _, h in attacks() for h in [repr(h)]}) == len(attacks())  # distinct
+
+
+def test_every_attack_of_the_corpus_is_blocked() -> None:
+    missed = collections.defaultdict(list)
+    for category, (method, target, headers) in attacks():
+        blocked, _ = WAF.inspect(method, target, headers)
+        if not blocked:
+            missed[category].append(target[:100] + " " + str(headers[1:])[:80])
+    assert not missed, dict(missed)
+
+
+def test_no_benign_request_of_the_corpus_is_blocked() -> None:
+    false_positives = []
+    for method, target, headers in benign():
+        blocked, lines = WAF.inspect(method, target, headers)
+        if blocked:
+            false_positives.append((target, lines))
+    assert false_positives == []
+
+
+def test_detect_mode_logs_without_blocking_and_matches_say_what_and_where() -> None:
+    method, target, headers = attacks()[0][1]
+    blocked, lines = WAF.inspect(method, target, headers)
+    assert blocked and lines[0].startswith("rule 1001 (SQL injection") and " in args: " in lines[0]
+
+
+RULE = '[[rule]]\nid = 1\ntargets = ["args"]\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ("x = 1", "expected [[rule]] tables"),
+        ('[[rule]]\nid = 1\ntargets = ["body"]\noperator = "sqli"\n', "unknown target"),
+        (RULE + 'operator = "magic"\n', "unknown operator"),
+        (RULE + 'operator = "regex"\nvalue = "("\n', "invalid regular"),
+        (RULE + 'operator = "xss"\n' + RULE + 'operator = "xss"\n', "duplicate rule id 1"),
+        (RULE + 'operator = "xss"\naction = "drop"\n', "expected one of"),
+    ],
+)  # fmt: skip
+def test_rule_file_errors_say_where(text: str, fragment: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_rules(text, "rules.toml")
+    assert fragment in str(err.value)
+    assert "rules.toml" in str(err.value)
