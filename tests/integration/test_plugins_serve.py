@@ -157,3 +157,14 @@ def test_the_waf_blocks_or_only_logs(trilb_factory: Factory, echoes: list[int], 
         assert attack.status_code == 200
     trilb.wait_log("rule 1001 (SQL injection", 5)
     assert f"waf {mode}: 127.0.0.1 /search: rule 1001" in trilb.log()
+
+
+def test_a_plugin_reply_answers_an_http2_websocket_request(proxied: int) -> None:
+    from tests.integration.test_websocket_serve import H2WebSocket
+
+    client = H2WebSocket(proxied, "/gated/blocked/ws")  # (the gate answers; no backend)
+    try:
+        assert client.status == b"403"
+    finally:
+        client.close()
+    assert httpx.get(f"http://127.0.0.1:{proxied}/").status_code == 200  # the worker is fine

@@ -6,7 +6,6 @@ an IdleSweeper's serve() task, as l4/tcp.py does.
 
 from __future__ import annotations
 
-import os
 import select
 import socket
 import time
@@ -17,6 +16,7 @@ import pytest
 import trio
 import trio.testing
 
+from tests.l4.fds import open_fds
 from trilb.config.schema import Address
 from trilb.errors import UpstreamError
 from trilb.l4.connect import open_tcp
@@ -44,21 +44,6 @@ async def timeouts(enforcer: str) -> AsyncIterator[IdleSweeper | None]:
         yield sweeper
         assert sweeper.deadlines == set()  # every connect unwatched itself
         nursery.cancel_scope.cancel()
-
-
-def open_fds() -> frozenset[int]:
-    """The descriptors open now. Checks compare sets, not counts: another test's thread
-    may close one of its own meanwhile, which a count would blame on this test. (The
-    listing's own descriptor is closed again by the time it is checked: left out.)"""
-    return frozenset(fd for fd in map(int, os.listdir("/proc/self/fd")) if _is_open(fd))
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
 
 
 def address_of(sock: socket.socket) -> Address:

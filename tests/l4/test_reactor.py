@@ -26,6 +26,7 @@ import trio
 import trio.testing
 
 from tests.conftest import TcpPair
+from tests.l4.fds import open_fds
 from trilb.l4.pump import Pools
 from trilb.l4.reactor import Link, Reactor
 
@@ -49,21 +50,6 @@ def stream(sock: socket.socket) -> trio.SocketStream:
 
 def linger(sock: socket.socket) -> bytes:
     return sock.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, len(LINGER_OFF))
-
-
-def open_fds() -> frozenset[int]:
-    """The descriptors open now. Checks compare sets, not counts: another test's thread
-    may close one of its own meanwhile, which a count would blame on this test. (The
-    listing's own descriptor is closed again by the time it is checked: left out.)"""
-    return frozenset(fd for fd in map(int, os.listdir("/proc/self/fd")) if _is_open(fd))
-
-
-def _is_open(fd: int) -> bool:
-    try:
-        os.fstat(fd)
-    except OSError:
-        return False
-    return True
 
 
 @dataclass

@@ -54,6 +54,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# What Proxy.forward returns: the backend connection, its slot and backend, what
+# followed the request, the response head and the bytes after it.
+Forwarded = tuple["Stream", ServerSlot, "HttpBackend", bytes, ResponseHead, bytes]
+
 _IN = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 _HUP = select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 
@@ -397,22 +401,17 @@ class H2Stream:
         conn = self.conn
         proxy = conn.proxy
         with self._scope():
+            if proxy.config.websocket.messages:  # (see l7/wsmessages.py)
+                self.head.headers.remove(b"sec-websocket-extensions")
             try:
-                if proxy.config.websocket.messages:  # (see l7/wsmessages.py)
-                    self.head.headers.remove(b"sec-websocket-extensions")
                 key = check_h2_request(self.head)
-                server, slot, backend, _, rhead, body = await proxy.forward(
-                    self, self.head, b"", conn.ip
-                )
             except ProtocolError as exc:
                 self.finish_error(exc.status, str(exc))
                 return
-            except UpstreamError as exc:
-                self.finish_error(status_for(exc), str(exc))
+            forwarded = await self._forward(None, False)
+            if forwarded is None:
                 return
-            except (ClientClosed, ClientTimeout) as exc:
-                self._abort(exc)
-                return
+            server, slot, backend, _, rhead, body = forwarded
             if rhead.status != 101:  # refused: its answer goes to the client
                 if 200 <= rhead.status < 300:  # (a 2xx would tell the client it is open)
                     backend.pool.release(slot, server, False)
@@ -458,24 +457,25 @@ class H2Stream:
             proxy.done(self.head)
 
     async def _run(self, slot: ServerSlot | None, fresh: bool) -> None:
-        proxy = self.conn.proxy
+        forwarded = await self._forward(slot, fresh)
+        if forwarded is not None:
+            server, slot, backend, _, rhead, body = forwarded
+            await self.relay(server, slot, backend, rhead, body)
+
+    async def _forward(self, slot: ServerSlot | None, fresh: bool) -> Forwarded | None:
+        """Proxy.forward for this stream; None when the stream was answered (an error
+        status, a plugin's Reply) or reset instead."""
         try:
-            server, slot, backend, _, rhead, body = await proxy.forward(
-                self, self.head, b"", self.conn.ip, slot, fresh
-            )
+            return await self.conn.proxy.forward(self, self.head, b"", self.conn.ip, slot, fresh)
         except PluginReply as exc:
             self.send_reply(exc.reply)
-            return
         except ProtocolError as exc:
             self.finish_error(exc.status, str(exc))
-            return
         except UpstreamError as exc:
             self.finish_error(status_for(exc), str(exc))
-            return
         except (ClientClosed, ClientTimeout) as exc:
             self._abort(exc)
-            return
-        await self.relay(server, slot, backend, rhead, body)
+        return None
 
     async def relay_in_task(
         self,
