@@ -127,7 +127,7 @@ class ClientConnection:
     def start(self) -> None:
         chains = self.fe.proxy.chains
         if chains is not None and chains.connect:
-            ctx = Context(self.ip.decode("latin-1"), self.fe.proxy.scheme.decode(),
+            ctx = Context(self.ip.decode("latin-1"), self.fe.proxy.scheme_name,
                           self.fe.config.name)  # fmt: skip
             reply = run_connect(chains.connect, ctx)
             if reply is not None:  # refused (a TLS client gets no answer it could read)

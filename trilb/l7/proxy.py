@@ -220,6 +220,7 @@ class Proxy:
         self.only = None if config.routes else backends.get(config.default_backend)
         # X-Forwarded-Proto: what the client spoke to us.
         self.scheme = b"https" if config.tls is not None else b"http"
+        self.scheme_name = self.scheme.decode()  # (the plugins' Context.scheme)
 
     def prepare(self, head: RequestHead, client_ip: bytes) -> tuple[HttpBackend, bytes]:
         """Route ``head`` and build what goes to the backend: (its backend, the head's
@@ -266,7 +267,7 @@ class Proxy:
           PluginReply: a plugin answered (or failed: 500).
           ProtocolError: 413, as ``route``.
         """
-        ctx = Context(client_ip.decode("latin-1"), self.scheme.decode(), self.config.name)
+        ctx = Context(client_ip.decode("latin-1"), self.scheme_name, self.config.name)
         request = Request(head)
         wanted = run_request(self.chains.request, ctx, request) if self.chains else None
         route = self.router.match(head)

@@ -102,6 +102,7 @@ class ReactorTunnel:
             await self._done.wait()
         finally:
             tunnels.live.discard(self)
+            log.debug("websocket ended: %s", self.why or "closed")
             if client.fd in reactor.callbacks:
                 reactor.callbacks[client.fd] = client_callback
             if upstream.fd in reactor.callbacks:

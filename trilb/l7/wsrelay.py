@@ -102,6 +102,7 @@ class Relay:
             tunnels.live.discard(self)
             self.up.src.disarm()
             self.down.src.disarm()
+            log.debug("websocket ended: %s", self.why or "closed")
 
     def go_away(self, to_client: int = GOING_AWAY, to_upstream: int = GOING_AWAY) -> None:
         """trilb ends the connection: a Close each way, with these codes."""

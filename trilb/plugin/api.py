@@ -15,7 +15,6 @@ plugin classes, trilb/plugin/settings.py reads their settings.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
 from typing import Any, ClassVar, Final
 
 from trilb.messages import Headers, RequestHead, ResponseHead
@@ -190,11 +189,7 @@ class Plugin:
 
     # The plugin's settings schema: a frozen dataclass its [plugins.NAME] table is read
     # into (trilb/plugin/settings.py says which field types it understands).
-    Settings: ClassVar[type[Any]]
-
-    # The phases trilb knows; a subclass that overrides one of these is called for it.
-    PHASES: ClassVar[tuple[str, ...]] = ("on_connect", "on_request", "on_response", "on_done")
-    Settings = NoSettings
+    Settings: ClassVar[type[Any]] = NoSettings
 
     def __init__(self, settings: Any) -> None:
         self.settings = settings
@@ -210,8 +205,3 @@ class Plugin:
 
     def on_done(self, ctx: Context) -> None:
         return None
-
-
-def overridden(cls: type[Plugin]) -> Iterable[str]:
-    """The phases ``cls`` implements itself."""
-    return [p for p in Plugin.PHASES if getattr(cls, p) is not getattr(Plugin, p)]
