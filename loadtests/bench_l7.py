@@ -52,6 +52,7 @@ from benchlib import (
     nginx_main,
     nginx_temps,
     notes,
+    post_script,
     ratio,
     render_grid,
     run_matrix,
@@ -310,7 +311,9 @@ def check_http(port: int, tls: bool = False) -> None:
 # --- measurements ------------------------------------------------------------------------
 
 
-def measure(row: Row, server: Server, duration: int, tls: bool = False) -> None:
+def measure(
+    row: Row, server: Server, duration: int, tls: bool = False, post: Path | None = None
+) -> None:
     print(f"  {row.proxy} x{row.workers}: check", end="", flush=True)
     scheme = "https" if tls else "http"
     try:
@@ -319,9 +322,9 @@ def measure(row: Row, server: Server, duration: int, tls: bool = False) -> None:
         print(flush=True)  # end the progress line; run_matrix prints why on the next
         raise
     print(", keep-alive requests", end="", flush=True)
-    keep = wrk(server.port, duration, False, server.log, latency=True, scheme=scheme)
+    keep = wrk(server.port, duration, False, server.log, True, scheme, post)
     print(", connection per request", flush=True)
-    close = wrk(server.port, duration, True, server.log, latency=True, scheme=scheme)
+    close = wrk(server.port, duration, True, server.log, True, scheme, post)
     row.keep, row.keep_p99 = keep.rate, keep.p99_ms
     row.close, row.close_p99 = close.rate, close.p99_ms
     row.notes += keep.notes + close.notes
@@ -337,7 +340,9 @@ def run_all(args: argparse.Namespace, tmp: Path, run_dir: Path, origin: Server) 
         lambda row: start_proxy(
             row.proxy, row.workers, tmp, run_dir, origin.port, args.certs, args.plugins
         ),
-        lambda row, server: measure(row, server, args.duration, args.certs is not None),
+        lambda row, server: measure(
+            row, server, args.duration, args.certs is not None, args.post_script
+        ),
     )
     return [median_row([r for r in runs if (r.proxy, r.workers) == (p, w)])
             for w in args.workers for p in args.only]  # fmt: skip
@@ -398,7 +403,9 @@ def render_markdown(rows: list[Row], args: argparse.Namespace) -> str:
         f"{os.cpu_count()} CPUs, {versions()}; {args.duration}s per measurement, median of "
         f"{args.rounds} rounds (every proxy in turn, each round); "
         f"keep-alive = wrk {load} --latency, conn-per-req = the same with "
-        f"`Connection: close`, on a {SMALL_BYTES}-byte file; p99 = wrk's 99th percentile "
+        f"`Connection: close`, on a {SMALL_BYTES}-byte file"
+        + (f" (POSTs of a {args.post}-byte JSON body)" if args.post else "")
+        + "; p99 = wrk's 99th percentile "
         f"latency (its ratio: lower is better); Python proxy: {python_proxy()}.",
         "",
     ]
@@ -426,6 +433,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"trilb runs these first-party plugins: {list(PLUGIN_TABLES)}, or 'offpath'",
     )
     parser.add_argument(
+        "--post", type=int, default=0, metavar="BYTES",
+        help="requests are POSTs with a JSON body of BYTES (the origin drops it)",
+    )  # fmt: skip
+    parser.add_argument(
         "--install", action="store_true", help=f"apt-get install missing tools, pip {PROXYPY_DIST}"
     )
     args = parser.parse_args(argv)
@@ -449,6 +460,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="trilb-bench-") as tmp:
         if args.tls:
             args.certs = make_certs(Path(tmp))
+        args.post_script = post_script(Path(tmp) / "post.lua", args.post) if args.post else None
         try:
             origin = start_origin(Path(tmp), run_dir, 0)
         except BenchError as exc:

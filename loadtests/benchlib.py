@@ -227,7 +227,9 @@ def origin_config(tmp: Path, port: int) -> str:
         "http {\n  access_log off;\n  sendfile on;\n  tcp_nopush on;\n"
         "  keepalive_timeout 300s;\n  keepalive_requests 1000000000;\n"
         f"  default_type application/octet-stream;\n{nginx_temps(tmp)}"
-        f"  server {{ listen 127.0.0.1:{port} backlog=4096; root {tmp / 'www'}; }}\n}}\n"
+        f"  server {{ listen 127.0.0.1:{port} backlog=4096; root {tmp / 'www'};\n"
+        # (POST benchmarks: the body is read and dropped, the answer is small)
+        '    location = /post { return 200 "ok\\n"; } }\n}\n'
     )
 
 
@@ -262,16 +264,25 @@ def keep_logs(tmp: Path, run_dir: Path, names: Iterable[str]) -> None:
 
 
 def wrk(
-    port: int, duration: int, close: bool, log: Path, latency: bool = False, scheme: str = "http"
+    port: int,
+    duration: int,
+    close: bool,
+    log: Path,
+    latency: bool = False,
+    scheme: str = "http",
+    post: Path | None = None,
 ) -> WrkResult:
     """One wrk run on the small file, bounded by duration plus TOOL_SLACK; output to log.
-    ``scheme`` "https": over TLS (wrk does not verify the certificate)."""
+    ``scheme`` "https": over TLS (wrk does not verify the certificate). ``post``: a wrk
+    script (post_script) that makes the requests POSTs to the origin's /post instead."""
     argv = ["wrk", *WRK_ARGS, f"-d{duration}s"]
     if latency:
         argv.append("--latency")
     if close:
         argv += ["-H", "Connection: close"]
-    argv.append(f"{scheme}://127.0.0.1:{port}/small")
+    if post is not None:
+        argv += ["-s", str(post)]
+    argv.append(f"{scheme}://127.0.0.1:{port}/{'post' if post else 'small'}")
     done = subprocess.run(argv, capture_output=True, text=True, timeout=duration + TOOL_SLACK)
     with log.open("a") as out:
         out.write(f"$ {shlex.join(argv)}\n{done.stdout}{done.stderr}\n")
@@ -288,6 +299,15 @@ def wrk(
         p99_ms=float(p99.group(1)) * LATENCY_UNITS_MS[p99.group(2)] if p99 and ok else None,
         notes=problems,
     )
+
+
+def post_script(path: Path, size: int) -> Path:
+    """A wrk script whose requests are POSTs of a ``size``-byte JSON body."""
+    filler = max(size - 8, 0)
+    path.write_text('wrk.method = "POST"\n'
+                    f'wrk.body = \'{{"q": "\' .. string.rep("a", {filler}) .. \'"}}\'\n'
+                    'wrk.headers["Content-Type"] = "application/json"\n')  # fmt: skip
+    return path
 
 
 # --- report ------------------------------------------------------------------------------

@@ -5,10 +5,13 @@
     rules = "waf_rules.toml"   # a rule file; default: trilb's own set (waf_rules.toml here)
     threshold = 5              # the anomaly score that blocks
     status = 403
+    body_limit = 65536         # bytes of a request body inspected (0: bodies are not)
 
 Each match is logged (rule id, message, target, the matched fragment, truncated). In
 block mode a request whose score reaches the threshold, or that matched a ``block``
-rule, is answered ``status`` and never reaches a backend.
+rule, is answered ``status`` and never reaches a backend. A request with a body is
+judged once its first ``body_limit`` bytes (or the whole body, if shorter) are in:
+trilb holds them back until then, so a blocked body reaches no backend either.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import os
 from importlib import resources
 
 from trilb.errors import ConfigError
-from trilb.plugin import CONTINUE, Action, Context, Plugin, Reply, Request
+from trilb.plugin import CONTINUE, Action, BodyAction, Context, Continue, Plugin, Reply, Request
 from trilb_plugins.wafrules import Parts, Rule, evaluate, load_rules
 
 log = logging.getLogger("trilb.waf")
@@ -54,6 +57,7 @@ class WafSettings:
     rules: tuple[Rule, ...] = dataclasses.field(default=(), metadata={"parse": _rules})
     threshold: int = 5
     status: int = 403
+    body_limit: int = 65536
 
 
 class Waf(Plugin):
@@ -66,23 +70,56 @@ class Waf(Plugin):
         self.settings: WafSettings = settings
         self.rules = settings.rules or default_rules()
         self.block = settings.mode == "block"
+        if settings.body_limit < 0:
+            raise ValueError(f"body_limit must be >= 0, got {settings.body_limit}")
+        self.request_body_buffer = settings.body_limit
+        self.reply = Reply(settings.status, b"request blocked\n", (("content-type", "text/plain"),))
 
     def inspect(
-        self, method: str, target: str, headers: list[tuple[str, str]]
+        self,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes = b"",
+        body_whole: bool = True,
     ) -> tuple[bool, list[str]]:
-        """(block it, log lines): the decision for one request head."""
+        """(block it, log lines): the decision for one request (``body``: its start,
+        ``body_whole``: all of it)."""
         path, _, query = target.partition("?")
-        score, matches, blocked = evaluate(self.rules, Parts(method, path, query, headers))
+        parts = Parts(method, path, query, headers, body.decode("latin-1"), body_whole)
+        score, matches, blocked = evaluate(self.rules, parts)
         lines = [f"rule {m.rule.id} ({m.rule.msg}) in {m.target}: {m.fragment!r}" for m in matches]
         return blocked or score >= self.settings.threshold, lines
 
     def on_request(self, ctx: Context, request: Request) -> Action:
-        bad, lines = self.inspect(request.method, request.target, request.items())
+        if request.has_body and self.settings.body_limit:
+            # Judged with the body's start, in on_request_body (before any backend).
+            ctx.vars["waf"] = (request.method, request.target, request.items())
+            return CONTINUE
+        return self._judge(ctx, request.method, request.target, request.items(), b"", True)
+
+    def on_request_body(self, ctx: Context, chunk: bytes, end: bool) -> BodyAction:
+        pending = ctx.vars.pop("waf", None)
+        if pending is None:  # (judged already: the rest of the body passes)
+            return CONTINUE
+        method, target, headers = pending
+        limit = self.settings.body_limit
+        return self._judge(ctx, method, target, headers, chunk[:limit], end and len(chunk) <= limit)
+
+    def _judge(
+        self,
+        ctx: Context,
+        method: str,
+        target: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        whole: bool,
+    ) -> Reply | Continue:
+        bad, lines = self.inspect(method, target, headers, body, whole)
+        path = target.partition("?")[0][:200]
         for line in lines:
             log.warning("waf %s: %s %s: %s", "block" if bad and self.block else "detect",
-                        ctx.client_ip, request.path[:200], line)  # fmt: skip
+                        ctx.client_ip, path, line)  # fmt: skip
         if bad and self.block:
-            return Reply(
-                self.settings.status, b"request blocked\n", (("content-type", "text/plain"),)
-            )
+            return self.reply
         return CONTINUE

@@ -16,20 +16,24 @@ A rule file is TOML, an array of ``[[rule]]`` tables:
 Targets: ``method``, ``path``, ``query`` (the raw query string), ``args`` (query argument
 values), ``arg_names``, ``headers`` (every value), ``header_names``, ``headers:NAME`` (one
 field), ``cookies`` (values), ``cookie_names``, and the sizes ``path_length``,
-``arg_count``, ``header_length`` (compared with ``greater`` / ``less``). Transforms:
+``arg_count``, ``header_length`` (compared with ``greater`` / ``less``). The request body,
+as far as the plugin's ``body_limit`` reaches: ``body`` (its text), ``body_args`` (the
+values of an ``application/x-www-form-urlencoded`` body's fields, or every string of a
+JSON body), ``body_arg_names`` (field names, JSON keys), ``body_arg_count``. A body of
+another type has no ``body_args``: only ``body`` sees it. Transforms:
 ``url_decode`` (repeated while it changes, at most 3 times), ``lowercase``,
 ``html_entity_decode``, ``normalize_path`` (collapse ``//``, ``/./``, backslashes),
 ``compress_whitespace``, ``remove_comments`` (SQL and C comments). Actions: ``score``
 adds to the anomaly score (the request is blocked when it reaches the threshold);
 ``block`` blocks at once; ``log`` only logs; ``allow`` stops the evaluation and lets the
-request through. Request bodies are not inspected yet (trilb does not run body phases
-yet).
+request through.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import html
+import json
 import re
 import tomllib
 from collections.abc import Callable, Iterable, Sequence
@@ -39,7 +43,7 @@ from trilb.errors import ConfigError
 
 ACTIONS = ("score", "block", "log", "allow")
 TRANSFORMS: dict[str, Callable[[str], str]] = {}
-_SIZE_TARGETS = ("path_length", "arg_count", "header_length")
+_SIZE_TARGETS = ("path_length", "arg_count", "header_length", "body_arg_count")
 
 
 def _transform(name: str) -> Callable[[Callable[[str], str]], Callable[[str], str]]:
@@ -145,9 +149,9 @@ TRAVERSAL = re.compile(
     r"|\\\\\.\\|/var/log/"
 )
 RFI = re.compile(
-    r"=\s*(https?|ftps?)://[^&]*\?\s*$"
+    r"(^|=)\s*(https?|ftps?)://[^&]*\?\s*$"
     r"|\b(php|zip|phar|expect|glob|data|file|dict|gopher|jar)://"
-    r"|=\s*(https?|ftps?)://\d{1,3}(\.\d{1,3}){3}"
+    r"|(^|=)\s*(https?|ftps?)://\d{1,3}(\.\d{1,3}){3}"
     r"|\binclude(_once)?\s*\(|\brequire(_once)?\s*\("
     r"|\bjar:(https?|file|ftp):"
 )
@@ -199,6 +203,9 @@ class Parts:
     path: str
     query: str
     headers: Sequence[tuple[str, str]]  # (lowercase name, value)
+    body: str = ""  # the body inspected (its start), decoded as latin-1
+    # The body was inspected whole (a JSON body cut short is not parsed).
+    body_whole: bool = True
 
     def values(self, target: str) -> Iterable[str]:
         """The values of ``target`` (see the module docstring)."""
@@ -229,17 +236,40 @@ class Parts:
             return (str(len(self.args)),)
         if target == "header_length":
             return (str(max((len(v) for _, v in self.headers), default=0)),)
+        if target == "body":
+            return (self.body,) if self.body else ()
+        if target == "body_args":
+            return [v for _, v in self.body_args]
+        if target == "body_arg_names":
+            return [k for k, _ in self.body_args]
+        if target == "body_arg_count":
+            return (str(len(self.body_args)),)
         raise ValueError(target)
 
     @property
+    def content_type(self) -> str:
+        return next((v for n, v in self.headers if n == "content-type"), "").lower()
+
+    @property
+    def body_args(self) -> list[tuple[str, str]]:
+        if not self.body:
+            return []
+        kind = self.content_type.partition(";")[0].strip()
+        if kind == "application/x-www-form-urlencoded":
+            return _pairs(self.body)
+        if (kind == "application/json" or kind.endswith("+json")) and self.body_whole:
+            try:
+                data = json.loads(self.body.encode("latin-1"))
+            except (ValueError, RecursionError):
+                return [("", self.body)]  # not JSON after all: one value, inspected whole
+            out: list[tuple[str, str]] = []
+            _strings(data, "", out)
+            return out
+        return []
+
+    @property
     def args(self) -> list[tuple[str, str]]:
-        # (raw: the rules' transforms decode; parse_qsl would decode once already)
-        pairs = []
-        for part in self.query.split("&"):
-            if part:
-                name, _, value = part.partition("=")
-                pairs.append((name, value))
-        return pairs
+        return _pairs(self.query)
 
     @property
     def cookies(self) -> list[tuple[str, str]]:
@@ -253,8 +283,32 @@ class Parts:
         return out
 
 
+def _pairs(text: str) -> list[tuple[str, str]]:
+    """``a=1&b=2`` as pairs, raw: the rules' transforms decode (parse_qsl would decode
+    once already)."""
+    pairs = []
+    for part in text.split("&"):
+        if part:
+            name, _, value = part.partition("=")
+            pairs.append((name, value))
+    return pairs
+
+
+def _strings(data: object, key: str, out: list[tuple[str, str]]) -> None:
+    """Every string of a JSON document, with the key it is under (keys are names too)."""
+    if isinstance(data, str):
+        out.append((key, data))
+    elif isinstance(data, dict):
+        for k, v in data.items():
+            _strings(v, k, out)
+    elif isinstance(data, list):
+        for v in data:
+            _strings(v, key, out)
+
+
 TARGETS = ("method", "path", "query", "args", "arg_names", "headers", "header_names",
-           "cookies", "cookie_names", *_SIZE_TARGETS)  # fmt: skip
+           "cookies", "cookie_names", "body", "body_args", "body_arg_names",
+           *_SIZE_TARGETS)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)

@@ -5,7 +5,21 @@ from __future__ import annotations
 
 import dataclasses
 
-from trilb.plugin import CONTINUE, Action, Context, Plugin, Reply, Request, Response, UseServer
+from trilb.plugin import (
+    CONTINUE,
+    DROP,
+    Action,
+    BodyAction,
+    Context,
+    MessageAction,
+    Plugin,
+    Replace,
+    Reply,
+    Request,
+    Response,
+    UseServer,
+    WsMessage,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +60,78 @@ class NoAddress(Plugin):
         return Reply(403, b"not you\n") if ctx.client_ip == "127.0.0.2" else CONTINUE
 
 
-class Early(Plugin):
-    """Implements a phase this version does not run: refused at load."""
+@dataclasses.dataclass(frozen=True)
+class ScrubSettings:
+    buffer: int = 0  # its request_body_buffer
+    word: str = "secret"  # masked with as many X (the length stays)
+    refuse: str = "forbidden"  # a piece holding it is answered 422
 
-    def on_request_body(self, ctx: Context, chunk: bytes) -> bytes:
-        return chunk
+
+class Scrub(Plugin):
+    """Request bodies: masks a word, refuses another; tells in the response how many
+    calls it had and how long the first piece was."""
+
+    Settings = ScrubSettings
+
+    def __init__(self, settings: ScrubSettings) -> None:
+        super().__init__(settings)
+        self.request_body_buffer = settings.buffer
+        self.word = settings.word.encode()
+        self.mask = b"X" * len(self.word)
+        self.refuse = settings.refuse.encode()
+
+    def on_request_body(self, ctx: Context, chunk: bytes, end: bool) -> BodyAction:
+        calls = ctx.vars.setdefault("scrub.calls", [])
+        calls.append(len(chunk))
+        if self.refuse in chunk:
+            return Reply(422, b"refused body\n")
+        if self.word in chunk:
+            return Replace(chunk.replace(self.word, self.mask))
+        return CONTINUE
+
+    def on_response(self, ctx: Context, response: Response) -> None:
+        calls = ctx.vars.get("scrub.calls", [])
+        response.set("x-scrub", f"{len(calls)} {calls[0] if calls else 0}")
+
+
+@dataclasses.dataclass(frozen=True)
+class ShoutSettings:
+    suffix: str = ""  # appended at the end of each body: its length changes
+    buffer: int = 0
+    crash: str = ""  # a piece holding it makes the plugin raise
+
+
+class Shout(Plugin):
+    """Response bodies: upper-cased, and a suffix added at the end."""
+
+    Settings = ShoutSettings
+
+    def __init__(self, settings: ShoutSettings) -> None:
+        super().__init__(settings)
+        self.response_body_buffer = settings.buffer
+        self.suffix = settings.suffix.encode()
+        self.crash = settings.crash.encode()
+
+    def on_response_body(self, ctx: Context, chunk: bytes, end: bool) -> BodyAction:
+        if self.crash and self.crash in chunk:
+            raise RuntimeError("shout crashed on purpose")
+        return Replace(chunk.upper() + (self.suffix if end else b""))
+
+
+class Chat(Plugin):
+    """WebSocket messages: the client's text upper-cased, "drop" dropped, "crash" makes
+    it raise; binary messages from the backend reversed."""
+
+    def on_websocket_message(self, ctx: Context, message: WsMessage) -> MessageAction:
+        if message.from_client and isinstance(message.data, str):
+            if message.data == "drop":
+                return DROP
+            if message.data == "crash":
+                raise RuntimeError("chat crashed on purpose")
+            return Replace(message.data.upper())
+        if not message.from_client and isinstance(message.data, bytes):
+            return Replace(message.data[::-1])
+        return CONTINUE
 
 
 class Picky(Plugin):

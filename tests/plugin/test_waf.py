@@ -8,7 +8,7 @@ import pytest
 from trilb_plugins.waf import Waf, WafSettings
 from trilb_plugins.wafrules import load_rules
 
-from tests.plugin.waf_corpus import attacks, benign
+from tests.plugin.waf_corpus import attacks, benign, body_attacks, body_benign
 from trilb.errors import ConfigError
 
 WAF = Waf(WafSettings())
@@ -50,7 +50,7 @@ RULE = '[[rule]]\nid = 1\ntargets = ["args"]\n'
     ("text", "fragment"),
     [
         ("x = 1", "expected [[rule]] tables"),
-        ('[[rule]]\nid = 1\ntargets = ["body"]\noperator = "sqli"\n', "unknown target"),
+        ('[[rule]]\nid = 1\ntargets = ["bodies"]\noperator = "sqli"\n', "unknown target"),
         (RULE + 'operator = "magic"\n', "unknown operator"),
         (RULE + 'operator = "regex"\nvalue = "("\n', "invalid regular"),
         (RULE + 'operator = "xss"\n' + RULE + 'operator = "xss"\n', "duplicate rule id 1"),
@@ -62,3 +62,32 @@ def test_rule_file_errors_say_where(text: str, fragment: str) -> None:
         load_rules(text, "rules.toml")
     assert fragment in str(err.value)
     assert "rules.toml" in str(err.value)
+
+
+def test_every_body_attack_of_the_corpus_is_blocked() -> None:
+    missed = [
+        (category, body[:100])
+        for category, (method, target, headers, body) in body_attacks()
+        if not WAF.inspect(method, target, headers, body)[0]
+    ]
+    assert missed == []
+
+
+def test_no_benign_body_of_the_corpus_is_blocked() -> None:
+    false_positives = [
+        (body[:100], lines)
+        for method, target, headers, body in body_benign()
+        for blocked, lines in [WAF.inspect(method, target, headers, body)]
+        if blocked
+    ]
+    assert false_positives == []
+
+
+def test_a_body_cut_at_the_limit_is_still_inspected_as_text() -> None:
+    # A JSON body longer than body_limit is not parsed, but form bodies and the raw
+    # body target still see its start.
+    method, target, headers, body = body_attacks()[1][1]  # a form body
+    assert WAF.inspect(method, target, headers, body, body_whole=False)[0]
+    json_attack = next(b for c, b in body_attacks() if c == "sqli-json")
+    assert not WAF.inspect(*json_attack[:3], json_attack[3], body_whole=False)[0]
+    assert WAF.inspect(*json_attack[:3], json_attack[3], body_whole=True)[0]

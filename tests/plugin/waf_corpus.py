@@ -3,6 +3,7 @@ pass. Each entry becomes a request head: (method, target, headers)."""
 
 from __future__ import annotations
 
+import json
 from urllib.parse import quote
 
 Head = tuple[str, str, list[tuple[str, str]]]
@@ -377,4 +378,93 @@ def benign() -> list[Head]:
         out.append(("GET", p, headers))
         out.append(("POST", p, [*headers, ("content-type", "application/json; charset=utf-8")]))
         out.append(("DELETE" if i % 2 else "PUT", p, headers))
+    return out
+
+
+# --- request bodies -----------------------------------------------------------------------
+
+Body = tuple[str, str, list[tuple[str, str]], bytes]
+FORM = ("content-type", "application/x-www-form-urlencoded")
+JSON = ("content-type", "application/json")
+
+
+def _body(kind: str, fields: dict[str, object]) -> tuple[tuple[str, str], bytes]:
+    if kind == "form":
+        pairs = "&".join(f"{k}={quote(str(v), safe='')}" for k, v in fields.items())
+        return FORM, pairs.encode()
+    return JSON, json.dumps(fields).encode()
+
+
+def body_attacks() -> list[tuple[str, Body]]:
+    """Attacks in form and JSON bodies (every other one each way), and body-size abuse."""
+    payloads = [("sqli", p) for p in SQLI[:24]] + [("xss", p) for p in XSS[:24]]
+    payloads += [("cmdi", "127.0.0.1" + p) for p in CMDI[:16]]
+    payloads += [("rfi", p) for p in RFI[:10]] + [("traversal", p) for p in TRAVERSAL[:10]]
+    out: list[tuple[str, Body]] = []
+    for i, (category, p) in enumerate(payloads):
+        kind = "form" if i % 2 else "json"
+        fields: dict[str, object] = {"name": "jane", "comment": p, "n": i}
+        if kind == "json":
+            fields = {"user": {"name": "jane", "tags": ["a", p]}, "n": i}
+        ctype, body = _body(kind, fields)
+        headers = [("host", "shop.test"), ctype]
+        out.append((f"{category}-{kind}", ("POST", "/api/v1/comments", headers, body)))
+    many = "&".join(f"f{i}=1" for i in range(1500)).encode()
+    out.append(("size-form", ("POST", "/form", [("host", "shop.test"), FORM], many)))
+    strings = json.dumps({"items": [str(i) for i in range(1200)]}).encode()
+    out.append(("size-json", ("POST", "/api", [("host", "shop.test"), JSON], strings)))
+    return out
+
+
+REVIEWS = [
+    "Great shoes, 5 > 3 stars for sure! Would buy again :)",
+    "Didn't fit. Returned them -- the refund took 3 days.",
+    'Works with <iPhone 15> & Android; battery is "ok".',
+    "My son's favourite; he says it's 'the best' (he's 7).",
+    "Price/quality = 10/10. Select the blue one, the red fades.",
+    "Use code SAVE10; it worked on 2026-11-27.",
+    "The manual says: run `setup --fast` then restart.",
+    "1 + 1 = 2, and this kettle boils in 2 minutes.",
+    "I'd order by the dozen if I could.",
+    "Or maybe not: the lid broke after a week.",
+    "Union-made in Portugal, drop-shipped from Spain.",
+    "Tried it on Windows and Linux (../ paths confused me at first).",
+    "Email me at jane.doe+shop@example.com if you want photos.",
+    "It's 100% wool & 0% itchy.",
+    "Café owner here: this grinder is great for 20+ cups/day.",
+    "Ratings: quality=5; delivery=4; price=3",
+]
+
+
+def body_benign() -> list[Body]:
+    """Realistic API and form bodies: queries with quotes and symbols, reviews, sign-ups."""
+    out: list[Body] = []
+    api = [("host", "api.shop.test"), ("user-agent", AGENTS[0])]
+    for i, q in enumerate(QUERIES):
+        filters = {"brand": ["acme", "O'Neill"], "max": 50}
+        ctype, body = _body("json", {"query": q, "page": i % 5 + 1, "filters": filters})
+        out.append(("POST", "/api/v1/search", [*api, ctype], body))
+        ctype, body = _body("form", {"q": q, "sort": "relevance"})
+        out.append(("POST", "/search", [*api, ctype], body))
+    for i, text in enumerate(REVIEWS):
+        author = {"name": "Seán O'Brien", "city": "Zürich"}
+        review = {"product": f"sku-{i}", "rating": i % 5 + 1, "text": text, "author": author}
+        ctype, body = _body("json", review)
+        out.append(("POST", "/api/v1/reviews", [*api, ctype], body))
+        ctype, body = _body("form", {"title": text[:20], "body": text, "stars": 4})
+        out.append(("POST", "/reviews/new", [*api, ctype], body))
+    signups = [
+        {"email": "jane@example.com", "password": "p@ss'w0rd!", "name": "Jane O'Hara"},
+        {"email": "max@example.de", "password": "Tr0ub4dor&3", "name": "Max Müller"},
+        {"email": "li@example.cn", "password": "correct horse battery staple", "name": "Li Wei"},
+        {"email": "ana@example.pt", "password": 'a<b>c"d', "name": "Ana-Maria D'Souza"},
+    ]
+    for signup in signups:
+        out.append(("POST", "/api/v1/users", [*api, JSON], json.dumps(signup).encode()))
+        ctype, body = _body("form", {**signup, "terms": "on", "next": "/welcome?step=2"})
+        out.append(("POST", "/signup", [*api, ctype], body))
+    orders = [{"items": [{"sku": f"sku-{i}", "qty": i + 1, "note": "gift wrap, please; no card"}],
+               "address": {"line1": f"{i} Main St. #4", "city": "St. John's"},
+               "coupon": "SAVE10"} for i in range(10)]  # fmt: skip
+    out += [("POST", "/api/v1/orders", [*api, JSON], json.dumps(o).encode()) for o in orders]
     return out

@@ -16,10 +16,6 @@ from trilb.config.table import Table
 from trilb.config.values import parse_name
 from trilb.errors import ConfigError
 
-# Phases of the plugin design that this version does not run yet: a plugin that
-# implements one is refused rather than silently not called.
-NOT_YET_PHASES = ("on_request_body", "on_response_body", "on_websocket_message")
-
 
 def parse_plugin(name: str, t: Table) -> PluginSpec:
     """One ``[plugins.NAME]`` table.
@@ -34,10 +30,6 @@ def parse_plugin(name: str, t: Table) -> PluginSpec:
 
     kind = t.take("type", parse_name) or name
     cls = find_plugin(kind, t.key("type") if "type" in t.raw else t.path)
-    for phase in NOT_YET_PHASES:
-        if hasattr(cls, phase):
-            raise ConfigError(t.path, f'plugin "{kind}" implements {phase}, which this '
-                              "version of trilb does not run yet")  # fmt: skip
     raw = {k: v for k, v in t.raw.items() if k != "type"}
     settings = parse_settings(cls.Settings, raw, t.path)
     t.used.update(raw)

@@ -251,8 +251,13 @@ class ClientConnection:
         except ProtocolError as exc:
             self._refuse(exc)
             return
-        if head.framing is not Framing.NONE or head.expect_continue or head.upgrade:
-            self._hand_over(self._step(head, rest))
+        if (
+            head.framing is not Framing.NONE
+            or head.expect_continue
+            or head.upgrade
+            or (head.plugins is not None and head.plugins.flow is not None)
+        ):  # (a body, or a plugin's body or message phase: a task's work)
+            self._hand_over(self._step(head, rest, pinned))
             return
         upstream, slot = backend.pooled(head, pinned)
         if upstream is None:
@@ -281,13 +286,14 @@ class ClientConnection:
             fe.reactor.callbacks[upstream.fd] = self._on_upstream
         self.state = WAITING
 
-    def _step(self, head: RequestHead, rest: bytes) -> Step:
-        """The task that serves ``head`` off the reactor's common path."""
+    def _step(self, head: RequestHead, rest: bytes, pinned: ServerSlot | None = None) -> Step:
+        """The task that serves ``head`` off the reactor's common path (``pinned``: the
+        server a plugin asked for, if available)."""
         fe = self.fe
         if head.upgrade == b"websocket":
             return partial(proxy_websocket, fe.proxy, self.client, head, rest, self.ip, fe.tunnels)
         # (Any other upgrade is not made: forwarding drops the Upgrade field.)
-        return partial(fe.proxy.exchange, self.client, head, rest, self.ip)
+        return partial(fe.proxy.exchange, self.client, head, rest, self.ip, pinned)
 
     def _on_upstream(self, events: int) -> None:
         upstream = self.upstream

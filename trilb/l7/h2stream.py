@@ -36,9 +36,10 @@ from trilb.errors import (
     UpstreamError,
 )
 from trilb.l7.body import relay_chunked, relay_length, relay_until_close
+from trilb.l7.bodyphase import BodyPass
 from trilb.l7.forward import forward_response_fields
 from trilb.l7.h2upstream import Exchange, request_fields
-from trilb.l7.phases import PluginReply, reply_fields
+from trilb.l7.phases import Flow, PluginReply, reply_fields
 from trilb.l7.proxy import IDEMPOTENT, status_for
 from trilb.l7.stream import RECV_SIZE, WOULD_BLOCK
 from trilb.l7.websocket import relay_for
@@ -401,7 +402,8 @@ class H2Stream:
         conn = self.conn
         proxy = conn.proxy
         with self._scope():
-            if proxy.config.websocket.messages:  # (see l7/wsmessages.py)
+            messages = proxy.wants_messages(self.head)
+            if messages:  # (see l7/wsmessages.py)
                 self.head.headers.remove(b"sec-websocket-extensions")
             try:
                 key = check_h2_request(self.head)
@@ -424,7 +426,7 @@ class H2Stream:
                 conn.h2.send_headers(self.id, h2_response_fields(rhead))
                 self.responding = True
                 conn.kick()
-                relay = relay_for(self, server, proxy.config.websocket)
+                relay = relay_for(self, server, proxy.config.websocket, self.head, messages)
                 await relay.run(b"", body, conn.tunnels)
                 conn.h2.end_stream(self.id)
                 conn.kick()
@@ -513,13 +515,17 @@ class H2Stream:
     ) -> None:
         """Send the response and give the backend connection back."""
         clean = False
+        run = self.head.plugins
         try:
-            if not head_sent and self.send_head(rhead, body):
+            if run is not None and run.flow is not None and run.flow.response_body \
+                    and rhead.framing is not Framing.NONE:  # fmt: skip
+                clean = await self._relay_passed(server, backend, rhead, body, run.flow)
+            elif not head_sent and self.send_head(rhead, body):
                 clean = rhead.keep_alive
             else:
                 clean = await self._relay_body(server, backend, rhead, body)
         except PluginReply as exc:  # a response phase failed: nothing was sent yet
-            self.finish_error(exc.reply.status, "a plugin failed in on_response")
+            self.finish_error(exc.reply.status, "a plugin failed in a response phase")
             return
         except (ClientClosed, ClientTimeout, ExchangeAborted) as exc:
             self._abort(exc)
@@ -563,6 +569,9 @@ class H2Stream:
         one frame; True when the response is complete."""
         if self.head.plugins is not None:
             self.conn.proxy.after(self.head, rhead)  # (PluginReply: the caller's 500)
+        return self._send_head(rhead, body)
+
+    def _send_head(self, rhead: ResponseHead, body: bytes) -> bool:
         h2c = self.conn.h2
         framing = rhead.framing
         fields = [(b":status", b"%d" % rhead.status)]
@@ -585,6 +594,44 @@ class H2Stream:
             h2c.send_data(self.id, body, end_stream=True)
             return True
         return False
+
+    async def _relay_passed(
+        self, server: Stream, backend: HttpBackend, rhead: ResponseHead, body: bytes, flow: Flow
+    ) -> bool:
+        """Send a response whose body goes through response body phases; True when the
+        backend connection is clean for reuse.
+
+        Raises:
+          PluginReply: a plugin failed before anything was sent (the caller's 500).
+          ExchangeAborted: the body broke off after the head went out.
+        """
+        proxy = self.conn.proxy
+        proxy.after(self.head, rhead)
+        reusable = rhead.keep_alive and rhead.framing is not Framing.CLOSE
+        assert self.head.plugins is not None
+        passing = BodyPass(flow.response_body, self.head.plugins.ctx, flow.response_buffer,
+                           rhead.framing, rhead.content_length, request=False)  # fmt: skip
+        server.arm(backend.config.response_timeout, "response body")
+        try:
+            out = await passing.start(server, body)
+        except (UpstreamError, ProtocolError) as exc:
+            raise PluginReply(Reply(502)) from exc  # (nothing sent yet: an error status)
+        passing.adapt(rhead)
+        if self._send_head(rhead, out if passing.ended else b""):
+            server.disarm()
+            return reusable and not passing.leftover
+        self.arm(proxy.config.body_timeout, "response")
+        try:
+            if out:
+                await self.send_all(out)
+            await passing.pump(server, self, chunked=False)
+        except (UpstreamError, ProtocolError, PluginReply) as exc:
+            raise ExchangeAborted(str(exc)) from exc
+        finally:
+            server.disarm()
+        self.conn.h2.end_stream(self.id)
+        self.conn.kick()
+        return reusable and not passing.leftover
 
     async def _relay_body(
         self, server: Stream, backend: HttpBackend, rhead: ResponseHead, body: bytes

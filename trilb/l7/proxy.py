@@ -42,11 +42,21 @@ from trilb.config.schema import Backend, Frontend
 from trilb.errors import ExchangeAborted, ProtocolError, UpstreamError
 from trilb.l4.idle import IdleSweeper
 from trilb.l7.body import relay_chunked, relay_length, relay_until_close
+from trilb.l7.bodyphase import BodyPass
 from trilb.l7.forward import VIA, forward_request_fields, forward_response_fields
 from trilb.l7.h1toh2 import exchange_h2
 from trilb.l7.h2upstream import Exchange, Fields, H2Pool
 from trilb.l7.http1 import serialize_request, serialize_response, without_connection
-from trilb.l7.phases import PluginReply, Run, build, reply_wire, run_done, run_request, run_response
+from trilb.l7.phases import (
+    Flow,
+    PluginReply,
+    Run,
+    build,
+    reply_wire,
+    run_done,
+    run_request,
+    run_response,
+)
 from trilb.l7.router import Router
 from trilb.l7.stream import Peer, Stream
 from trilb.l7.upstream import UpstreamPool
@@ -213,6 +223,9 @@ class Proxy:
         self.route_chains = {r.index: c for r in config.routes
                              if (c := build(r.plugins, instances)) is not None}  # fmt: skip
         self.has_plugins = self.chains is not None or bool(self.route_chains)
+        # The body and message phases per route index (-1: the default route), where any.
+        self.flows = {i: f for i in [-1, *(r.index for r in config.routes)]
+                      if (f := Flow(self.chains, self.route_chains.get(i)))}  # fmt: skip
         # Set by the frontend's drain: each response then closes its connection.
         self.draining = False
         self.router = Router.compile(config.routes, config.default_backend)
@@ -258,6 +271,16 @@ class Proxy:
         paths without plugins."""
         return self.chains is not None or self.router.match(head).index in self.route_chains
 
+    def wants_messages(self, head: RequestHead) -> bool:
+        """Whether the WebSocket ``head`` asks for is relayed message by message: for
+        a ``max_message_size``, or for a message phase on its route."""
+        if self.config.websocket.messages:
+            return True
+        if not self.flows:
+            return False
+        flow = self.flows.get(self.router.match(head).index)
+        return flow is not None and bool(flow.ws_up)
+
     def before(self, head: RequestHead, client_ip: bytes) -> tuple[HttpBackend, ServerSlot | None]:
         """The request phases around routing: the frontend's plugins, the router, the
         route's plugins. Returns the backend and the server a plugin pinned (if it is
@@ -273,7 +296,7 @@ class Proxy:
         route = self.router.match(head)
         ctx.backend = route.backend
         chains = self.route_chains.get(route.index)
-        head.plugins = Run(ctx, chains)
+        head.plugins = Run(ctx, chains, self.flows.get(route.index))
         if chains is not None:
             wanted = run_request(chains.request, ctx, request) or wanted
         backend = self.backends[route.backend]
@@ -330,9 +353,12 @@ class Proxy:
                     return await self._reply(client, head, first, reply.reply)
             else:  # (the phases ran in the reactor already: ``slot`` is its pick)
                 backend = self.backends[head.plugins.ctx.backend]
-            upstream, slot, backend, rest, rhead, body = await self.forward(
-                client, head, first, client_ip, slot, fresh, backend
-            )
+            try:
+                upstream, slot, backend, rest, rhead, body = await self.forward(
+                    client, head, first, client_ip, slot, fresh, backend
+                )
+            except PluginReply as reply:  # (a request body phase answered)
+                return await self._reply(client, head, b"", reply.reply)
             return await self.respond(client, upstream, slot, backend, head, rest, rhead, body)
         except PluginReply as reply:  # (a response phase failed: 500 if it still can)
             status = reply.reply.status
@@ -349,7 +375,8 @@ class Proxy:
     async def _reply(
         self, client: Stream, head: RequestHead, first: bytes, reply: Reply
     ) -> tuple[bool, bytes]:
-        """Send a plugin's Reply; the connection stays open if the request had no body."""
+        """Send a plugin's Reply; the connection stays open if the request had no body
+        (one a body phase answered may not have been read to its end)."""
         head.plugins.ctx.status = reply.status
         keep = head.keep_alive and head.framing is Framing.NONE and not self.draining
         await client.send_all(reply_wire(reply, keep))
@@ -413,6 +440,11 @@ class Proxy:
                 slot = slot or pinned
             else:  # (they ran already)
                 routed = self.backends[head.plugins.ctx.backend]
+        passing = None
+        if head.plugins is not None and head.framing is not Framing.NONE:
+            flow = head.plugins.flow
+            if flow is not None and flow.request_body:
+                passing, first = await self._body_pass(client, head, first, flow), b""
         if routed is not None:
             backend, wire = routed, self.request_wire(head, client_ip)
         else:
@@ -422,13 +454,16 @@ class Proxy:
                 raise ProtocolError(501, f"websocket to backend {backend.config.name}, which "
                                     'has protocol = "h2"')  # fmt: skip
             raise ProtocolError(500, f"backend {backend.config.name} speaks h2")
-        if head.expect_continue:
+        if head.expect_continue and passing is None:
             await client.send_all(CONTINUE)
             client.responding = False  # an interim response: a final error may still follow
         upstream, slot, reused = await backend.connect(head, slot, fresh)
         replayable = head.framing is Framing.NONE and head.method in IDEMPOTENT
         try:
-            if head.framing is Framing.NONE:
+            if passing is not None:
+                rest = await self._send_passed(client, upstream, head, wire, passing[0],
+                                               passing[1], backend)  # fmt: skip
+            elif head.framing is Framing.NONE:
                 await upstream.send_all(wire)
                 rest = first
             else:
@@ -572,6 +607,54 @@ class Proxy:
         upstream.disarm()
         return rest
 
+    async def _body_pass(
+        self, client: Peer, head: RequestHead, first: bytes, flow: Flow
+    ) -> tuple[BodyPass, bytes]:
+        """The request body's first piece through its phases, before any backend is
+        asked: (the pass, what goes on in its place). ``head`` then declares the body's
+        forwarded framing.
+
+        Raises:
+          PluginReply: a phase answered (or failed).
+          ProtocolError: the body is truncated, badly framed or too big.
+        """
+        assert head.plugins is not None
+        if head.expect_continue:  # (the body is read now: the client must send it)
+            await client.send_all(CONTINUE)
+            client.responding = False
+        limit = self.config.max_body_size if head.framing is Framing.CHUNKED else 0
+        passing = BodyPass(flow.request_body, head.plugins.ctx, flow.request_buffer,
+                           head.framing, head.content_length, True, limit)  # fmt: skip
+        client.arm(self.config.body_timeout, "body")
+        out = await passing.start(client, first)
+        client.disarm()
+        passing.adapt(head)
+        return passing, out
+
+    async def _send_passed(
+        self,
+        client: Peer,
+        upstream: Stream,
+        head: RequestHead,
+        wire: bytes,
+        passing: BodyPass,
+        out: bytes,
+        backend: HttpBackend,
+    ) -> bytes:
+        """Send the head, the first piece the phases made, and pass the rest of the body
+        through them; returns what followed the body."""
+        chunked = head.framing is Framing.CHUNKED
+        if passing.ended:
+            await upstream.send_all(wire + passing.frame(out, chunked))
+            return passing.leftover
+        client.arm(self.config.body_timeout, "body")
+        upstream.arm(backend.config.response_timeout, "request body")
+        await upstream.send_all(wire + passing.frame(out, chunked))
+        await passing.pump(client, upstream, chunked)
+        client.disarm()
+        upstream.disarm()
+        return passing.leftover
+
     async def read_response_head(
         self,
         upstream: Stream,
@@ -616,6 +699,10 @@ class Proxy:
         clean for reuse: its response ended exactly where its framing said)."""
         if head.plugins is not None:
             self.after(head, rhead)
+            flow = head.plugins.flow
+            if flow is not None and flow.response_body and rhead.framing is not Framing.NONE:
+                return await self._send_passed_response(client, upstream, head, rhead, body,
+                                                        backend, flow)  # fmt: skip
         framing = rhead.framing
         length = rhead.content_length
         wire, keep = self.response_wire(head, rhead)
@@ -651,3 +738,36 @@ class Proxy:
         client.disarm()
         upstream.disarm()
         return keep, reusable and not extra
+
+    async def _send_passed_response(
+        self,
+        client: Stream,
+        upstream: Stream,
+        head: RequestHead,
+        rhead: ResponseHead,
+        body: bytes,
+        backend: HttpBackend,
+        flow: Flow,
+    ) -> tuple[bool, bool]:
+        """``_send_response`` for a body that goes through response body phases."""
+        assert head.plugins is not None
+        reusable = rhead.keep_alive and rhead.framing is not Framing.CLOSE
+        passing = BodyPass(flow.response_body, head.plugins.ctx, flow.response_buffer,
+                           rhead.framing, rhead.content_length, request=False)  # fmt: skip
+        upstream.arm(backend.config.response_timeout, "response body")
+        out = await passing.start(upstream, body)  # (PluginReply, ProtocolError: nothing sent)
+        passing.adapt(rhead)
+        wire, keep = self.response_wire(head, rhead)
+        # What the client gets chunked: a chunked body for an HTTP/1.1 client, and a
+        # close-delimited one too (response_wire said so).
+        chunked = head.version == b"1.1" and rhead.framing in (Framing.CHUNKED, Framing.CLOSE)
+        await client.send_all(wire + passing.frame(out, chunked))
+        if not passing.ended:
+            client.arm(self.config.body_timeout, "response")
+            try:
+                await passing.pump(upstream, client, chunked)
+            except (UpstreamError, ProtocolError, PluginReply) as exc:
+                raise ExchangeAborted(str(exc)) from exc
+            client.disarm()
+        upstream.disarm()
+        return keep, reusable and not passing.leftover

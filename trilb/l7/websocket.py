@@ -38,7 +38,8 @@ async def proxy_websocket(
     """
     settings = proxy.config.websocket
     key = check_request(head)
-    if settings.messages:  # no extension on this path: see l7/wsmessages.py
+    messages = proxy.wants_messages(head)
+    if messages:  # no extension on this path: see l7/wsmessages.py
         head.headers.remove(b"sec-websocket-extensions")
     offered = b"sec-websocket-extensions" in head.headers
     upstream, slot, backend, rest, rhead, body = await proxy.forward(client, head, first, client_ip)
@@ -48,18 +49,25 @@ async def proxy_websocket(
         check_response(rhead, key, offered)
         await client.send_all(switching_wire(rhead))
         # The connection is the relay's now: it never goes back to the pool.
-        if not settings.messages and client.reactor is not None and not client.tls \
+        if not messages and client.reactor is not None and not client.tls \
                 and not upstream.tls:  # fmt: skip
             await ReactorTunnel(client, upstream, settings).run(rest, body, tunnels)
         else:
-            await relay_for(client, upstream, settings).run(rest, body, tunnels)
+            await relay_for(client, upstream, settings, head, messages).run(rest, body, tunnels)
     finally:
         backend.pool.release(slot, upstream, False)
     return False, b""
 
 
-def relay_for(client: Peer, upstream: Peer, settings: WebSocket) -> Relay:
-    """The relay a WebSocket gets: messages parsed when something needs them, else bytes."""
-    if settings.messages:
+def relay_for(
+    client: Peer, upstream: Peer, settings: WebSocket, head: RequestHead, messages: bool
+) -> Relay:
+    """The relay a WebSocket gets: messages parsed when something needs them
+    (``messages``: Proxy.wants_messages), else bytes."""
+    if messages:
+        run = head.plugins
+        flow = run.flow if run is not None else None
+        if run is not None and flow is not None and flow.ws_up:
+            return Messages(client, upstream, settings, (run.ctx, flow.ws_up, flow.ws_down))
         return Messages(client, upstream, settings)
     return Tunnel(client, upstream, settings)

@@ -1,7 +1,8 @@
 """The message-level WebSocket relay: both sides parsed, whole messages forwarded.
 
 Used instead of the raw Tunnel (l7/wsrelay.py) when something needs messages: a
-``max_message_size`` (later, a plugin's websocket phase). Each side has a wsproto
+``max_message_size``, or a plugin's message phase (which may change or drop each
+message; a plugin that fails closes both sides with 1011). Each side has a wsproto
 connection: trilb is the server of the client and the client of the backend. A
 message is gathered whole (fragments joined, never more than the limit) and sent on
 as one; a larger one is never forwarded: its sender gets Close 1009. wsproto checks
@@ -28,20 +29,36 @@ from wsproto.events import (
 )
 
 from trilb.config.schema import WebSocket
+from trilb.l7.phases import MessageFailed, Phase, run_message
 from trilb.l7.stream import Peer
 from trilb.l7.wsframes import TOO_BIG
 from trilb.l7.wsrelay import PING_PAYLOAD, Relay, Way
+from trilb.plugin.api import Context, WsMessage
+
+# The largest message gathered for a plugin's message phase when the frontend sets no
+# ``max_message_size``: a message is held whole in memory, so there is always a bound.
+PLUGIN_MESSAGE_LIMIT = 16 * 1024 * 1024
+# The Close code when a plugin fails on a message (RFC 6455 7.4.1: internal error).
+INTERNAL_ERROR = 1011
 
 
 class Messages(Relay):
     """A WebSocket relayed message by message."""
 
-    def __init__(self, client: Peer, upstream: Peer, settings: WebSocket) -> None:
+    def __init__(
+        self,
+        client: Peer,
+        upstream: Peer,
+        settings: WebSocket,
+        plugins: tuple[Context, Phase, Phase] | None = None,
+    ) -> None:
         super().__init__(client, upstream, settings)
         # trilb is the server to the client and a client to the backend.
         self.client_ws = Connection(ConnectionType.SERVER)
         self.upstream_ws = Connection(ConnectionType.CLIENT)
-        self.limit = settings.max_message_size
+        self.limit = settings.max_message_size or PLUGIN_MESSAGE_LIMIT
+        # The message phase: (the request's Context, the chain upwards, downwards).
+        self.plugins = plugins
 
     def _sides(self, way: Way) -> tuple[Connection, Connection]:
         """(the parser of way's source, the writer towards its destination)."""
@@ -68,9 +85,18 @@ class Messages(Relay):
                             break
                         parts.append(payload)
                         if event.message_finished:
-                            if writer.state is ConnectionState.OPEN:  # (else: closing)
-                                out.append(writer.send(_whole(event, parts)))
+                            message = _whole(event, parts)
                             parts, size = [], 0
+                            whole: Event | None = message
+                            if self.plugins is not None:
+                                try:
+                                    whole = self._through_plugins(way, message)
+                                except MessageFailed as exc:
+                                    self.why = str(exc)
+                                    self.go_away(INTERNAL_ERROR, INTERNAL_ERROR)
+                                    break
+                            if whole is not None and writer.state is ConnectionState.OPEN:
+                                out.append(writer.send(whole))  # (else: closing)
                     elif isinstance(event, CloseConnection):
                         if parser.state is ConnectionState.OPEN:  # (wsproto's parse failure)
                             self._refuse(way, event.code, event.reason or "")
@@ -102,6 +128,26 @@ class Messages(Relay):
             if not received:
                 return self.source_ended(way)
             data = received
+
+    def _through_plugins(self, way: Way, event: Event) -> Event | None:
+        """The message phase on one message: what to forward, or None (dropped).
+
+        Raises:
+          MessageFailed: a plugin failed.
+        """
+        assert self.plugins is not None
+        ctx, up, down = self.plugins
+        assert isinstance(event, (TextMessage, BytesMessage))
+        message = WsMessage(bytes(event.data) if isinstance(event.data, bytearray)
+                            else event.data, way is self.up)  # fmt: skip
+        result = run_message(up if way is self.up else down, ctx, message)
+        if result is None:
+            return None
+        if result is message:
+            return event
+        if isinstance(result.data, str):
+            return TextMessage(result.data)
+        return BytesMessage(result.data)
 
     def _refuse(self, way: Way, code: int, reason: str) -> None:
         """``way``'s source broke a rule: it gets a Close with ``code``, the other side

@@ -9,16 +9,23 @@ from __future__ import annotations
 
 from trilb.plugin.api import (
     CONTINUE,
+    DROP,
     Action,
+    BodyAction,
     Context,
     Continue,
+    Drop,
     Message,
+    MessageAction,
     Plugin,
+    Replace,
     Reply,
     Request,
     Response,
     UseServer,
+    WsMessage,
 )
 
-__all__ = ["CONTINUE", "Action", "Context", "Continue", "Message", "Plugin", "Reply", "Request",
-           "Response", "UseServer"]  # fmt: skip
+__all__ = ["CONTINUE", "DROP", "Action", "BodyAction", "Context", "Continue", "Drop", "Message",
+           "MessageAction", "Plugin", "Replace", "Reply", "Request", "Response", "UseServer",
+           "WsMessage"]  # fmt: skip

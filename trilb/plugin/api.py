@@ -17,7 +17,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, ClassVar, Final
 
-from trilb.messages import Headers, RequestHead, ResponseHead
+from trilb.messages import Framing, Headers, RequestHead, ResponseHead
 
 
 class Continue:
@@ -49,8 +49,31 @@ class UseServer:
     name: str
 
 
+@dataclasses.dataclass(frozen=True, slots=True)
+class Replace:
+    """Forward ``data`` instead of the body piece or WebSocket message the phase was
+    given (``b""``: nothing, for now; a message's ``data`` is ``str`` for a text one)."""
+
+    data: bytes | str
+
+
+class Drop:
+    """Do not forward this WebSocket message."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "DROP"
+
+
+DROP: Final = Drop()
+
 # What a connection or request phase returns.
 Action = Continue | Reply | UseServer
+# What a body phase returns (a Reply only from the request body phase).
+BodyAction = Continue | Replace | Reply
+# What the WebSocket message phase returns.
+MessageAction = Continue | Replace | Drop
 
 
 class Context:
@@ -151,6 +174,16 @@ class Request(Message):
     def host(self) -> str | None:
         return self.get("host")
 
+    @property
+    def has_body(self) -> bool:
+        """Whether a body follows the head (its body phases will run)."""
+        return self._head.framing is not Framing.NONE
+
+    @property
+    def content_length(self) -> int | None:
+        """The body's declared length; None when it is chunked (or there is none)."""
+        return self._head.content_length if self.has_body else None
+
 
 class Response(Message):
     """The response head, as the response phase sees it."""
@@ -161,6 +194,20 @@ class Response(Message):
     @property
     def status(self) -> int:
         return self._head.status
+
+
+class WsMessage:
+    """One whole WebSocket message (fragments joined), as the message phase sees it."""
+
+    __slots__ = ("data", "from_client")
+
+    def __init__(self, data: bytes | str, from_client: bool) -> None:
+        self.data = data  # str for a text message, bytes for a binary one
+        self.from_client = from_client  # its direction: client to backend, or back
+
+    @property
+    def text(self) -> bool:
+        return isinstance(self.data, str)
 
 
 def _field(name: str, value: str) -> tuple[bytes, bytes]:
@@ -182,14 +229,33 @@ class Plugin:
       (sent, then the connection closes);
     - ``on_request(ctx, request)``: the request head arrived; CONTINUE, a Reply, or a
       UseServer;
+    - ``on_request_body(ctx, chunk, end)``: a piece of the request body (bytes, framing
+      removed; ``end``: the last piece); CONTINUE, a Replace, or a Reply (the backend
+      then gets nothing more, and the client the Reply);
     - ``on_response(ctx, response)``: the response head came from the backend (or from
       a Reply); change it in place;
+    - ``on_response_body(ctx, chunk, end)``: a piece of the response body; CONTINUE or
+      a Replace;
+    - ``on_websocket_message(ctx, message)``: a whole WebSocket message (WsMessage),
+      either way; CONTINUE, a Replace, or DROP;
     - ``on_done(ctx)``: the exchange is over, whatever its outcome.
+
+    The body phases run only for messages that have a body. The first call gets at
+    least ``request_body_buffer`` (``response_body_buffer``) bytes of it, or all of it
+    if it is shorter, before anything of it is forwarded: a plugin that must see the
+    start of a body before the backend does (a WAF) sets its buffer. A body that ended
+    within that first call is forwarded with the length of what the phases returned;
+    a longer one is streamed, and keeps its Content-Length if it had one: the phases
+    must then return as many bytes as they were given, in total, or the exchange fails.
     """
 
     # The plugin's settings schema: a frozen dataclass its [plugins.NAME] table is read
     # into (trilb/plugin/settings.py says which field types it understands).
     Settings: ClassVar[type[Any]] = NoSettings
+    # The least body the first body phase call gets (see above); an instance may set
+    # its own from its settings. A whole body that large may be held in memory.
+    request_body_buffer: int = 0
+    response_body_buffer: int = 0
 
     def __init__(self, settings: Any) -> None:
         self.settings = settings
@@ -200,8 +266,17 @@ class Plugin:
     def on_request(self, ctx: Context, request: Request) -> Action:
         return CONTINUE
 
+    def on_request_body(self, ctx: Context, chunk: bytes, end: bool) -> BodyAction:
+        return CONTINUE
+
     def on_response(self, ctx: Context, response: Response) -> None:
         return None
+
+    def on_response_body(self, ctx: Context, chunk: bytes, end: bool) -> BodyAction:
+        return CONTINUE
+
+    def on_websocket_message(self, ctx: Context, message: WsMessage) -> MessageAction:
+        return CONTINUE
 
     def on_done(self, ctx: Context) -> None:
         return None
