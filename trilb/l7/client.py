@@ -255,8 +255,8 @@ class ClientConnection:
             head.framing is not Framing.NONE
             or head.expect_continue
             or head.upgrade
-            or (head.plugins is not None and head.plugins.flow is not None)
-        ):  # (a body, or a plugin's body or message phase: a task's work)
+            or (head.plugins is not None and head.plugins.passes_response)
+        ):  # (a body, or a plugin's response body phase: a task's work)
             self._hand_over(self._step(head, rest, pinned))
             return
         upstream, slot = backend.pooled(head, pinned)

@@ -229,12 +229,14 @@ class Run:
     """A request's plugin state (RequestHead.plugins): its Context, its route's chains,
     and the route's body and message phases (None if it has none)."""
 
-    __slots__ = ("ctx", "finished", "flow", "route")
+    __slots__ = ("ctx", "finished", "flow", "passes_response", "route")
 
     def __init__(self, ctx: Context, route: Chains | None, flow: Flow | None = None) -> None:
         self.ctx = ctx
         self.route = route
         self.flow = flow
+        # The response body goes through a phase (a task's work, not the reactor's).
+        self.passes_response = flow is not None and bool(flow.response_body)
         self.finished = False  # the done phases ran
 
 
