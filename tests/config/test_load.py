@@ -262,6 +262,12 @@ ERRORS = [
         FRONTEND + BACKEND + "[plugins.nosuch]\n", "plugins.nosuch", 'unknown plugin type "nosuch"'
     ),
     pytest.param(
+        fe(DB + 'plugins = ["headers"]') + BACKEND + "[plugins.headers]\n",
+        "frontends.db.plugins[0]",
+        'plugin "headers" has no on_connect, the only phase a mode "tcp" frontend runs',
+        id="tcp-plugin-without-on-connect",
+    ),
+    pytest.param(
         fe(DB + 'routes = [{ backend = "pg" }]') + BACKEND,
         "frontends.db.routes",
         'only for mode "http"',

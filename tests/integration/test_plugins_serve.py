@@ -168,3 +168,23 @@ def test_a_plugin_reply_answers_an_http2_websocket_request(proxied: int) -> None
     finally:
         client.close()
     assert httpx.get(f"http://127.0.0.1:{proxied}/").status_code == 200  # the worker is fine
+
+
+def test_on_connect_refuses_an_address_on_a_tcp_frontend(trilb_factory: Factory) -> None:
+    from tests.integration.conftest import Backend, tcp_config
+
+    backend = Backend("A")
+    try:
+        port = free_port()
+        config = tcp_config(port, [backend.address], plugins='["noaddress"]')
+        config += '\n[plugins.noaddress]\ntype = "tests.plugin.sample:NoAddress"\n'
+        trilb_factory(config, workers=1)
+        with socket.create_connection(("127.0.0.1", port), timeout=5,
+                                      source_address=("127.0.0.2", 0)) as sock:  # fmt: skip
+            assert sock.recv(100) == b""  # closed at once, nothing relayed
+        assert backend.connections == 0  # no server was asked
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            assert sock.recv(100) == b"A\n"
+        assert backend.connections == 1
+    finally:
+        backend.stop()

@@ -11,7 +11,6 @@ import trio
 from trilb.errors import ProtocolError
 from trilb.l7.bodyphase import BodyPass
 from trilb.l7.phases import (
-    Chains,
     Flow,
     MessageFailed,
     PluginReply,
@@ -20,6 +19,7 @@ from trilb.l7.phases import (
 )
 from trilb.messages import Framing, ResponseHead
 from trilb.plugin import CONTINUE, DROP, Context, Plugin, Replace, Reply, WsMessage
+from trilb.plugin.chains import Chains
 
 
 class Upper(Plugin):

@@ -39,7 +39,6 @@ HTTP_ONLY = (
     "max_body_size",
     "tls",
     "websocket",
-    "plugins",
 )
 
 # Why 1 GiB: a request line or header block that large is an attack, never a request;

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from trilb.config.http import HTTP_ONLY, TCP_ONLY, parse_balance, parse_http_keys
-from trilb.config.plugins import check_plugin_references, parse_plugin
+from trilb.config.plugins import check_plugin_references, parse_plugin, parse_plugin_list
 from trilb.config.schema import (
     ALPN_PROTOCOLS,
     MAX_WEIGHT,
@@ -199,6 +199,7 @@ def _parse_frontend(name: str, t: Table, base: str) -> Frontend:
         t.refuse(HTTP_ONLY, 'only for mode "http"')
         t.take("idle_timeout", parse_timeout)
         t.take("splice", parse_bool)
+        t.take("plugins", parse_plugin_list)  # (their on_connect only)
     del t.values["bind"]
     return t.build(Frontend, name=name, binds=binds)
 

@@ -55,7 +55,8 @@ def check_plugin_references(
     fe: Frontend, plugins: Mapping[str, PluginSpec], backends: Mapping[str, Backend]
 ) -> None:
     """Every instance a frontend or its routes list is defined; none of them serves
-    requests that go to an HTTP/2 backend (not run on that path yet)."""
+    requests that go to an HTTP/2 backend (not run on that path yet); a tcp frontend's
+    implement on_connect (the one phase that runs there)."""
     if fe.plugins or any(r.plugins for r in fe.routes):
         uses = [(f"frontends.{fe.name}.default_backend", fe.default_backend, fe.plugins)]
         uses += [(f"frontends.{fe.name}.routes[{r.index}].backend", r.backend,
@@ -72,3 +73,12 @@ def check_plugin_references(
                 known = ", ".join(f'"{p}"' for p in plugins) or "none defined"
                 raise ConfigError(f"{path}[{i}]", f'unknown plugin instance "{n}" '
                                   f"([plugins.*]: {known})")  # fmt: skip
+            if fe.mode != "http" and not _implements(plugins[n].cls, "on_connect"):
+                raise ConfigError(f"{path}[{i}]", f'plugin "{n}" has no on_connect, the only '
+                                  f'phase a mode "{fe.mode}" frontend runs')  # fmt: skip
+
+
+def _implements(cls: type, phase: str) -> bool:
+    from trilb.plugin.api import Plugin  # (see parse_plugin)
+
+    return getattr(cls, phase) is not getattr(Plugin, phase)

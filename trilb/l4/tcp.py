@@ -14,6 +14,7 @@ import errno
 import logging
 import select
 import socket
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import trio
@@ -26,6 +27,8 @@ from trilb.l4.connect import error_kind
 from trilb.l4.idle import Deadline, IdleSweeper, Watched
 from trilb.l4.reactor import Link, Reactor
 from trilb.obs.logging import Throttle
+from trilb.plugin.api import Context, Plugin
+from trilb.plugin.chains import build, run_connect
 
 log = logging.getLogger(__name__)
 
@@ -34,10 +37,18 @@ class TcpFrontend(Acceptor):
     """One TCP frontend inside one worker."""
 
     def __init__(
-        self, config: Frontend, backend: BackendState, reactor: Reactor, sweeper: IdleSweeper
+        self,
+        config: Frontend,
+        backend: BackendState,
+        reactor: Reactor,
+        sweeper: IdleSweeper,
+        plugins: Mapping[str, Plugin] | None = None,
     ) -> None:
         super().__init__(config)
         self.backend = backend
+        # The plugins' on_connect, the one phase of an L4 connection (empty: none).
+        chains = build(config.plugins, plugins or {})
+        self.connect_phase = chains.connect if chains is not None else ()
         self.reactor = reactor
         self.sweeper = sweeper
         self._links: dict[Link, _Entry] = {}
@@ -48,6 +59,11 @@ class TcpFrontend(Acceptor):
     def take(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         """Start connecting to a server; the connection has no task of its own."""
         try:
+            if self.connect_phase:
+                ctx = Context(peer[0], "tcp", self.config.name)
+                if run_connect(self.connect_phase, ctx) is not None:
+                    self._closed(conn)  # refused: closed before any server is asked
+                    return
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             _Connect(self, conn, peer).next()

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 from trilb.errors import ProtocolError
 from trilb.l7.http1 import ChunkedReader
-from trilb.l7.phases import Phase, run_body
+from trilb.l7.phases import run_body
 from trilb.l7.stream import Peer
 from trilb.messages import Framing, RequestHead, ResponseHead
 from trilb.plugin.api import Context
+from trilb.plugin.chains import Phase
 
 
 class BodyPass:

@@ -42,12 +42,13 @@ from trilb.balance.algorithms import ServerSlot
 from trilb.errors import ClientClosed, ProtocolError, UpstreamError
 from trilb.l7.http1 import RequestParser
 from trilb.l7.http2 import H2Server
-from trilb.l7.phases import PluginReply, reply_wire, run_connect
+from trilb.l7.phases import PluginReply, reply_wire
 from trilb.l7.proxy import IDEMPOTENT, HttpBackend, error_response, status_for
 from trilb.l7.stream import RECV_SIZE, WOULD_BLOCK, Stream
 from trilb.l7.websocket import proxy_websocket
 from trilb.messages import Framing, RequestHead, ResponseHead
 from trilb.plugin.api import Context, Reply
+from trilb.plugin.chains import run_connect
 
 if TYPE_CHECKING:
     from trilb.l7.server import HttpFrontend

@@ -1,10 +1,8 @@
-"""Running plugin phases on the HTTP path: the chains built at start, and the runners.
+"""Running plugin phases on the HTTP path: the runners, and each route's body and
+message phases (Flow), over the chains of trilb/plugin/chains.py.
 
-A Chains holds, per phase, the bound methods of the instances that implement it, built
-once per worker from the config (frontend lists, route lists): a phase no plugin
-implements is an empty tuple, and a frontend without plugins has no Chains at all, so
-its requests never reach this module. Request-side phases run in list order,
-response-side ones in reverse (nested middleware). A plugin that raises, or returns
+A frontend without plugins has no Chains at all, so its requests never reach this
+module. A plugin that raises, or returns
 something that is not an action, fails its request closed: 500, logged with its name;
 the worker goes on. A Reply ends the request phase: PluginReply carries it to whoever
 answers (l7/proxy.py for HTTP/1.1, l7/h2stream.py for HTTP/2, l7/server.py otherwise).
@@ -13,9 +11,7 @@ answers (l7/proxy.py for HTTP/1.1, l7/h2stream.py for HTTP/2, l7/server.py other
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
 from http import HTTPStatus
-from typing import Any
 
 from trilb.errors import TrilbError
 from trilb.messages import ResponseHead
@@ -23,7 +19,6 @@ from trilb.plugin.api import (
     CONTINUE,
     DROP,
     Context,
-    Plugin,
     Replace,
     Reply,
     Request,
@@ -31,10 +26,9 @@ from trilb.plugin.api import (
     UseServer,
     WsMessage,
 )
+from trilb.plugin.chains import Chains, Phase
 
 log = logging.getLogger(__name__)
-
-Phase = tuple[tuple[str, Callable[..., Any]], ...]
 
 
 class PluginReply(TrilbError):
@@ -43,39 +37,6 @@ class PluginReply(TrilbError):
     def __init__(self, reply: Reply) -> None:
         self.reply = reply
         super().__init__(f"answered by a plugin: {reply.status}")
-
-
-class Chains:
-    """The phases of an ordered list of plugin instances."""
-
-    __slots__ = ("connect", "done", "request", "request_body", "request_buffer", "response",
-                 "response_body", "response_buffer", "ws_down", "ws_up")  # fmt: skip
-
-    def __init__(self, plugins: Sequence[tuple[str, Plugin]]) -> None:
-        def phase(name: str, order: Sequence[tuple[str, Plugin]]) -> Phase:
-            return tuple((n, getattr(p, name)) for n, p in order
-                         if getattr(type(p), name) is not getattr(Plugin, name))  # fmt: skip
-
-        backwards = list(reversed(plugins))
-        self.connect = phase("on_connect", plugins)
-        self.request = phase("on_request", plugins)
-        self.request_body = phase("on_request_body", plugins)
-        self.response = phase("on_response", backwards)
-        self.response_body = phase("on_response_body", backwards)
-        # A message towards the backend meets the plugins in list order, one towards the
-        # client in reverse, as the request and the response do.
-        self.ws_up = phase("on_websocket_message", plugins)
-        self.ws_down = phase("on_websocket_message", backwards)
-        self.done = phase("on_done", plugins)
-        # The first body call's least size: the largest any plugin of the phase asks.
-        self.request_buffer = max([p.request_body_buffer for n, p in plugins
-                                   if n in dict(self.request_body)], default=0)  # fmt: skip
-        self.response_buffer = max([p.response_body_buffer for n, p in plugins
-                                    if n in dict(self.response_body)], default=0)  # fmt: skip
-
-    def __bool__(self) -> bool:
-        return bool(self.connect or self.request or self.request_body or self.response
-                    or self.response_body or self.ws_up or self.done)  # fmt: skip
 
 
 class Flow:
@@ -96,12 +57,6 @@ class Flow:
 
     def __bool__(self) -> bool:
         return bool(self.request_body or self.response_body or self.ws_up)
-
-
-def build(names: Sequence[str], instances: Mapping[str, Plugin]) -> Chains | None:
-    """The Chains of these instances, or None when none of them implements a phase."""
-    chains = Chains([(n, instances[n]) for n in names])
-    return chains if chains else None
 
 
 def run_request(phase: Phase, ctx: Context, request: Request) -> str | None:
@@ -127,22 +82,6 @@ def run_request(phase: Phase, ctx: Context, request: Request) -> str | None:
             log.error("plugin %s: on_request returned %r, not an action", name, action)
             raise PluginReply(Reply(500))
     return wanted
-
-
-def run_connect(phase: Phase, ctx: Context) -> Reply | None:
-    """Run the connection phase; the Reply that refuses the connection, if any."""
-    for name, fn in phase:
-        try:
-            action = fn(ctx)
-        except Exception:
-            log.exception("plugin %s failed in on_connect", name)
-            return Reply(500)
-        if isinstance(action, Reply):
-            return action
-        if action is not CONTINUE:
-            log.error("plugin %s: on_connect returned %r, not an action", name, action)
-            return Reply(500)
-    return None
 
 
 def run_response(phase: Phase, ctx: Context, rhead: ResponseHead) -> None:

@@ -51,7 +51,6 @@ from trilb.l7.phases import (
     Flow,
     PluginReply,
     Run,
-    build,
     reply_wire,
     run_done,
     run_request,
@@ -63,6 +62,7 @@ from trilb.l7.upstream import UpstreamPool
 from trilb.l7.wshandshake import UPGRADE_FIELDS
 from trilb.messages import Framing, RequestHead, ResponseHead
 from trilb.plugin.api import Context, Plugin, Reply, Request
+from trilb.plugin.chains import build
 
 log = logging.getLogger(__name__)
 

@@ -29,11 +29,12 @@ from wsproto.events import (
 )
 
 from trilb.config.schema import WebSocket
-from trilb.l7.phases import MessageFailed, Phase, run_message
+from trilb.l7.phases import MessageFailed, run_message
 from trilb.l7.stream import Peer
 from trilb.l7.wsframes import TOO_BIG
 from trilb.l7.wsrelay import PING_PAYLOAD, Relay, Way
 from trilb.plugin.api import Context, WsMessage
+from trilb.plugin.chains import Phase
 
 # The largest message gathered for a plugin's message phase when the frontend sets no
 # ``max_message_size``: a message is held whole in memory, so there is always a bound.

@@ -132,7 +132,7 @@ def _frontends(
             name = fe.default_backend
             if name not in tcp_backends:
                 tcp_backends[name] = BackendState(config.backends[name])
-            out.append(TcpFrontend(fe, tcp_backends[name], reactor, sweeper))
+            out.append(TcpFrontend(fe, tcp_backends[name], reactor, sweeper, plugins))
     return out
 
 
