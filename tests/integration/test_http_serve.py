@@ -272,6 +272,21 @@ def test_pipelined_requests_are_answered_in_order(web: tuple[Trilb, str]) -> Non
     assert 0 < first < second
 
 
+def test_pipelined_small_posts_keep_their_bodies_and_order(web: tuple[Trilb, str]) -> None:
+    _, url = web
+    bodies = [b"first body", b"second", b""]
+    wire = b"".join(b"POST /up HTTP/1.1\r\nHost: x\r\ncontent-length: %d\r\n\r\n%s" % (len(b), b)
+                    for b in bodies)  # fmt: skip
+    # Sent again on the same connection, now that it has a pooled backend connection.
+    reply = raw(
+        url, wire + wire + b"GET /only-b/3 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    digests = [hashlib.sha256(b).hexdigest().encode() for b in bodies]
+    found = [reply.find(d) for d in digests + digests]
+    assert all(i > 0 for i in found) and reply.count(b"HTTP/1.1 200") == 7
+    assert found[:3] == sorted(found[:3]) and reply.find(b"B /only-b/3") > max(found)
+
+
 class ClosingBackend(ThreadedServer):
     """Answers the first request of each connection with keep-alive, and closes the
     connection without answering when a second one comes: the race a pooled

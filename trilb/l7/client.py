@@ -42,7 +42,7 @@ from trilb.balance.algorithms import ServerSlot
 from trilb.errors import ClientClosed, ProtocolError, UpstreamError
 from trilb.l7.http1 import RequestParser
 from trilb.l7.http2 import H2Server
-from trilb.l7.phases import PluginReply, reply_wire
+from trilb.l7.phases import PluginReply, Run, reply_wire
 from trilb.l7.proxy import IDEMPOTENT, HttpBackend, error_response, status_for
 from trilb.l7.stream import RECV_SIZE, WOULD_BLOCK, Stream
 from trilb.l7.websocket import proxy_websocket
@@ -252,12 +252,14 @@ class ClientConnection:
         except ProtocolError as exc:
             self._refuse(exc)
             return
+        framing = head.framing
+        run = head.plugins
         if (
-            head.framing is not Framing.NONE
+            (framing is not Framing.NONE and not _body_in(head, rest, run))
             or head.expect_continue
             or head.upgrade
-            or (head.plugins is not None and head.plugins.passes_response)
-        ):  # (a body, or a plugin's response body phase: a task's work)
+            or (run is not None and run.passes_response)
+        ):  # (a body still to come, or a plugin's body phase: a task's work)
             self._hand_over(self._step(head, rest, pinned))
             return
         upstream, slot = backend.pooled(head, pinned)
@@ -269,6 +271,10 @@ class ClientConnection:
         self.backend = backend
         self.slot = slot
         self.upstream = upstream
+        if framing is Framing.LENGTH:  # the whole body came with the head: one send
+            n = head.content_length or 0
+            wire += rest[:n]
+            self.rest = rest[n:]
         try:
             sent = upstream.send_nowait(wire)
         except UpstreamError as exc:
@@ -448,7 +454,7 @@ class ClientConnection:
         assert head is not None and self.slot is not None
         slot = self.slot
         self._release(False)
-        if head.method in IDEMPOTENT:
+        if head.method in IDEMPOTENT and head.framing is Framing.NONE:  # (as Proxy.forward)
             # A pooled connection the server had closed: once more, on a new one.
             proxy = self.fe.proxy
             client, rest = self.client, self.rest
@@ -588,6 +594,18 @@ class ClientConnection:
         self.client.timer.on_expire = _ignore_expiry
         self.parser.close()
         self.fe.closed(self)
+
+
+def _body_in(head: RequestHead, rest: bytes, run: Run | None) -> bool:
+    """Whether ``head``'s whole body is in ``rest`` and goes on as it is (no plugin
+    body phase): the request is then sent in one piece from the reactor."""
+    n = head.content_length
+    return (
+        head.framing is Framing.LENGTH
+        and n is not None
+        and len(rest) >= n
+        and (run is None or run.flow is None or not run.flow.request_body)
+    )
 
 
 def tls_more(sock: socket.socket) -> bool:
