@@ -29,6 +29,9 @@ tools:
 		apt-get update -qq && apt-get install -y -qq nghttp2-client >/dev/null; }
 	@command -v chromium >/dev/null || { echo "installing chromium for the browser test"; \
 		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+	@PATH="$$PATH:/usr/sbin" command -v haproxy >/dev/null && PATH="$$PATH:/usr/sbin" command -v nginx >/dev/null || { \
+		echo "installing haproxy and nginx for the PROXY protocol interop tests"; \
+		apt-get update -qq && apt-get install -y -qq haproxy nginx >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -141,6 +141,10 @@ def _check_references(fe: Frontend, backends: Mapping[str, Backend]) -> None:
             what = "tls" if backend.tls is not None else f'protocol "{backend.protocol}"'
             raise ConfigError(path, f'backend "{name}" has {what}, which needs mode "http" '
                               f'(this frontend is mode "{fe.mode}")')  # fmt: skip
+        if fe.mode == "http" and backend.send_proxy:
+            raise ConfigError(path, f'backend "{name}" has send_proxy, which this version sends '
+                              'only for mode "tcp" frontends (an http frontend names the '
+                              "client in X-Forwarded-For)")  # fmt: skip
         if fe.mode != "http" and is_l7_balance(backend.balance):
             raise ConfigError(
                 path,
@@ -192,6 +196,8 @@ def _parse_frontend(name: str, t: Table, base: str) -> Frontend:
         raise ConfigError(t.key("default_backend"), "required: the name of a backend")
     t.take("maxconn", parse_int(1, 10_000_000))
     t.take("backlog", parse_int(1, 65535))
+    t.take("accept_proxy", parse_bool)
+    t.take("accept_proxy_timeout", parse_timeout)
     if mode == "http":
         t.refuse(TCP_ONLY, 'only for mode "tcp"')
         parse_http_keys(t, base)
@@ -216,6 +222,7 @@ def _parse_backend(name: str, t: Table, base: str) -> Backend:
     t.take("balance", parse_balance)
     t.take("tls", lambda v, p: parse_backend_tls(v, p, base))
     t.take("protocol", parse_choice(ALPN_PROTOCOLS))
+    t.take("send_proxy", parse_choice(("v1", "v2")))
     t.take("connect_timeout", parse_timeout)
     t.take("retries", parse_int(0, 100))
     t.take("response_timeout", parse_timeout)

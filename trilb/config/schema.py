@@ -113,6 +113,9 @@ class Backend:
     # (multiplexed HTTP/2 connections, trailers end to end: gRPC), by prior knowledge in
     # cleartext, by ALPN over TLS.
     protocol: str = "http/1.1"
+    # mode "tcp" frontends: a PROXY protocol header ("v1" or "v2") starts each connection
+    # to a server, naming the client ("": none).
+    send_proxy: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,6 +231,10 @@ class Frontend:
     # Per frontend and per worker: the worker stops accepting (the kernel queues) above it.
     maxconn: int = 10000
     backlog: int = 1024
+    # Each connection starts with a PROXY protocol header (v1 or v2) from a balancer in
+    # front, whose client address trilb then uses; it must come within the timeout.
+    accept_proxy: bool = False
+    accept_proxy_timeout: float = 5.0
     # mode "tcp" only --------------------------------------------------------------
     # A TCP connection with no byte in either direction for this long is closed.
     idle_timeout: float = 300.0

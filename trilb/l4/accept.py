@@ -17,6 +17,9 @@ import trio
 from trio.lowlevel import checkpoint, wait_readable
 
 from trilb.config.schema import Frontend
+from trilb.l4.idle import IdleSweeper
+from trilb.l4.proxywait import ProxyWait
+from trilb.l4.reactor import Reactor
 from trilb.obs.logging import Throttle
 
 log = logging.getLogger(__name__)
@@ -35,9 +38,17 @@ _OUT_OF = (errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM)
 class Acceptor:
     """A frontend's admission: its accept loops and its count of open connections."""
 
+    # Set by the subclass: what drives its connections without tasks.
+    reactor: Reactor
+    sweeper: IdleSweeper
+
     def __init__(self, config: Frontend) -> None:
         self.config = config
         self.active = 0
+        # Connections refused before being served (a bad PROXY header...), and the
+        # throttle of the log line that tells of them.
+        self.refused = 0
+        self._refusals = Throttle(LOG_INTERVAL)
         # Set while the accept loops wait for a connection to end (at maxconn); every
         # listener of the frontend waits on the same event.
         self._room: trio.Event | None = None
@@ -58,7 +69,25 @@ class Acceptor:
     def admit(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         """Count and serve a connection (from the accept loop, or a final drain)."""
         self.active += 1
+        if self.config.accept_proxy:  # its PROXY header first: then take_proxied
+            ProxyWait(self, conn, peer).start()
+            return
         self.take(conn, peer)
+
+    def take_proxied(
+        self, conn: socket.socket, peer: tuple[str, int], destination: tuple[str, int] | None
+    ) -> None:
+        """Serve a connection whose PROXY header named its client ``peer`` (and the
+        address it connected to, if it said)."""
+        self.take(conn, peer)
+
+    def note_refused(self, ip: str, why: str, now: float) -> None:
+        """Count a connection refused before being served; log it once per interval."""
+        self.refused += 1
+        more = self._refusals.allow(now)
+        if more is not None:
+            log.warning("frontend %s: connection from %s refused: %s%s", self.config.name, ip,
+                        why, f" (+{more} more since last report)" if more else "")  # fmt: skip
 
     async def serve(self, listener: socket.socket) -> None:
         """Accept until cancelled."""

@@ -25,6 +25,7 @@ from trilb.config.schema import Frontend
 from trilb.l4.accept import LOG_INTERVAL, Acceptor
 from trilb.l4.connect import error_kind
 from trilb.l4.idle import Deadline, IdleSweeper, Watched
+from trilb.l4.proxyproto import build_v1, build_v2
 from trilb.l4.reactor import Link, Reactor
 from trilb.obs.logging import Throttle
 from trilb.plugin.api import Context, Plugin
@@ -46,6 +47,9 @@ class TcpFrontend(Acceptor):
     ) -> None:
         super().__init__(config)
         self.backend = backend
+        # The PROXY header each server connection starts with, if the backend asks.
+        kind = backend.config.send_proxy
+        self.send_proxy = None if not kind else build_v1 if kind == "v1" else build_v2
         # The plugins' on_connect, the one phase of an L4 connection (empty: none).
         chains = build(config.plugins, plugins or {})
         self.connect_phase = chains.connect if chains is not None else ()
@@ -56,8 +60,15 @@ class TcpFrontend(Acceptor):
         # Per-connection detail costs a clock read and a format: only when it is shown.
         self._debug = log.isEnabledFor(logging.DEBUG)
 
-    def take(self, conn: socket.socket, peer: tuple[str, int]) -> None:
-        """Start connecting to a server; the connection has no task of its own."""
+    def take(
+        self,
+        conn: socket.socket,
+        peer: tuple[str, int],
+        destination: tuple[str, int] | None = None,
+    ) -> None:
+        """Start connecting to a server; the connection has no task of its own.
+        ``destination``: the address the client connected to, when a PROXY header said
+        (else the listener's, if a server is sent one)."""
         try:
             if self.connect_phase:
                 ctx = Context(peer[0], "tcp", self.config.name)
@@ -66,16 +77,36 @@ class TcpFrontend(Acceptor):
                     return
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            _Connect(self, conn, peer).next()
+            _Connect(self, conn, peer, destination).next()
         except Exception:
             # One connection's surprise must not take the worker's other ones down.
             log.exception("frontend %s: connection from %s failed", self.config.name, peer[0])
             self._closed(conn)
 
+    def take_proxied(
+        self, conn: socket.socket, peer: tuple[str, int], destination: tuple[str, int] | None
+    ) -> None:
+        self.take(conn, peer, destination)
+
     def _relay(
-        self, conn: socket.socket, peer: tuple[str, int], server: socket.socket, slot: ServerSlot
+        self,
+        conn: socket.socket,
+        peer: tuple[str, int],
+        server: socket.socket,
+        slot: ServerSlot,
+        destination: tuple[str, int] | None,
     ) -> None:
         start = trio.current_time() if self._debug else 0.0
+        if self.send_proxy is not None:
+            try:  # (a new socket's empty buffer takes the ~50 bytes at once)
+                dest = destination or conn.getsockname()[:2]
+                server.send(self.send_proxy(peer, dest))
+            except OSError as exc:
+                log.debug("frontend %s: server %s: PROXY header not sent: %s",
+                          self.config.name, slot.name, exc.strerror)  # fmt: skip
+                server.close()
+                self._closed(conn)
+                return
         link = self.reactor.add(conn, server, self.config.splice, self._link_done)
         slot.active += 1
         entry = _Entry(slot, self.sweeper.watch(link, self.config.idle_timeout), peer, start)
@@ -122,12 +153,20 @@ class _Connect:
     the next pick, the last one closes the client and logs why.
     """
 
-    __slots__ = ("attempts", "conn", "failures", "fe", "peer", "slot", "sock", "timer")
+    __slots__ = ("attempts", "conn", "destination", "failures", "fe", "peer", "slot", "sock",
+                 "timer")  # fmt: skip
 
-    def __init__(self, fe: TcpFrontend, conn: socket.socket, peer: tuple[str, int]) -> None:
+    def __init__(
+        self,
+        fe: TcpFrontend,
+        conn: socket.socket,
+        peer: tuple[str, int],
+        destination: tuple[str, int] | None,
+    ) -> None:
         self.fe = fe
         self.conn = conn
         self.peer = peer
+        self.destination = destination
         backend = fe.backend
         key = _address_key(peer[0]) if backend.hashes_source else None
         self.attempts = backend.attempts(key)
@@ -150,7 +189,7 @@ class _Connect:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             code = sock.connect_ex(address.sockaddr)
             if code == 0:
-                fe._relay(self.conn, self.peer, sock, slot)
+                fe._relay(self.conn, self.peer, sock, slot, self.destination)
                 return
             if code == errno.EINPROGRESS:
                 self.sock, self.slot = sock, slot
@@ -172,7 +211,7 @@ class _Connect:
             return  # not finished yet
         self._end_attempt(sock)
         if code == 0:
-            self.fe._relay(self.conn, self.peer, sock, slot)
+            self.fe._relay(self.conn, self.peer, sock, slot, self.destination)
             return
         sock.close()
         self._failed(slot, code)
