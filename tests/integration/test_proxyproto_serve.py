@@ -279,3 +279,77 @@ http {{
             assert out.endswith(f"127.0.0.7 {sock.getsockname()[1]}\n".encode())
     finally:
         stop(nginx)
+
+
+# --- per-source limits (they use the PROXY header's client, when there is one) ------------
+
+
+def test_limits_on_a_tcp_frontend(trilb_factory: Factory) -> None:
+    backend = Backend("A")
+    port = free_port()
+    limits = ('limits = { deny = ["127.0.0.9/32"], max_conn_per_source = 2, '
+              "rate_per_source = 1, burst_per_source = 4 }")  # fmt: skip
+    trilb = trilb_factory(tcp_proxy_config(port, backend.address, limits), workers=1)
+    try:
+
+        def connect(source: str) -> socket.socket:
+            return socket.create_connection(("127.0.0.1", port), timeout=5,
+                                            source_address=(source, 0))  # fmt: skip
+
+        denied = connect("127.0.0.9")
+        assert denied.recv(10) == b""  # closed: the deny list
+        held = [connect("127.0.0.3"), connect("127.0.0.3")]
+        assert [s.recv(10) for s in held] == [b"A\n", b"A\n"]
+        third = connect("127.0.0.3")
+        assert third.recv(10) == b""  # over max_conn_per_source
+        other = connect("127.0.0.4")  # another source is not held back
+        assert other.recv(10) == b"A\n"
+        held[0].close()
+        time.sleep(0.2)
+        # The bucket (4, one more a second): the 4th connection of 127.0.0.3 passes, the
+        # 5th within a second does not.
+        fourth = connect("127.0.0.3")
+        assert fourth.recv(10) == b"A\n"
+        fourth.close()
+        assert connect("127.0.0.3").recv(10) == b""
+        for s in (denied, third, other, held[1]):
+            s.close()
+        trilb.wait_log("refused: in deny", 5)
+        assert backend.connections == 4
+    finally:
+        backend.stop()
+
+
+def test_limits_use_the_proxied_client_on_an_http_frontend(trilb_factory: Factory) -> None:
+    origin = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    origin.name = "one"  # type: ignore[attr-defined]
+    threading.Thread(target=origin.serve_forever, daemon=True).start()
+    port = free_port()
+    try:
+        trilb_factory(f"""
+[frontends.web]
+mode = "http"
+bind = "127.0.0.1:{port}"
+default_backend = "app"
+accept_proxy = true
+limits = {{ allow = ["203.0.113.0/24", "2001:db8::/32"] }}
+
+[backends.app]
+servers = ["127.0.0.1:{origin.server_address[1]}"]
+""", workers=1)  # fmt: skip
+        request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+        def ask(client: tuple[str, int]) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                sock.sendall(build_v2(client, ("127.0.0.1", port)) + request)
+                out = b""
+                while chunk := sock.recv(65536):
+                    out += chunk
+                return out
+
+        assert ask(("203.0.113.7", 1000)).startswith(b"HTTP/1.1 200")
+        assert ask(("2001:db8::7", 1000)).startswith(b"HTTP/1.1 200")
+        assert ask(("198.51.100.7", 1000)) == b""  # (loopback itself is not on the list)
+    finally:
+        origin.shutdown()
+        origin.server_close()

@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar
 
 from trilb.config.http import HTTP_ONLY, TCP_ONLY, parse_balance, parse_http_keys
+from trilb.config.limits import parse_limits
 from trilb.config.plugins import check_plugin_references, parse_plugin, parse_plugin_list
 from trilb.config.schema import (
     ALPN_PROTOCOLS,
@@ -198,6 +199,7 @@ def _parse_frontend(name: str, t: Table, base: str) -> Frontend:
     t.take("backlog", parse_int(1, 65535))
     t.take("accept_proxy", parse_bool)
     t.take("accept_proxy_timeout", parse_timeout)
+    t.take("limits", parse_limits)
     if mode == "http":
         t.refuse(TCP_ONLY, 'only for mode "tcp"')
         parse_http_keys(t, base)

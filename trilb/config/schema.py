@@ -7,6 +7,7 @@ with key paths.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import socket
 from collections.abc import Mapping
@@ -202,6 +203,22 @@ class Tls:
 
 
 @dataclass(frozen=True, slots=True)
+class Limits:
+    """A frontend's per-source admission (l4/limits.py), per worker like maxconn."""
+
+    # Networks sources must be in (empty: any) and must not be in.
+    allow: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    deny: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
+    # Connections open at once from one address; 0: no limit.
+    max_conn_per_source: int = 0
+    # New connections a second from one address (a token bucket); 0: no limit.
+    rate_per_source: float = 0.0
+    # The bucket's size: connections one address may open at once after a quiet time;
+    # 0: rate_per_source (one second's worth, at least 1).
+    burst_per_source: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class WebSocket:
     """How an http frontend proxies WebSocket connections once upgraded."""
 
@@ -235,6 +252,8 @@ class Frontend:
     # front, whose client address trilb then uses; it must come within the timeout.
     accept_proxy: bool = False
     accept_proxy_timeout: float = 5.0
+    # Per-source allow/deny lists and limits (None: none).
+    limits: Limits | None = None
     # mode "tcp" only --------------------------------------------------------------
     # A TCP connection with no byte in either direction for this long is closed.
     idle_timeout: float = 300.0

@@ -18,6 +18,7 @@ from trio.lowlevel import checkpoint, wait_readable
 
 from trilb.config.schema import Frontend
 from trilb.l4.idle import IdleSweeper
+from trilb.l4.limits import SourceLimits
 from trilb.l4.proxywait import ProxyWait
 from trilb.l4.reactor import Reactor
 from trilb.obs.logging import Throttle
@@ -49,18 +50,29 @@ class Acceptor:
         # throttle of the log line that tells of them.
         self.refused = 0
         self._refusals = Throttle(LOG_INTERVAL)
+        self.limits = SourceLimits(config.limits) if config.limits is not None else None
         # Set while the accept loops wait for a connection to end (at maxconn); every
         # listener of the frontend waits on the same event.
         self._room: trio.Event | None = None
         self._accept_failing = Throttle(LOG_INTERVAL)
         self._full = Throttle(LOG_INTERVAL)
 
-    def take(self, conn: socket.socket, peer: tuple[str, int]) -> None:
-        """Serve one accepted connection; ``active`` has already counted it."""
+    def take(
+        self,
+        conn: socket.socket,
+        peer: tuple[str, int],
+        destination: tuple[str, int] | None = None,
+    ) -> None:
+        """Serve one accepted connection; ``active`` has already counted it. ``peer``
+        is its client, ``destination`` the address it connected to (both from a PROXY
+        header when there was one; ``destination`` None: the listener's)."""
         raise NotImplementedError
 
-    def released(self) -> None:
-        """A connection of this frontend is gone."""
+    def released(self, source: str | bytes = "") -> None:
+        """A connection of this frontend is gone (``source``: its client address, as
+        ``take`` got it; "" for one refused before ``take``)."""
+        if self.limits is not None and source:
+            self.limits.release(source if isinstance(source, str) else source.decode())
         self.active -= 1
         if self._room is not None:
             self._room.set()
@@ -69,17 +81,39 @@ class Acceptor:
     def admit(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         """Count and serve a connection (from the accept loop, or a final drain)."""
         self.active += 1
-        if self.config.accept_proxy:  # its PROXY header first: then take_proxied
+        if self.config.accept_proxy:  # its PROXY header first: then serve
             ProxyWait(self, conn, peer).start()
             return
-        self.take(conn, peer)
+        if self.limits is None:
+            self.take(conn, peer)
+        else:
+            self.serve_from(conn, peer, None)
 
-    def take_proxied(
+    def serve_from(
         self, conn: socket.socket, peer: tuple[str, int], destination: tuple[str, int] | None
     ) -> None:
-        """Serve a connection whose PROXY header named its client ``peer`` (and the
-        address it connected to, if it said)."""
-        self.take(conn, peer)
+        """Serve a connection from ``peer`` (its PROXY header's client, if it had one)
+        if the per-source limits admit it; else close it."""
+        limits = self.limits
+        if limits is not None:
+            now = trio.current_time()
+            why = limits.admit(peer[0], now)
+            if why is not None:
+                self.refuse(conn, peer[0], why, now)
+                return
+        self.take(conn, peer, destination)
+
+    def refuse(self, conn: socket.socket, ip: str, why: str, now: float | None = None) -> None:
+        """Close a connection refused before being served; count it, log it once per
+        interval. What the client sent is read and dropped first: a close with unread
+        data would be a reset rather than an end of stream."""
+        try:
+            conn.recv(65536, socket.MSG_DONTWAIT)
+        except OSError:
+            pass
+        conn.close()
+        self.released()
+        self.note_refused(ip, why, trio.current_time() if now is None else now)
 
     def note_refused(self, ip: str, why: str, now: float) -> None:
         """Count a connection refused before being served; log it once per interval."""

@@ -14,8 +14,6 @@ from __future__ import annotations
 import socket
 from typing import TYPE_CHECKING
 
-import trio
-
 from trilb.l4.idle import Deadline
 from trilb.l4.proxyproto import V1_MAX, V2_MAX_EXTRA, ProxyHeaderError, parse
 
@@ -76,7 +74,7 @@ class ProxyWait:
         self._stop()
         # A LOCAL or UNKNOWN header names nobody: the connection's own address stands.
         peer = (info.source[0], info.source[1]) if info.source is not None else self.peer
-        self.fe.take_proxied(self.conn, peer, info.destination)
+        self.fe.serve_from(self.conn, peer, info.destination)
 
     def _late(self) -> None:
         self.timer = None
@@ -84,14 +82,7 @@ class ProxyWait:
 
     def _fail(self, why: str) -> None:
         self._stop()
-        try:  # what the client sent is read and dropped: a close with unread data is a reset
-            self.conn.recv(PEEK_SIZE)
-        except OSError:
-            pass
-        self.conn.close()
-        self.fe.released()
-        if why:
-            self.fe.note_refused(self.peer[0], why, trio.current_time())
+        self.fe.refuse(self.conn, self.peer[0], why)
 
     def _stop(self) -> None:
         if self.timer is not None:

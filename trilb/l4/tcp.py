@@ -73,7 +73,7 @@ class TcpFrontend(Acceptor):
             if self.connect_phase:
                 ctx = Context(peer[0], "tcp", self.config.name)
                 if run_connect(self.connect_phase, ctx) is not None:
-                    self._closed(conn)  # refused: closed before any server is asked
+                    self._closed(conn, peer)  # refused: closed before any server is asked
                     return
             conn.setblocking(False)
             conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -81,12 +81,7 @@ class TcpFrontend(Acceptor):
         except Exception:
             # One connection's surprise must not take the worker's other ones down.
             log.exception("frontend %s: connection from %s failed", self.config.name, peer[0])
-            self._closed(conn)
-
-    def take_proxied(
-        self, conn: socket.socket, peer: tuple[str, int], destination: tuple[str, int] | None
-    ) -> None:
-        self.take(conn, peer, destination)
+            self._closed(conn, peer)
 
     def _relay(
         self,
@@ -105,7 +100,7 @@ class TcpFrontend(Acceptor):
                 log.debug("frontend %s: server %s: PROXY header not sent: %s",
                           self.config.name, slot.name, exc.strerror)  # fmt: skip
                 server.close()
-                self._closed(conn)
+                self._closed(conn, peer)
                 return
         link = self.reactor.add(conn, server, self.config.splice, self._link_done)
         slot.active += 1
@@ -127,11 +122,11 @@ class TcpFrontend(Acceptor):
             log.debug("frontend %s: %s:%d via %s: %d bytes up, %d down, %.3fs, %s",
                       self.config.name, entry.peer[0], entry.peer[1], entry.slot.name, t.up,
                       t.down, trio.current_time() - entry.start, how)  # fmt: skip
-        self._closed(link.client)
+        self._closed(link.client, entry.peer)
 
-    def _closed(self, conn: socket.socket) -> None:
+    def _closed(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         conn.close()
-        self.released()
+        self.released(peer[0])
 
     def _log_unserved(self, peer: tuple[str, int], failures: list[str]) -> None:
         more = self._unserved.allow(trio.current_time())
@@ -201,7 +196,7 @@ class _Connect:
             sock.close()
             self._failed(slot, code)
         fe._log_unserved(self.peer, self.failures)
-        fe._closed(self.conn)
+        fe._closed(self.conn, self.peer)
 
     def _on_event(self, events: int) -> None:
         sock, slot = self.sock, self.slot

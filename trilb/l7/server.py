@@ -122,18 +122,23 @@ class HttpFrontend(Acceptor):
             if listener in self._listeners:
                 self._watch(listener)
 
-    def released(self) -> None:
-        super().released()
+    def released(self, source: str | bytes = "") -> None:
+        super().released(source)
         if self._paused and self.active < self.config.maxconn:
             self._resume()
 
-    def take(self, conn: socket.socket, peer: tuple[str, int]) -> None:
+    def take(
+        self,
+        conn: socket.socket,
+        peer: tuple[str, int],
+        destination: tuple[str, int] | None = None,
+    ) -> None:
         try:
             conn.setblocking(False)  # TCP_NODELAY comes from the listener (prepare)
             client = ClientConnection(self, conn, peer[0].encode())
         except OSError:
             conn.close()
-            self.released()
+            self.released(peer[0])
             return
         self.conns.add(client)
         client.start()
@@ -141,7 +146,7 @@ class HttpFrontend(Acceptor):
     def closed(self, conn: ClientConnection) -> None:
         """A connection ended (ClientConnection.close)."""
         self.conns.discard(conn)
-        self.released()
+        self.released(conn.ip)
 
     def start_task(
         self, conn: ClientConnection, step: Callable[[], Awaitable[tuple[bool, bytes]]]
