@@ -32,6 +32,8 @@ tools:
 	@PATH="$$PATH:/usr/sbin" command -v haproxy >/dev/null && PATH="$$PATH:/usr/sbin" command -v nginx >/dev/null || { \
 		echo "installing haproxy and nginx for the PROXY protocol interop tests"; \
 		apt-get update -qq && apt-get install -y -qq haproxy nginx >/dev/null; }
+	@command -v dig >/dev/null || { echo "installing dig (bind9-dnsutils) for the UDP test"; \
+		apt-get update -qq && apt-get install -y -qq bind9-dnsutils >/dev/null; }
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

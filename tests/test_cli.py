@@ -134,13 +134,12 @@ def test_serve_on_a_taken_port_fails_fast(tmp_path: Path, held: int) -> None:
 
 
 def test_serve_invalid_config_forks_nothing(tmp_path: Path) -> None:
-    text = GOOD.format(bind="127.0.0.1:0").replace('mode = "tcp"', 'mode = "udp"')
+    text = GOOD.format(bind="127.0.0.1:0").replace('mode = "tcp"', 'mode = "quic"')
     file = write(tmp_path, text)
     run = trilb_cmd("serve", "-c", str(file), timeout=10)
     assert run.status == 2
     assert run.stderr == (
-        f'trilb: error: {file}: frontends.db.mode: mode "udp" is not supported yet '
-        "(supported: tcp, http)\n"
+        f'trilb: error: {file}: frontends.db.mode: expected "tcp" | "udp" | "http", got \'quic\'\n'
     )
 
 

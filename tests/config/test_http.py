@@ -21,8 +21,8 @@ from trilb.config.schema import (
 from trilb.errors import ConfigError
 
 # DESIGN.md's configuration example as written there, without what this version does
-# not implement yet: the udp frontend, plugins, tls and health. The backends
-# it names but does not show (pg, api) are added at the end.
+# not implement yet: health, and without its plugins and TLS files. The backends it
+# names but does not show (pg, api, resolvers) are added at the end.
 DESIGN_HTTP = """
 [global]
 workers = 2                       # or "auto" (one per CPU)
@@ -34,6 +34,11 @@ bind = "127.0.0.1:8404"           # /stats (HTML), /metrics (Prometheus), /api/.
 mode = "tcp"
 bind = "127.0.0.1:15432"
 default_backend = "pg"
+
+[frontends.dns]                   # L4 UDP
+mode = "udp"
+bind = "127.0.0.1:5353"
+default_backend = "resolvers"
 
 [frontends.web]                   # L7
 mode = "http"
@@ -61,6 +66,9 @@ servers = ["127.0.0.1:5432"]
 
 [backends.api]
 servers = ["127.0.0.1:9101"]
+
+[backends.resolvers]
+servers = ["127.0.0.1:53"]
 """
 
 APP = '[backends.app]\nservers = ["127.0.0.1:9001"]\n'
@@ -79,7 +87,9 @@ def load(tmp_path: Path, text: str) -> Config:
 
 def test_design_example_loads(tmp_path: Path) -> None:
     config = load(tmp_path, DESIGN_HTTP)
-    assert list(config.frontends) == ["db", "web", "websecure"]
+    assert list(config.frontends) == ["db", "dns", "web", "websecure"]
+    dns = config.frontends["dns"]
+    assert (dns.mode, dns.idle_timeout, dns.max_flows) == ("udp", 30.0, 10000)
     web = config.frontends["web"]
     assert web.mode == "http"
     assert web.binds == (Address("127.0.0.1", 8080),)
@@ -93,7 +103,7 @@ def test_design_example_loads(tmp_path: Path) -> None:
     assert secure.websocket.messages and not web.websocket.messages
     assert config.frontends["db"].mode == "tcp"
     assert [s.name for s in config.backends["app"].servers] == ["127.0.0.1:9001", "web2"]
-    assert config.summary() == "3 frontend(s), 3 backend(s), 4 server(s), workers=2"
+    assert config.summary() == "4 frontend(s), 4 backend(s), 5 server(s), workers=2"
 
 
 def test_http_defaults_come_from_schema(tmp_path: Path) -> None:
@@ -366,10 +376,11 @@ ERRORS = [
         id="http-key-on-tcp",
     ),
     pytest.param(
-        '[frontends.dns]\nmode = "udp"\nbind = "127.0.0.1:5353"\ndefault_backend = "app"\n' + APP,
-        "frontends.dns.mode",
-        'mode "udp" is not supported yet',
-        id="udp",
+        '[frontends.dns]\nmode = "udp"\nbind = "127.0.0.1:5353"\ndefault_backend = "app"\n'
+        'header_timeout = "5s"\n' + APP,
+        "frontends.dns.header_timeout",
+        'only for mode "http"',
+        id="http-key-on-udp",
     ),
     # backends
     pytest.param(

@@ -280,10 +280,40 @@ ERRORS = [
     ),
     # modes
     pytest.param(
-        fe(DB.replace("tcp", "udp")) + BACKEND,
-        "frontends.db.mode",
-        'mode "udp" is not supported yet (supported: tcp, http)',
-        id="mode-udp",
+        fe(DB.replace("tcp", "udp") + "maxconn = 10") + BACKEND,
+        "frontends.db.maxconn",
+        'not for mode "udp"',
+        id="udp-maxconn",
+    ),
+    pytest.param(
+        fe(DB.replace("tcp", "udp") + "accept_proxy = true") + BACKEND,
+        "frontends.db.accept_proxy",
+        'not for mode "udp"',
+        id="udp-accept-proxy",
+    ),
+    pytest.param(
+        fe(DB.replace("tcp", "udp") + 'routes = [{ backend = "pg" }]') + BACKEND,
+        "frontends.db.routes",
+        'only for mode "http"',
+        id="udp-routes",
+    ),
+    pytest.param(
+        fe(DB + "max_flows = 10") + BACKEND,
+        "frontends.db.max_flows",
+        'only for mode "udp"',
+        id="tcp-max-flows",
+    ),
+    pytest.param(
+        fe(DB.replace("tcp", "udp") + "max_flows = 0") + BACKEND,
+        "frontends.db.max_flows",
+        "expected",
+        id="udp-max-flows-zero",
+    ),
+    pytest.param(
+        fe(DB.replace("tcp", "udp")) + be('["127.0.0.1:1"]', 'send_proxy = "v2"\n'),
+        "frontends.db.default_backend",
+        "not send over UDP",
+        id="udp-send-proxy",
     ),
     pytest.param(
         fe(DB.replace("tcp", "quic")) + BACKEND,

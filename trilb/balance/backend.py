@@ -9,6 +9,7 @@ today a slot's ``up`` flag is only changed by whoever owns the slot.
 from __future__ import annotations
 
 import random
+import socket
 from collections.abc import Iterator
 
 from trilb.balance.algorithms import Balancer, ServerSlot, make_balancer
@@ -36,3 +37,9 @@ class BackendState:
                 return
             tried.add(slot.index)
             yield slot
+
+
+def source_key(host: str) -> bytes:
+    """The packed client address, the key of ``source`` hashing (a scope id dropped)."""
+    host = host.partition("%")[0]
+    return socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)

@@ -51,8 +51,11 @@ from trilb.errors import ConfigError
 T = TypeVar("T")
 
 _LOG_LEVELS = ("debug", "info", "warning", "error")
-# The modes load_config accepts; "udp" is in the contract but not implemented yet.
-_LOADED_MODES = ("tcp", "http")
+# The modes load_config accepts.
+_LOADED_MODES = ("tcp", "udp", "http")
+# A UDP flow that long without a datagram ends: a DNS or game flow is over in seconds,
+# and each open flow holds a socket (a TCP idle_timeout of 5 minutes would pile them).
+UDP_IDLE_TIMEOUT = 30.0
 
 
 def _workers(value: object, path: str) -> int | None:
@@ -142,6 +145,9 @@ def _check_references(fe: Frontend, backends: Mapping[str, Backend]) -> None:
             what = "tls" if backend.tls is not None else f'protocol "{backend.protocol}"'
             raise ConfigError(path, f'backend "{name}" has {what}, which needs mode "http" '
                               f'(this frontend is mode "{fe.mode}")')  # fmt: skip
+        if fe.mode == "udp" and backend.send_proxy:
+            raise ConfigError(path, f'backend "{name}" has send_proxy, which this version does '
+                              'not send over UDP')  # fmt: skip
         if fe.mode == "http" and backend.send_proxy:
             raise ConfigError(path, f'backend "{name}" has send_proxy, which this version sends '
                               'only for mode "tcp" frontends (an http frontend names the '
@@ -195,11 +201,21 @@ def _parse_frontend(name: str, t: Table, base: str) -> Frontend:
     backend = t.take("default_backend", parse_name)
     if backend is None:
         raise ConfigError(t.key("default_backend"), "required: the name of a backend")
+    t.take("limits", parse_limits)
+    if mode == "udp":
+        t.refuse(("maxconn", "backlog", "accept_proxy", "accept_proxy_timeout", "splice",
+                  "plugins"), 'not for mode "udp"')  # fmt: skip
+        t.refuse(HTTP_ONLY, 'only for mode "http"')
+        t.take("max_flows", parse_int(1, 10_000_000))
+        if t.take("idle_timeout", parse_timeout) is None:
+            t.values["idle_timeout"] = UDP_IDLE_TIMEOUT
+        del t.values["bind"]
+        return t.build(Frontend, name=name, binds=binds)
+    t.refuse(("max_flows",), 'only for mode "udp"')
     t.take("maxconn", parse_int(1, 10_000_000))
     t.take("backlog", parse_int(1, 65535))
     t.take("accept_proxy", parse_bool)
     t.take("accept_proxy_timeout", parse_timeout)
-    t.take("limits", parse_limits)
     if mode == "http":
         t.refuse(TCP_ONLY, 'only for mode "tcp"')
         parse_http_keys(t, base)
@@ -270,17 +286,19 @@ def _server(value: object, path: str) -> Server:
 
 
 def _check_binds(frontends: dict[str, Frontend]) -> None:
-    """Reject two listeners on one address, including a wildcard overlapping a literal."""
-    seen: list[tuple[str, Address]] = []
+    """Reject two listeners on one address, including a wildcard overlapping a literal
+    (a UDP and a TCP listener may share one: they are different ports to the kernel)."""
+    seen: list[tuple[str, Address, bool]] = []
     for fe in frontends.values():
+        udp = fe.mode == "udp"
         for i, addr in enumerate(fe.binds):
             path = fe.bind_path(i)
             if addr.port == 0:
                 continue  # the kernel picks a distinct port for each
-            for other, prev in seen:
-                if _overlap(addr, prev):
+            for other, prev, prev_udp in seen:
+                if prev_udp == udp and _overlap(addr, prev):
                     raise ConfigError(path, f"{addr} overlaps {prev} bound by {other}")
-            seen.append((path, addr))
+            seen.append((path, addr, udp))
 
 
 def _overlap(a: Address, b: Address) -> bool:

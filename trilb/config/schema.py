@@ -254,6 +254,9 @@ class Frontend:
     accept_proxy_timeout: float = 5.0
     # Per-source allow/deny lists and limits (None: none).
     limits: Limits | None = None
+    # mode "udp" only: flows (client addresses) per worker; above it the least recently
+    # active one is closed. Each flow holds a socket (a file descriptor).
+    max_flows: int = 10000
     # mode "tcp" only --------------------------------------------------------------
     # A TCP connection with no byte in either direction for this long is closed.
     idle_timeout: float = 300.0

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import trio
 
 from trilb.balance.algorithms import ServerSlot
-from trilb.balance.backend import BackendState
+from trilb.balance.backend import BackendState, source_key
 from trilb.config.schema import Frontend
 from trilb.l4.accept import LOG_INTERVAL, Acceptor
 from trilb.l4.connect import error_kind
@@ -163,7 +163,7 @@ class _Connect:
         self.peer = peer
         self.destination = destination
         backend = fe.backend
-        key = _address_key(peer[0]) if backend.hashes_source else None
+        key = source_key(peer[0]) if backend.hashes_source else None
         self.attempts = backend.attempts(key)
         self.failures: list[str] = []
         self.sock: socket.socket | None = None
@@ -244,9 +244,3 @@ class _Entry:
     watched: Watched
     peer: tuple[str, int]
     start: float
-
-
-def _address_key(host: str) -> bytes:
-    """The packed client address, the key of source hashing (a scope id is dropped)."""
-    host = host.partition("%")[0]
-    return socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)

@@ -32,8 +32,9 @@ from trilb.errors import StartupError
 log = logging.getLogger(__name__)
 
 # A listener's identity: its configured address, plus its key path when the port is 0
-# (two frontends may both ask the kernel for "any port" and must not share a socket).
-Bind = tuple[Address, str]
+# (two frontends may both ask the kernel for "any port" and must not share a socket),
+# and its socket type (TCP and UDP frontends may share an address: DNS does).
+Bind = tuple[Address, str, int]
 Key = tuple[Bind, int]  # (listener, worker slot)
 
 
@@ -49,7 +50,7 @@ class SocketSet:
     def actual(self, configured: Address, path: str = "") -> Address:
         """The address a configured bind really listens on (port 0 resolved)."""
         if configured.port == 0:
-            for (addr, bind_path), actual in self._actual.items():
+            for (addr, bind_path, _), actual in self._actual.items():
                 if addr == configured and (not path or bind_path == path):
                     return actual
         return configured
@@ -69,7 +70,7 @@ class SocketSet:
                     if sock is None:
                         self._socks[(bind, slot)] = self._listen(path, bind, backlog)
                         created.append((bind, slot))
-                    else:
+                    elif bind[2] == socket.SOCK_STREAM:
                         sock.listen(backlog)  # a reload may change the queue length
         except BaseException:
             for key in created:
@@ -80,12 +81,14 @@ class SocketSet:
 
     def _listen(self, path: str, bind: Bind, backlog: int) -> socket.socket:
         actual = self._actual.get(bind)
+        kind = bind[2]
         if actual is None:
-            _probe(path, bind[0])
+            _probe(path, bind[0], kind)
             actual = bind[0]
         try:
-            sock = _reuseport_socket(actual)
-            sock.listen(backlog)
+            sock = _reuseport_socket(actual, kind)
+            if kind == socket.SOCK_STREAM:
+                sock.listen(backlog)
         except OSError as exc:
             raise StartupError(_bind_error(path, actual, exc)) from None
         if bind not in self._actual:
@@ -132,13 +135,14 @@ def _binds(config: Config, frontend: str | None = None) -> Iterable[tuple[str, B
     for fe in config.frontends.values():
         if frontend is not None and fe.name != frontend:
             continue
+        kind = socket.SOCK_DGRAM if fe.mode == "udp" else socket.SOCK_STREAM
         for i, addr in enumerate(fe.binds):
             path = fe.bind_path(i)
-            yield path, (addr, path if addr.port == 0 else ""), fe.backlog
+            yield path, (addr, path if addr.port == 0 else "", kind), fe.backlog
 
 
-def _reuseport_socket(addr: Address) -> socket.socket:
-    sock = socket.socket(addr.family, socket.SOCK_STREAM)
+def _reuseport_socket(addr: Address, kind: int) -> socket.socket:
+    sock = socket.socket(addr.family, kind)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -152,10 +156,10 @@ def _reuseport_socket(addr: Address) -> socket.socket:
     return sock
 
 
-def _probe(path: str, addr: Address) -> None:
+def _probe(path: str, addr: Address, kind: int) -> None:
     if addr.port == 0:
         return
-    probe = socket.socket(addr.family, socket.SOCK_STREAM)
+    probe = socket.socket(addr.family, kind)
     try:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if addr.family == socket.AF_INET6:

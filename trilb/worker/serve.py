@@ -23,11 +23,14 @@ from trilb.l4.idle import MAX_TICK, MIN_TICK, IdleSweeper
 from trilb.l4.pump import Pools
 from trilb.l4.reactor import Reactor
 from trilb.l4.tcp import TcpFrontend
+from trilb.l4.udp import UdpFrontend
 from trilb.l7.proxy import HttpBackend
 from trilb.l7.server import HttpFrontend
 from trilb.tls import ServerTls, server_tls
 
 log = logging.getLogger(__name__)
+
+Frontend = TcpFrontend | HttpFrontend | UdpFrontend
 
 
 async def serve_worker(
@@ -57,8 +60,8 @@ async def serve_worker(
                             if backend.h2 is not None:  # its connections' readers run here
                                 backend.h2.nursery = handlers
                     for sock in listeners[fe.config.name]:
-                        if isinstance(fe, HttpFrontend):
-                            fe.listen(sock)  # accepted in the reactor's callbacks
+                        if isinstance(fe, HttpFrontend | UdpFrontend):
+                            fe.listen(sock)  # served in the reactor's callbacks
                         else:
                             accepting.start_soon(fe.serve, sock)
                 _notify_ready(ready_fd)
@@ -66,20 +69,22 @@ async def serve_worker(
                     break
                 accepting.cancel_scope.cancel()
                 for fe in frontends:
-                    if isinstance(fe, HttpFrontend):
+                    if isinstance(fe, HttpFrontend | UdpFrontend):
                         fe.stop_listening()
             for fe in frontends:
+                if isinstance(fe, UdpFrontend):
+                    continue  # (its listeners still send the replies of its flows)
                 for sock in listeners[fe.config.name]:
                     _take_queued(fe, sock)
                     sock.close()  # our copy only: the master keeps the socket and its queue
             for fe in frontends:
-                if isinstance(fe, HttpFrontend):
+                if isinstance(fe, HttpFrontend | UdpFrontend):
                     fe.drain()  # idle keep-alive connections close now, busy ones after
             active = sum(fe.active for fe in frontends)
             log.info("stopped accepting; draining %d connection(s)", active)
             await _drain(frontends, config.global_.grace)
             for fe in frontends:
-                if isinstance(fe, HttpFrontend):
+                if isinstance(fe, HttpFrontend | UdpFrontend):
                     fe.close_all()
             handlers.cancel_scope.cancel()
     pools.close()
@@ -114,11 +119,11 @@ def _tick(config: Config) -> float:
 
 def _frontends(
     config: Config, reactor: Reactor, sweeper: IdleSweeper, tls: dict[str, ServerTls]
-) -> list[TcpFrontend | HttpFrontend]:
+) -> list[Frontend]:
     """This worker's frontends; each backend gets the runtime its frontends' mode needs."""
     tcp_backends: dict[str, BackendState] = {}
     http_backends: dict[str, HttpBackend] = {}
-    out: list[TcpFrontend | HttpFrontend] = []
+    out: list[Frontend] = []
     # One instance per [plugins.NAME] per worker, shared by every frontend that lists it.
     plugins = {name: spec.cls(spec.settings) for name, spec in config.plugins.items()}
     for fe in config.frontends.values():
@@ -128,15 +133,18 @@ def _frontends(
                     http_backends[name] = HttpBackend(config.backends[name], sweeper)
             out.append(HttpFrontend(fe, http_backends, sweeper, reactor, tls.get(fe.name),
                                     plugins))  # fmt: skip
-        else:
+        else:  # (L4 frontends of one backend share its state: DNS over TCP and UDP)
             name = fe.default_backend
             if name not in tcp_backends:
                 tcp_backends[name] = BackendState(config.backends[name])
-            out.append(TcpFrontend(fe, tcp_backends[name], reactor, sweeper, plugins))
+            if fe.mode == "udp":
+                out.append(UdpFrontend(fe, tcp_backends[name], reactor, sweeper))
+            else:
+                out.append(TcpFrontend(fe, tcp_backends[name], reactor, sweeper, plugins))
     return out
 
 
-async def _drain(frontends: list[TcpFrontend | HttpFrontend], grace: float) -> None:
+async def _drain(frontends: list[Frontend], grace: float) -> None:
     with trio.move_on_after(grace) as scope:
         while any(fe.active for fe in frontends):
             await trio.sleep(0.05)
