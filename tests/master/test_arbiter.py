@@ -99,7 +99,7 @@ def test_constructing_an_arbiter_binds_and_forks_nothing(config_file: Path) -> N
         pytest.param(
             GOOD.replace('default_backend = "pg"', 'default_backend = "pgg"'), id="unknown-backend"
         ),
-        pytest.param(GOOD.replace('mode = "tcp"', 'mode = "udp"'), id="unsupported-mode"),
+        pytest.param(GOOD.replace('mode = "tcp"', 'mode = "quic"'), id="unknown-mode"),
         pytest.param(None, id="file-removed"),
     ],
 )
