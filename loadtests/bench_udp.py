@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bench_l4 import nginx_stream_module
 from benchlib import (
     REPO,
     RESULTS,
@@ -51,8 +52,11 @@ from benchlib import (
 
 PROXIES = ("direct", "trilb", "nginx")
 TOOLS = ("dnsperf", "dnsmasq", "nginx", "dig")
-APT_PACKAGES = "dnsperf dnsmasq-base nginx bind9-dnsutils"
+APT_PACKAGES = "dnsperf dnsmasq-base nginx libnginx-mod-stream bind9-dnsutils"
 NAME = "www.bench.test"
+# nginx's DNS example ends a UDP session after one answer (a new upstream socket per
+# query); --nginx-sessions keeps sessions for proxy_timeout, as trilb keeps flows.
+RESPONSES = "proxy_responses 1;"
 ANSWER = "192.0.2.1"
 
 
@@ -112,11 +116,13 @@ servers = ["127.0.0.1:{origin}"]
 
 
 def nginx_config(tmp: Path, port: int, origin: int, workers: int) -> str:
-    return nginx_main(tmp, f"nginx-udp-w{workers}", workers) + (
+    module = nginx_stream_module()
+    load = f"load_module {module};\n" if module else ""  # (Debian: libnginx-mod-stream)
+    return load + nginx_main(tmp, f"nginx-udp-w{workers}", workers) + (
         "stream {\n"
         f"  upstream dns {{ server 127.0.0.1:{origin}; }}\n"
         f"  server {{ listen 127.0.0.1:{port} udp reuseport; proxy_pass dns;\n"
-        "    proxy_responses 1; proxy_timeout 10s; }\n}\n"
+        f"    {RESPONSES} proxy_timeout 10s; }}\n}}\n"
     )
 
 
@@ -191,7 +197,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--outstanding", type=int, default=64, help="queries in flight")
     parser.add_argument("--markdown", type=Path, help="append the table as Markdown to FILE")
     parser.add_argument("--install", action="store_true", help="apt-get install the tools")
+    parser.add_argument("--nginx-sessions", action="store_true",
+                        help="nginx keeps a client's session (no proxy_responses 1)")  # fmt: skip
     args = parser.parse_args(argv)
+    if args.nginx_sessions:
+        global RESPONSES
+        RESPONSES = ""
     args.workers = [int(w) for w in args.workers.split(",") if w]
     return args
 
