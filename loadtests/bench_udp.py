@@ -118,11 +118,15 @@ servers = ["127.0.0.1:{origin}"]
 def nginx_config(tmp: Path, port: int, origin: int, workers: int) -> str:
     module = nginx_stream_module()
     load = f"load_module {module};\n" if module else ""  # (Debian: libnginx-mod-stream)
-    return load + nginx_main(tmp, f"nginx-udp-w{workers}", workers) + (
-        "stream {\n"
-        f"  upstream dns {{ server 127.0.0.1:{origin}; }}\n"
-        f"  server {{ listen 127.0.0.1:{port} udp reuseport; proxy_pass dns;\n"
-        f"    {RESPONSES} proxy_timeout 10s; }}\n}}\n"
+    return (
+        load
+        + nginx_main(tmp, f"nginx-udp-w{workers}", workers)
+        + (
+            "stream {\n"
+            f"  upstream dns {{ server 127.0.0.1:{origin}; }}\n"
+            f"  server {{ listen 127.0.0.1:{port} udp reuseport; proxy_pass dns;\n"
+            f"    {RESPONSES} proxy_timeout 10s; }}\n}}\n"
+        )
     )
 
 
