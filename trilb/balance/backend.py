@@ -1,19 +1,27 @@
-"""A backend's runtime state inside one worker: its server slots and its balancer.
+"""A backend's runtime state inside one worker: its server slots, its balancer, and
+the passive checks that leave a failing server out for a while.
 
 Owns the order in which a connection tries servers (the balancer's pick, then the
-next pick excluding the ones already tried, at most ``retries`` extra times). Pure
-logic: connecting is the caller's. Health states will come from shared memory later;
-today a slot's ``up`` flag is only changed by whoever owns the slot.
+next pick excluding the ones already tried, at most ``retries`` extra times), and the
+ejections: ``eject_after`` consecutive failures of a server (refused or timed-out
+connects, reported by whoever connects) take it out of the balancing for ``eject_for``
+in this worker; then it is tried again, and a single failure takes it out again until
+a success. Pure logic: connecting is the caller's, the clock is passed in, and the
+worker's sweeper calls ``restore`` once a tick. Active health checks (the control
+process, shared memory) will come on top.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import socket
 from collections.abc import Iterator
 
 from trilb.balance.algorithms import Balancer, ServerSlot, make_balancer
 from trilb.config.schema import Backend
+
+log = logging.getLogger(__name__)
 
 
 class BackendState:
@@ -27,6 +35,47 @@ class BackendState:
         self.balancer: Balancer = make_balancer(config.balance, self.slots, rng)
         # Only source hashing needs the client address as a key; others skip building it.
         self.hashes_source = config.balance == "source"
+        # Consecutive failures per server, and the servers out until when.
+        self.failures = [0] * len(self.slots)
+        self.ejected: dict[int, float] = {}
+
+    def failed(self, slot: ServerSlot, now: float, why: str) -> None:
+        """A connection to ``slot`` failed (``why``, for the log)."""
+        after = self.config.eject_after
+        if not after:
+            return
+        count = self.failures[slot.index] = self.failures[slot.index] + 1
+        if count >= after:
+            self.eject(slot, now, self.config.eject_for, f"{count} failure"
+                       f"{'s' if count > 1 else ''} in a row, the last: {why}")  # fmt: skip
+
+    def succeeded(self, slot: ServerSlot) -> None:
+        """A connection to ``slot`` was made."""
+        if self.failures[slot.index]:
+            self.failures[slot.index] = 0
+
+    def eject(self, slot: ServerSlot, now: float, duration: float, why: str) -> None:
+        """Leave ``slot`` out of the balancing until ``now + duration``."""
+        if slot.index in self.ejected or not slot.up:
+            return
+        slot.up = False
+        self.ejected[slot.index] = now + duration
+        log.warning("backend %s: server %s out for %gs: %s", self.config.name, slot.name,
+                    duration, why)  # fmt: skip
+
+    def restore(self, now: float) -> None:
+        """Put back the servers whose ejection is over (the sweeper's chore)."""
+        if not self.ejected:
+            return
+        for index, until in list(self.ejected.items()):
+            if now >= until:
+                del self.ejected[index]
+                slot = self.slots[index]
+                slot.up = True
+                # On probation: one more failure before a success takes it out again.
+                self.failures[index] = max(self.config.eject_after - 1, 0)
+                log.info("backend %s: server %s back in the balancing", self.config.name,
+                         slot.name)  # fmt: skip
 
     def attempts(self, key: bytes | None) -> Iterator[ServerSlot]:
         """The servers to try for one connection, best first, each at most once."""

@@ -241,6 +241,8 @@ def _parse_backend(name: str, t: Table, base: str) -> Backend:
     t.take("tls", lambda v, p: parse_backend_tls(v, p, base))
     t.take("protocol", parse_choice(ALPN_PROTOCOLS))
     t.take("send_proxy", parse_choice(("v1", "v2")))
+    t.take("eject_after", parse_int(0, 1000))
+    t.take("eject_for", parse_timeout)
     t.take("connect_timeout", parse_timeout)
     t.take("retries", parse_int(0, 100))
     t.take("response_timeout", parse_timeout)

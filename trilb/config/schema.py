@@ -117,6 +117,11 @@ class Backend:
     # mode "tcp" frontends: a PROXY protocol header ("v1" or "v2") starts each connection
     # to a server, naming the client ("": none).
     send_proxy: str = ""
+    # Passive checks, per worker: this many failed connects in a row (refused, timed
+    # out) take a server out of the balancing for eject_for; 0: never. nginx's
+    # max_fails / fail_timeout (1 and 10 s by default), Envoy's outlier detection.
+    eject_after: int = 3
+    eject_for: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -92,6 +92,7 @@ class TcpFrontend(Acceptor):
         destination: tuple[str, int] | None,
     ) -> None:
         start = trio.current_time() if self._debug else 0.0
+        self.backend.succeeded(slot)
         if self.send_proxy is not None:
             try:  # (a new socket's empty buffer takes the ~50 bytes at once)
                 dest = destination or conn.getsockname()[:2]
@@ -219,6 +220,7 @@ class _Connect:
         self._end_attempt(sock)
         sock.close()
         self.failures.append(f"{slot.name} timeout")
+        self.fe.backend.failed(slot, trio.current_time(), "connect timeout")
         log.debug("frontend %s: server %s: no answer within %gs", self.fe.config.name,
                   slot.name, self.fe.backend.config.connect_timeout)  # fmt: skip
         self.next()
@@ -234,6 +236,7 @@ class _Connect:
         kind = error_kind(code)
         self.failures.append(f"{slot.name} {kind}")
         log.debug("frontend %s: server %s: %s", self.fe.config.name, slot.name, kind)
+        self.fe.backend.failed(slot, trio.current_time(), kind)
 
 
 @dataclass(slots=True)

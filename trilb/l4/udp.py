@@ -12,8 +12,8 @@ SO_REUSEPORT the kernel hashes a client's address and port to one worker's socke
 flow lives in one worker.
 
 A server that answers with an ICMP error (the connected socket reports it: port
-unreachable, host unreachable) is skipped by the balancer for UNREACHABLE_PAUSE seconds
-in this worker; the health checks of the control process will take this over. Like the
+unreachable, host unreachable) is ejected from the balancing for UNREACHABLE_PAUSE
+seconds in this worker (balance/backend.py, as the passive checks of TCP are). Like the
 rest of l4/, no task per flow: the reactor's readiness callbacks and the idle sweeper.
 """
 
@@ -97,7 +97,6 @@ class UdpFrontend:
         self.evicted = 0
         self.refused = 0
         self.dropped = 0
-        self._paused: set[int] = set()  # servers left out after an ICMP error
         self._evictions = Throttle(LOG_INTERVAL)
         self._refusals = Throttle(LOG_INTERVAL)
 
@@ -242,18 +241,10 @@ class UdpFrontend:
         """The flow's socket reported an error: an ICMP message from the server's side
         pauses that server; either way the flow ends (the client's next datagram makes
         a new one, to another server if this one is paused)."""
-        slot = flow.slot
-        if exc.errno in _UNREACHABLE and slot.index not in self._paused and slot.up:
-            self._paused.add(slot.index)
-            slot.up = False
-            self.sweeper.watch_deadline(UNREACHABLE_PAUSE, partial(self._resume, slot))
-            log.warning("frontend %s: server %s: %s; left out for %gs", self.config.name,
-                        slot.name, exc.strerror, UNREACHABLE_PAUSE)  # fmt: skip
+        if exc.errno in _UNREACHABLE:
+            why = f"frontend {self.config.name}: {exc.strerror}"
+            self.backend.eject(flow.slot, trio.current_time(), UNREACHABLE_PAUSE, why)
         self.end(flow)
-
-    def _resume(self, slot: ServerSlot) -> None:
-        self._paused.discard(slot.index)
-        slot.up = True
 
     def _release_source(self, ip: str) -> None:
         if self.limits is not None:

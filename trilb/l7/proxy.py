@@ -35,6 +35,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 
+import trio
+
 from trilb.balance.algorithms import ServerSlot
 from trilb.balance.backend import BackendState
 from trilb.balance.keys import key_function
@@ -115,6 +117,7 @@ class HttpBackend:
         self.key = key_function(config.balance)
         self.pool = UpstreamPool(config, self.state.slots, sweeper)
         sweeper.chores.append(self.pool.expire)
+        sweeper.chores.append(self.state.restore)  # (ejections that are over)
         # protocol = "h2": multiplexed HTTP/2 connections instead of the HTTP/1.1 pool.
         self.h2: H2Pool | None = None
         if config.protocol == "h2":
@@ -165,10 +168,14 @@ class HttpBackend:
                 return stream, slot, True
             if not pool.full(slot):
                 try:
-                    return await pool.open(slot), slot, False
+                    stream = await pool.open(slot)
                 except UpstreamError as exc:
                     log.debug("backend %s: server %s: %s", self.config.name, slot.name, exc)
+                    self.state.failed(slot, trio.current_time(), exc.kind)
                     failure = exc
+                else:
+                    self.state.succeeded(slot)
+                    return stream, slot, False
             slot = None
         raise self._no_server(failure)
 
@@ -189,12 +196,16 @@ class HttpBackend:
                 break
             tried.add(slot.index)
             try:
-                return await self.h2.open(slot, fields, end_stream)
+                exchange = await self.h2.open(slot, fields, end_stream)
             except UpstreamError as exc:
                 if not exc.retryable:
                     raise
                 log.debug("backend %s: server %s: %s", self.config.name, slot.name, exc)
+                self.state.failed(slot, trio.current_time(), exc.kind)
                 failure = exc
+            else:
+                self.state.succeeded(slot)
+                return exchange
         raise self._no_server(failure)
 
     def _no_server(self, failure: UpstreamError | None) -> UpstreamError:

@@ -137,6 +137,7 @@ def _frontends(
             name = fe.default_backend
             if name not in tcp_backends:
                 tcp_backends[name] = BackendState(config.backends[name])
+                sweeper.chores.append(tcp_backends[name].restore)  # (ejections that are over)
             if fe.mode == "udp":
                 out.append(UdpFrontend(fe, tcp_backends[name], reactor, sweeper))
             else:

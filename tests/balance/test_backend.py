@@ -1,0 +1,66 @@
+"""Passive checks in a backend's state (balance/backend.py): ejections after failures
+in a row, the way back, probation; no sockets, the clock passed in."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from trilb.balance.backend import BackendState
+from trilb.config.schema import Address, Backend, Server
+
+
+def state(eject_after: int = 3, eject_for: float = 10.0, retries: int = 1) -> BackendState:
+    servers = tuple(Server(n, Address("127.0.0.1", 9000 + i), f"127.0.0.1:{9000 + i}")
+                    for i, n in enumerate("ab"))  # fmt: skip
+    backend = Backend(name="app", servers=servers, retries=retries, eject_after=eject_after,
+                      eject_for=eject_for)  # fmt: skip
+    return BackendState(backend)
+
+
+def test_failures_in_a_row_eject_a_server_until_its_time_is_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    s = state()
+    a, b = s.slots
+    caplog.set_level(logging.INFO, "trilb.balance.backend")
+    s.failed(a, 0.0, "refused")
+    s.succeeded(a)  # a success in between starts the count again
+    s.failed(a, 1.0, "refused")
+    s.failed(a, 2.0, "refused")
+    assert a.up
+    s.failed(a, 3.0, "timeout")
+    assert not a.up and s.ejected == {0: 13.0}
+    assert (
+        "backend app: server a out for 10s: 3 failures in a row, the last: timeout" in caplog.text
+    )
+    assert [slot.name for slot in s.attempts(None)] == ["b"]  # the balancer skips it
+    s.restore(12.9)
+    assert not a.up
+    s.restore(13.0)
+    assert a.up and s.ejected == {} and "server a back in the balancing" in caplog.text
+    # On probation: one failure before a success takes it out again.
+    s.failed(a, 14.0, "refused")
+    assert not a.up and s.ejected == {0: 24.0}
+    s.restore(24.0)
+    s.succeeded(a)
+    s.failed(a, 25.0, "refused")
+    assert a.up and b.up
+
+
+def test_eject_after_zero_never_ejects() -> None:
+    s = state(eject_after=0)
+    for t in range(100):
+        s.failed(s.slots[0], float(t), "refused")
+    assert s.slots[0].up and s.ejected == {}
+
+
+def test_an_ejection_by_another_cause_is_one_ejection() -> None:
+    s = state()
+    a = s.slots[0]
+    s.eject(a, 0.0, 5.0, "icmp port unreachable")
+    s.eject(a, 1.0, 5.0, "again")  # (already out: the first deadline stands)
+    assert s.ejected == {0: 5.0}
+    s.restore(5.0)
+    assert a.up
