@@ -87,3 +87,22 @@ maintenance = true
             assert refused.startswith(b"HTTP/1.1 403 ")
         finally:
             trilb.stop()
+
+
+def test_the_systemd_unit_matches_the_command_line() -> None:
+    from trilb.cli import _parser
+    from trilb.config.schema import Global
+
+    unit: dict[str, list[str]] = {}
+    for line in (CONTRIB / "trilb.service").read_text().splitlines():
+        if "=" in line and not line.startswith(("#", "[")):
+            key, _, value = line.partition("=")
+            unit.setdefault(key, []).append(value)
+    for command in unit["ExecStartPre"] + unit["ExecStart"] + unit["ExecReload"][:1]:
+        argv = command.split()
+        assert argv[0].endswith("/trilb")
+        _parser().parse_args(argv[1:])  # (exits with status 2 on a flag trilb lacks)
+    assert unit["ExecReload"][0].split()[1] == "check"  # a bad config never reaches HUP
+    assert unit["ExecReload"][1] == "/bin/kill -HUP $MAINPID"
+    assert unit["KillSignal"] == ["SIGTERM"]
+    assert float(unit["TimeoutStopSec"][0]) > Global().grace  # the drain fits in the stop

@@ -1,4 +1,4 @@
-"""The ``trilb`` command line: serve, check, demo.
+"""The ``trilb`` command line: serve, check, demo, and reload / stop of a running master.
 
 Owns argument parsing, exit statuses and the pidfile. Overrides only what
 CONVENTIONS.md allows (config path, worker count, log level); everything else comes
@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -44,6 +46,12 @@ def _parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="run trilb in front of built-in demo backends")
     demo.add_argument("--port", type=int, default=0, help="frontend port (default: any free)")
     demo.add_argument("--workers", type=int, default=2)
+    reload = sub.add_parser("reload", help="make the master of a pidfile reload its config")
+    reload.add_argument("--pidfile", required=True, help="the pidfile `serve` wrote")
+    stop = sub.add_parser("stop", help="stop the master of a pidfile; wait for it to exit")
+    stop.add_argument("--pidfile", required=True, help="the pidfile `serve` wrote")
+    stop.add_argument("--timeout", type=float, default=60.0,
+                      help="seconds to wait for the exit (default 60)")  # fmt: skip
     return p
 
 
@@ -55,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         from trilb.demo import run_demo
 
         return run_demo(args.port, args.workers)
+    if args.command in ("reload", "stop"):
+        return _signal_master(args.command, args.pidfile, getattr(args, "timeout", 0.0))
     status: int = serve(args.config, args.workers, args.log_level, args.pidfile)
     return status
 
@@ -113,6 +123,69 @@ def run_master(
         return arbiter.run()
     finally:
         _remove_pidfile(pidfile)
+
+
+def _signal_master(command: str, pidfile: str, timeout: float) -> int:
+    """``trilb reload``: SIGHUP to the pidfile's master. ``trilb stop``: SIGTERM, then
+    wait until it has exited (its workers drain first, within global.grace)."""
+    try:
+        pid = _master_pid(pidfile)
+    except StartupError as exc:
+        print(f"trilb: error: {exc}", file=sys.stderr)
+        return EXIT_STARTUP
+    sig = signal.SIGHUP if command == "reload" else signal.SIGTERM
+    try:
+        os.kill(pid, sig)
+    except OSError as exc:
+        print(f"trilb: error: cannot signal pid {pid}: {exc.strerror}", file=sys.stderr)
+        return EXIT_STARTUP
+    if command == "reload":
+        print(f"trilb: sent SIGHUP to master {pid}: it reloads its config (see its log)")
+        return 0
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            print(f"trilb: error: master {pid} still running after {timeout:g}s",
+                  file=sys.stderr)  # fmt: skip
+            return EXIT_STARTUP
+        time.sleep(0.05)
+    print(f"trilb: master {pid} stopped")
+    return 0
+
+
+def _master_pid(pidfile: str) -> int:
+    """The PID in ``pidfile``, checked to be a running ``trilb serve`` (a stale pidfile
+    may name a process that reused the number).
+
+    Raises:
+      StartupError: no such file, no number in it, or no trilb master behind it.
+    """
+    try:
+        with open(pidfile) as f:
+            text = f.read().strip()
+    except OSError as exc:
+        raise StartupError(f"cannot read pidfile {pidfile}: {exc.strerror}") from None
+    if not text.isdigit():
+        raise StartupError(f"pidfile {pidfile} holds no process id: {text[:40]!r}")
+    pid = int(text)
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = f.read().split(b"\0")
+    except OSError:
+        raise StartupError(f"pidfile {pidfile}: no process {pid} (a stale pidfile?)") from None
+    if b"serve" not in argv or not any(b"trilb" in a for a in argv):
+        raise StartupError(f"pidfile {pidfile}: process {pid} is not a trilb master "
+                           "(a stale pidfile?)")  # fmt: skip
+    return pid
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs (a zombie, exited but not reaped, does not count)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().split(b") ", 1)[1][:1] != b"Z"
+    except (OSError, IndexError):
+        return False
 
 
 def _write_pidfile(pidfile: str) -> None:
