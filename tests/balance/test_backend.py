@@ -64,3 +64,19 @@ def test_an_ejection_by_another_cause_is_one_ejection() -> None:
     assert s.ejected == {0: 5.0}
     s.restore(5.0)
     assert a.up
+
+
+def test_health_verdicts_and_ejections_both_keep_a_server_out() -> None:
+    s = state(eject_after=1, eject_for=5.0)
+    a, b = s.slots
+    s.set_health(b"\x00\x01")  # the health check says a is down
+    assert not a.up and b.up
+    s.failed(b, 0.0, "refused")  # b ejected by a passive check
+    assert not b.up
+    s.set_health(b"\x01\x01")  # a passes again; b's check passes but it is ejected
+    assert a.up and not b.up
+    s.restore(5.0)
+    assert b.up
+    s.set_health(b"\x01\x00")
+    s.restore(100.0)  # (nothing ejected: the check's verdict stands)
+    assert not b.up

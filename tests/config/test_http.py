@@ -20,9 +20,9 @@ from trilb.config.schema import (
 )
 from trilb.errors import ConfigError
 
-# DESIGN.md's configuration example as written there, without what this version does
-# not implement yet: health, and without its plugins and TLS files. The backends it
-# names but does not show (pg, api, resolvers) are added at the end.
+# DESIGN.md's configuration example as written there, without its plugins, TLS files
+# and health checks (tested elsewhere). The backends it names but does not show (pg,
+# api, resolvers) are added at the end.
 DESIGN_HTTP = """
 [global]
 workers = 2                       # or "auto" (one per CPU)
@@ -419,9 +419,21 @@ ERRORS = [
         "True",
     ),
     pytest.param(
-        WEB + '[backends.app]\nhealth = { type = "http" }\nservers = ["127.0.0.1:1"]\n',
-        "backends.app.health",
-        "active health checks not supported yet",
+        WEB
+        + '[backends.app]\nhealth = { type = "http", expect = [99] }\nservers = ["127.0.0.1:1"]\n',
+        "backends.app.health.expect[0]",
+        "expected a status code",
+    ),
+    pytest.param(
+        WEB + '[backends.app]\nhealth = { type = "tcp", path = "/h" }\nservers = ["127.0.0.1:1"]\n',
+        "backends.app.health.path",
+        'only for type = "http"',
+    ),
+    pytest.param(
+        WEB + '[backends.app]\nhealth = { interval = "1s", timeout = "2s" }\n'
+        'servers = ["127.0.0.1:1"]\n',
+        "backends.app.health.timeout",
+        "longer than the interval",
     ),
     # L7 balance behind a tcp frontend: the error is on the reference
     pytest.param(

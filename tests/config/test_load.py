@@ -274,9 +274,15 @@ ERRORS = [
         id="routes-on-tcp",
     ),
     pytest.param(
-        FRONTEND + be('["127.0.0.1:1"]', 'health = { type = "tcp" }\n'),
-        "backends.pg.health",
-        "active health checks not supported yet",
+        FRONTEND + be('["127.0.0.1:1"]', 'health = { type = "ping" }\n'),
+        "backends.pg.health.type",
+        'expected "tcp" | "http"',
+    ),
+    pytest.param(
+        fe(DB.replace("tcp", "udp")) + be('["127.0.0.1:1"]', "health = {}\n"),
+        "frontends.db.default_backend",
+        "does not run for UDP servers",
+        id="udp-health",
     ),
     # modes
     pytest.param(

@@ -38,6 +38,18 @@ class BackendState:
         # Consecutive failures per server, and the servers out until when.
         self.failures = [0] * len(self.slots)
         self.ejected: dict[int, float] = {}
+        # The active health checks' verdicts (the control process's; all up without).
+        self.healthy = [True] * len(self.slots)
+
+    def set_health(self, states: bytes) -> None:
+        """The health checks' verdicts, one byte per server (1: up): a server is in the
+        balancing when its check says up and no passive check has ejected it."""
+        healthy = self.healthy
+        for index, byte in enumerate(states):
+            up = byte == 1
+            if up != healthy[index]:
+                healthy[index] = up
+                self.slots[index].up = up and index not in self.ejected
 
     def failed(self, slot: ServerSlot, now: float, why: str) -> None:
         """A connection to ``slot`` failed (``why``, for the log)."""
@@ -57,7 +69,7 @@ class BackendState:
     def eject(self, slot: ServerSlot, now: float, duration: float, why: str) -> None:
         """Leave ``slot`` out of the balancing until ``now + duration``."""
         if slot.index in self.ejected or not slot.up:
-            return
+            return  # (already out: by an ejection, or by its health check)
         slot.up = False
         self.ejected[slot.index] = now + duration
         log.warning("backend %s: server %s out for %gs: %s", self.config.name, slot.name,
@@ -71,7 +83,7 @@ class BackendState:
             if now >= until:
                 del self.ejected[index]
                 slot = self.slots[index]
-                slot.up = True
+                slot.up = self.healthy[index]
                 # On probation: one more failure before a success takes it out again.
                 self.failures[index] = max(self.config.eject_after - 1, 0)
                 log.info("backend %s: server %s back in the balancing", self.config.name,

@@ -19,6 +19,7 @@ from functools import partial
 from types import MappingProxyType
 from typing import Any, TypeVar
 
+from trilb.config.health import parse_health
 from trilb.config.http import HTTP_ONLY, TCP_ONLY, parse_balance, parse_http_keys
 from trilb.config.limits import parse_limits
 from trilb.config.plugins import check_plugin_references, parse_plugin, parse_plugin_list
@@ -145,6 +146,9 @@ def _check_references(fe: Frontend, backends: Mapping[str, Backend]) -> None:
             what = "tls" if backend.tls is not None else f'protocol "{backend.protocol}"'
             raise ConfigError(path, f'backend "{name}" has {what}, which needs mode "http" '
                               f'(this frontend is mode "{fe.mode}")')  # fmt: skip
+        if fe.mode == "udp" and backend.health is not None:
+            raise ConfigError(path, f'backend "{name}" has a health check, which this version '
+                              "does not run for UDP servers")  # fmt: skip
         if fe.mode == "udp" and backend.send_proxy:
             raise ConfigError(path, f'backend "{name}" has send_proxy, which this version does '
                               'not send over UDP')  # fmt: skip
@@ -241,6 +245,7 @@ def _parse_backend(name: str, t: Table, base: str) -> Backend:
     t.take("tls", lambda v, p: parse_backend_tls(v, p, base))
     t.take("protocol", parse_choice(ALPN_PROTOCOLS))
     t.take("send_proxy", parse_choice(("v1", "v2")))
+    t.take("health", parse_health)
     t.take("eject_after", parse_int(0, 1000))
     t.take("eject_for", parse_timeout)
     t.take("connect_timeout", parse_timeout)

@@ -122,6 +122,25 @@ class Backend:
     # max_fails / fail_timeout (1 and 10 s by default), Envoy's outlier detection.
     eject_after: int = 3
     eject_for: float = 10.0
+    # Active health checks (None: none; servers are then up unless ejected).
+    health: Health | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Health:
+    """A backend's active health check, run by the control process for all workers."""
+
+    type: str = "tcp"  # "tcp": a connect; "http": a request and its status
+    interval: float = 2.0
+    timeout: float = 1.0
+    rise: int = 2  # consecutive passes that bring a down server up
+    fall: int = 3  # consecutive failures that take an up server down
+    # http only: what is asked, and the statuses that pass.
+    path: str = "/"
+    method: str = "GET"
+    host: str | None = None  # the Host field; None: the server's address
+    expect: tuple[int, ...] = (200, 201, 202, 203, 204, 205, 206, 207, 208, 226,
+                               300, 301, 302, 303, 304, 307, 308)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

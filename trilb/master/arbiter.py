@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 
 from trilb.config.load import load_config
 from trilb.config.schema import Config
+from trilb.control.shared import SharedHealth
 from trilb.errors import ConfigError, StartupError
 from trilb.master.signals import HANDLED, SignalPipe, reset_in_child
 from trilb.master.sockets import SocketSet
@@ -57,6 +58,8 @@ READY_TIMEOUT = 15.0
 # A relayed connection's descriptors: its two sockets (pipes for splicing come from a
 # pool bounded apart from maxconn, so they are not counted, as HAProxy's maxsock does).
 FDS_PER_CONNECTION = 2
+# The slot number of a generation's control process among its children.
+CONTROL = -1
 # Extra time past ``grace`` before SIGKILL: workers cancel their own connections at
 # ``grace`` and need a moment to exit.
 KILL_MARGIN = 2.0
@@ -70,14 +73,17 @@ class Generation:
     started: float
     # The TLS frontends' contexts, built before the fork: the workers share them.
     tls: dict[str, ServerTls] = field(default_factory=dict)
+    # The health states its control process writes and its workers read (None: no
+    # backend of its config has a health check, and no control process runs).
+    shared: SharedHealth | None = None
     draining: bool = False
     # When its remaining workers get SIGKILL (set when draining starts).
     deadline: float = float("inf")
     children: dict[int, Child] = field(default_factory=dict)
 
     def ready(self) -> bool:
-        """Every slot has a worker that said it is ready."""
-        return sum(c.ready for c in self.children.values()) == self.slots
+        """Every slot has a worker that said it is ready (the control process aside)."""
+        return sum(c.ready for s, c in self.children.items() if s != CONTROL) == self.slots
 
 
 @dataclass(eq=False)
@@ -88,6 +94,10 @@ class Child:
     started: float
     ready_fd: int | None
     ready: bool = False
+
+
+def _name(child: Child) -> str:
+    return "control process" if child.slot == CONTROL else f"worker {child.slot + 1}"
 
 
 def resolve_workers(config: Config) -> int:
@@ -237,8 +247,8 @@ class Arbiter:
                 os.close(fd)
                 child.ready_fd = None
                 if child.ready:
-                    log.info("worker %d pid %d ready (generation %d)", child.slot + 1,
-                             child.pid, child.generation.number)  # fmt: skip
+                    log.info("%s pid %d ready (generation %d)", _name(child), child.pid,
+                             child.generation.number)  # fmt: skip
                 return
 
     def handle_child_exit(self, pid: int, status: int) -> None:
@@ -251,11 +261,11 @@ class Arbiter:
             os.close(child.ready_fd)
         expected = self.stopping or gen.draining
         level = logging.INFO if expected else logging.ERROR
-        log.log(level, "worker %d pid %d %s", child.slot + 1, pid, _describe(status))
+        log.log(level, "%s pid %d %s", _name(child), pid, _describe(status))
         if not expected:
             self._schedule_respawn(gen, child)
         elif gen.draining and not gen.children:
-            self.generations.remove(gen)
+            self._retire(gen)
 
     def _schedule_respawn(self, gen: Generation, child: Child) -> None:
         young = time.monotonic() - child.started < HEALTHY_AFTER
@@ -264,8 +274,8 @@ class Arbiter:
         delay = min(BACKOFF_MIN * 2 ** min(fails, 16), BACKOFF_MAX)
         self.respawn_at[(gen.number, child.slot)] = time.monotonic() + delay
         if fails > 1:
-            log.warning("worker %d died young %d times, respawn in %.2fs", child.slot + 1,
-                        fails, delay)  # fmt: skip
+            log.warning("%s died young %d times, respawn in %.2fs", _name(child), fails,
+                        delay)  # fmt: skip
 
     # -- the loop's chores ------------------------------------------------------
 
@@ -285,8 +295,8 @@ class Arbiter:
         for gen in self.generations:
             if gen.draining and now > gen.deadline:
                 for child in gen.children.values():
-                    log.warning("worker %d pid %d past its grace period: killed",
-                                child.slot + 1, child.pid)  # fmt: skip
+                    log.warning("%s pid %d past its grace period: killed", _name(child),
+                                child.pid)  # fmt: skip
                     _kill(child.pid, signal.SIGKILL)
                 gen.deadline = now + KILL_MARGIN
         if self.stop_deadline is not None and now > self.stop_deadline:
@@ -327,7 +337,13 @@ class Arbiter:
         # connections nobody accepts, so close it now (Linux resets what is queued).
         self.sockets.retire((g.config, g.slots) for g in self.generations if not g.draining)
         if not gen.children:
-            self.generations.remove(gen)
+            self._retire(gen)
+
+    def _retire(self, gen: Generation) -> None:
+        """A drained generation whose processes have all exited."""
+        self.generations.remove(gen)
+        if gen.shared is not None:
+            gen.shared.close()
 
     def _signal_all(self, sig: int) -> None:
         for pid in self.children:
@@ -338,10 +354,14 @@ class Arbiter:
     def _new_generation(self, config: Config, slots: int, tls: dict[str, ServerTls]) -> None:
         number = self.generations[-1].number + 1 if self.generations else 1
         gen = Generation(number, config, slots, time.monotonic(), tls)
+        if any(b.health is not None for b in config.backends.values()):
+            gen.shared = SharedHealth(config)  # (before any fork: every child maps it)
         self.generations.append(gen)
         log.info("generation %d: starting %d worker(s): %s", number, slots, config.summary())
         for slot in range(slots):
             self._spawn(gen, slot)
+        if gen.shared is not None:
+            self._spawn(gen, CONTROL)
 
     def _spawn(self, gen: Generation, slot: int) -> None:
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
@@ -355,7 +375,8 @@ class Arbiter:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
             os.close(ready_r)
             os.close(ready_w)
-            log.error("cannot fork worker %d: %s", slot + 1, exc.strerror)
+            log.error("cannot fork %s: %s", "the control process" if slot == CONTROL else
+                      f"worker {slot + 1}", exc.strerror)  # fmt: skip
             self.respawn_at[(gen.number, slot)] = time.monotonic() + BACKOFF_MAX
             return
         if pid == 0:
@@ -378,14 +399,21 @@ class Arbiter:
             for child in self.children.values():
                 if child.ready_fd is not None:
                     os.close(child.ready_fd)
+            if slot == CONTROL:
+                self.sockets.close_except(())
+                assert gen.shared is not None
+                from trilb.control.main import run_control  # trio, only after fork
+
+                return run_control(gen.config, gen.shared, ready_fd, self.pid)
             listeners = self.sockets.for_slot(gen.config, slot)
             self.sockets.close_except(s for socks in listeners.values() for s in socks)
             from trilb.worker.main import run_worker  # trio is imported only after fork
 
             return run_worker(gen.config, slot, gen.number, listeners, ready_fd, self.pid,
-                              gen.tls)  # fmt: skip
+                              gen.tls, gen.shared)  # fmt: skip
         except BaseException:
-            log.exception("worker %d crashed", slot + 1)
+            log.exception("%s crashed", "control process" if slot == CONTROL else
+                          f"worker {slot + 1}")  # fmt: skip
             return 1
         finally:
             _flush_logging()

@@ -15,6 +15,7 @@ import socket
 import trio
 
 from trilb.config.schema import Config
+from trilb.control.shared import SharedHealth
 from trilb.obs.logging import setup_logging
 from trilb.tls import ServerTls
 from trilb.worker.serve import serve_worker
@@ -24,7 +25,7 @@ log = logging.getLogger(__name__)
 _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 
-def _die_with_parent(master: int) -> bool:
+def die_with_parent(master: int) -> bool:
     """Ask the kernel to SIGTERM us when the master dies; False if it is already gone."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
@@ -45,11 +46,13 @@ def run_worker(
     ready_fd: int,
     master: int,
     tls: dict[str, ServerTls] | None = None,
+    shared: SharedHealth | None = None,
 ) -> int:
-    """Serve one slot until SIGTERM and the drain that follows; returns the exit status."""
+    """Serve one slot until SIGTERM and the drain that follows; returns the exit status.
+    ``shared``: the generation's health states (control/shared.py), if it checks any."""
     setup_logging(f"worker {slot + 1}", config.global_.log_level)
-    if not _die_with_parent(master):
+    if not die_with_parent(master):
         return 0
     log.debug("generation %d started", generation)
-    trio.run(serve_worker, config, listeners, ready_fd, tls)
+    trio.run(serve_worker, config, listeners, ready_fd, tls, shared)
     return 0

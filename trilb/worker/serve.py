@@ -13,11 +13,13 @@ import logging
 import os
 import signal
 import socket
+from functools import partial
 
 import trio
 
 from trilb.balance.backend import BackendState
 from trilb.config.schema import Config
+from trilb.control.shared import SharedHealth
 from trilb.l4.accept import Acceptor
 from trilb.l4.idle import MAX_TICK, MIN_TICK, IdleSweeper
 from trilb.l4.pump import Pools
@@ -38,6 +40,7 @@ async def serve_worker(
     listeners: dict[str, list[socket.socket]],
     ready_fd: int,
     tls: dict[str, ServerTls] | None = None,
+    shared: SharedHealth | None = None,
 ) -> None:
     """Serve until SIGTERM, then drain within ``global.grace`` and return.
 
@@ -48,6 +51,10 @@ async def serve_worker(
     sweeper = IdleSweeper(tick=_tick(config))
     reactor = Reactor(pools)
     frontends = _frontends(config, reactor, sweeper, server_tls(config) if tls is None else tls)
+    if shared is not None:  # the control process's verdicts, read once a tick
+        for state in _backend_states(frontends):
+            if state.config.health is not None:
+                sweeper.chores.append(partial(_sync_health, state, shared))
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as handlers:
             handlers.start_soon(sweeper.serve)
@@ -143,6 +150,22 @@ def _frontends(
             else:
                 out.append(TcpFrontend(fe, tcp_backends[name], reactor, sweeper, plugins))
     return out
+
+
+def _backend_states(frontends: list[Frontend]) -> list[BackendState]:
+    """Each backend's state in this worker, once."""
+    states: dict[int, BackendState] = {}
+    for fe in frontends:
+        if isinstance(fe, HttpFrontend):
+            for backend in fe.proxy.backends.values():
+                states[id(backend.state)] = backend.state
+        else:
+            states[id(fe.backend)] = fe.backend
+    return list(states.values())
+
+
+def _sync_health(state: BackendState, shared: SharedHealth, now: float) -> None:
+    state.set_health(shared.states(state.config.name, len(state.slots)))
 
 
 async def _drain(frontends: list[Frontend], grace: float) -> None:
