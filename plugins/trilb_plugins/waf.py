@@ -73,6 +73,8 @@ class Waf(Plugin):
         if settings.body_limit < 0:
             raise ValueError(f"body_limit must be >= 0, got {settings.body_limit}")
         self.request_body_buffer = settings.body_limit
+        # This instance's key in a request's vars (two waf instances may judge one).
+        self.key = f"waf.{id(self)}"
         self.reply = Reply(settings.status, b"request blocked\n", (("content-type", "text/plain"),))
 
     def inspect(
@@ -94,12 +96,12 @@ class Waf(Plugin):
     def on_request(self, ctx: Context, request: Request) -> Action:
         if request.has_body and self.settings.body_limit:
             # Judged with the body's start, in on_request_body (before any backend).
-            ctx.vars["waf"] = (request.method, request.target, request.items())
+            ctx.vars[self.key] = (request.method, request.target, request.items())
             return CONTINUE
         return self._judge(ctx, request.method, request.target, request.items(), b"", True)
 
     def on_request_body(self, ctx: Context, chunk: bytes, end: bool) -> BodyAction:
-        pending = ctx.vars.pop("waf", None)
+        pending = ctx.vars.pop(self.key, None)
         if pending is None:  # (judged already: the rest of the body passes)
             return CONTINUE
         method, target, headers = pending

@@ -129,7 +129,13 @@ class Detector:
 
     def search(self, value: str) -> str | None:
         """The first match's text, or None."""
-        m = (self.short if len(value) <= self.SHORT else self.long).search(value)
+        if len(value) <= self.SHORT:
+            m = self.short.search(value)
+        else:
+            try:
+                m = self.long.search(value)
+            except UnicodeEncodeError:  # (a lone surrogate, from a JSON "\ud800")
+                m = self.short.search(value)
         return None if m is None else str(m.group(0))
 
 
@@ -283,7 +289,9 @@ class Parts:
         kind = self.content_type.partition(";")[0].strip()
         if kind == "application/x-www-form-urlencoded":
             return _pairs(self.body)
-        if (kind == "application/json" or kind.endswith("+json")) and self.body_whole:
+        if kind == "application/json" or kind.endswith("+json"):
+            if not self.body_whole:  # cut at body_limit: the strings it holds whole
+                return _json_literals(self.body)
             try:
                 data = json.loads(self.body.encode("latin-1"))
             except (ValueError, RecursionError):
@@ -318,6 +326,22 @@ def _pairs(text: str) -> list[tuple[str, str]]:
             name, _, value = part.partition("=")
             pairs.append((name, value))
     return pairs
+
+
+_LITERAL = re.compile(r'"(?:[^"\\]|\\.)*"')
+
+
+def _json_literals(text: str) -> list[tuple[str, str]]:
+    """The string literals of the start of a JSON document (keys and values alike,
+    decoded): what a body cut at the inspection limit still says whole."""
+    out = []
+    for literal in _LITERAL.findall(text):
+        try:
+            value = json.loads(literal.encode("latin-1"))
+        except ValueError:
+            value = literal[1:-1]
+        out.append(("", value))
+    return out
 
 
 def _strings(data: object, key: str, out: list[tuple[str, str]]) -> None:

@@ -11,9 +11,11 @@ from trilb.balance.backend import BackendState
 from trilb.config.schema import Address, Backend, Server
 
 
-def state(eject_after: int = 3, eject_for: float = 10.0, retries: int = 1) -> BackendState:
+def state(
+    eject_after: int = 3, eject_for: float = 10.0, retries: int = 1, names: str = "ab"
+) -> BackendState:
     servers = tuple(Server(n, Address("127.0.0.1", 9000 + i), f"127.0.0.1:{9000 + i}")
-                    for i, n in enumerate("ab"))  # fmt: skip
+                    for i, n in enumerate(names))  # fmt: skip
     backend = Backend(name="app", servers=servers, retries=retries, eject_after=eject_after,
                       eject_for=eject_for)  # fmt: skip
     return BackendState(backend)
@@ -49,6 +51,15 @@ def test_failures_in_a_row_eject_a_server_until_its_time_is_over(
     assert a.up and b.up
 
 
+def test_the_last_server_left_is_never_ejected() -> None:
+    s = state(eject_after=1)
+    a, b = s.slots
+    s.failed(a, 0.0, "refused")
+    assert not a.up
+    s.failed(b, 0.0, "refused")  # b is the last one up: it stays
+    assert b.up and s.ejected == {0: 10.0}
+
+
 def test_eject_after_zero_never_ejects() -> None:
     s = state(eject_after=0)
     for t in range(100):
@@ -67,16 +78,16 @@ def test_an_ejection_by_another_cause_is_one_ejection() -> None:
 
 
 def test_health_verdicts_and_ejections_both_keep_a_server_out() -> None:
-    s = state(eject_after=1, eject_for=5.0)
-    a, b = s.slots
-    s.set_health(b"\x00\x01")  # the health check says a is down
+    s = state(eject_after=1, eject_for=5.0, names="abc")
+    a, b, _ = s.slots
+    s.set_health(b"\x00\x01\x01")  # the health check says a is down
     assert not a.up and b.up
-    s.failed(b, 0.0, "refused")  # b ejected by a passive check
+    s.failed(b, 0.0, "refused")  # b ejected by a passive check (c is still up)
     assert not b.up
-    s.set_health(b"\x01\x01")  # a passes again; b's check passes but it is ejected
+    s.set_health(b"\x01\x01\x01")  # a passes again; b's check passes but it is ejected
     assert a.up and not b.up
     s.restore(5.0)
     assert b.up
-    s.set_health(b"\x01\x00")
+    s.set_health(b"\x01\x00\x01")
     s.restore(100.0)  # (nothing ejected: the check's verdict stands)
     assert not b.up

@@ -304,6 +304,12 @@ ERRORS = [
         id="udp-routes",
     ),
     pytest.param(
+        fe(DB + 'accept_proxy_from = ["10.0.0.0/8"]') + BACKEND,
+        "frontends.db.accept_proxy_from",
+        "needs accept_proxy = true",
+        id="proxy-from-without-accept",
+    ),
+    pytest.param(
         fe(DB + "max_flows = 10") + BACKEND,
         "frontends.db.max_flows",
         'only for mode "udp"',

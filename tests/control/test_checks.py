@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from trilb.config.load import parse_config
-from trilb.config.schema import Health
+from trilb.config.schema import Config, Health
 from trilb.control.checks import CheckState
 from trilb.control.shared import SharedHealth
 
@@ -17,6 +17,25 @@ def test_fall_then_rise() -> None:
     assert state.record(False) and not state.up  # the third failure in a row
     assert not state.record(True) and not state.up
     assert state.record(True) and state.up  # rise = 2
+
+
+def test_a_reload_keeps_the_verdicts_of_unchanged_backends() -> None:
+    def config(a_servers: list[str]) -> Config:
+        return parse_config({
+            "frontends": {"w": {"mode": "tcp", "bind": "127.0.0.1:0", "default_backend": "a"}},
+            "backends": {"a": {"servers": a_servers, "health": {}},
+                         "b": {"servers": ["127.0.0.1:3", "127.0.0.1:4"], "health": {}}},
+        })  # fmt: skip
+
+    old_config = config(["127.0.0.1:1", "127.0.0.1:2"])
+    old = SharedHealth(old_config)
+    old.set("a", 1, False)
+    old.set("b", 0, False)
+    new_config = config(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:5"])  # a changed
+    new = SharedHealth(new_config)
+    new.inherit(old, old_config, new_config)
+    assert new.states("a", 3) == b"\x01\x01\x01"  # its servers changed: checks anew
+    assert new.states("b", 2) == b"\x00\x01"  # the same servers: what was known stays
 
 
 def test_the_shared_bytes_are_seen_by_a_forked_child() -> None:

@@ -304,18 +304,20 @@ def test_limits_on_a_tcp_frontend(trilb_factory: Factory) -> None:
         assert third.recv(10) == b""  # over max_conn_per_source
         other = connect("127.0.0.4")  # another source is not held back
         assert other.recv(10) == b"A\n"
-        held[0].close()
-        time.sleep(0.2)
-        # The bucket (4, one more a second): the 4th connection of 127.0.0.3 passes, the
-        # 5th within a second does not.
-        fourth = connect("127.0.0.3")
-        assert fourth.recv(10) == b"A\n"
-        fourth.close()
-        assert connect("127.0.0.3").recv(10) == b""
-        for s in (denied, third, other, held[1]):
+        for s in (denied, third, other, *held):
             s.close()
+        # The bucket of 127.0.0.5 (4, one more a second): four connections in a row
+        # pass (one open at a time), the fifth within that second does not.
+        for _ in range(4):
+            with connect("127.0.0.5") as sock:
+                assert sock.recv(10) == b"A\n"
+            time.sleep(0.05)  # (closed before the next: max_conn_per_source is 2)
+        with connect("127.0.0.5") as sock:
+            assert sock.recv(10) == b""
+        # One line for all these refusals: the first; the others are counted in the next.
         trilb.wait_log("refused: in deny", 5)
-        assert backend.connections == 4
+        assert "over max_conn" not in trilb.log()
+        assert backend.connections == 7
     finally:
         backend.stop()
 
@@ -353,3 +355,21 @@ servers = ["127.0.0.1:{origin.server_address[1]}"]
     finally:
         origin.shutdown()
         origin.server_close()
+
+
+def test_accept_proxy_from_limits_who_may_send_a_header(
+    trilb_factory: Factory, reporter: Reporter
+) -> None:
+    port = free_port()
+    frontend = 'accept_proxy = true\naccept_proxy_from = ["127.0.0.8/32"]'
+    trilb = trilb_factory(tcp_proxy_config(port, reporter.address, frontend, 'send_proxy = "v1"'),
+                          workers=1)  # fmt: skip
+    header = build_v1(("203.0.113.9", 4000), ("198.51.100.1", 80))
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(header)  # from 127.0.0.1: not a trusted balancer, whatever it claims
+        assert sock.recv(100) == b""
+    trilb.wait_log("connection from 127.0.0.1 refused: not in accept_proxy_from", 5)
+    with socket.create_connection(("127.0.0.1", port), timeout=5,
+                                  source_address=("127.0.0.8", 0)) as sock:  # fmt: skip
+        sock.sendall(header)
+        assert read_line(sock) == b"v1 203.0.113.9:4000 -> 198.51.100.1:80\n"

@@ -63,6 +63,7 @@ BAD = [
     pytest.param(b"PROXY TCP4 1.2.3.4 5.6.7.8 1\r\n", "malformed", id="v1-fields"),
     pytest.param(b"PROXY TCP4 1.2.3.400 5.6.7.8 1 2\r\n", "bad address", id="v1-address"),
     pytest.param(b"PROXY TCP4 ::1 5.6.7.8 1 2\r\n", "bad address", id="v1-family"),
+    pytest.param(b"PROXY TCP4 1.2.3.4\x00 5.6.7.8 1 2\r\n", "bad address", id="v1-nul"),
     pytest.param(b"PROXY TCP4 1.2.3.4 5.6.7.8 01 2\r\n", "bad port", id="v1-zero"),
     pytest.param(b"PROXY TCP4 1.2.3.4 5.6.7.8 1 65536\r\n", "bad port", id="v1-port"),
     pytest.param(b"PROXY TCP4  1.2.3.4 5.6.7.8 1 2\r\n", "malformed", id="v1-spaces"),

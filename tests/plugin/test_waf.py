@@ -83,11 +83,33 @@ def test_no_benign_body_of_the_corpus_is_blocked() -> None:
     assert false_positives == []
 
 
-def test_a_body_cut_at_the_limit_is_still_inspected_as_text() -> None:
-    # A JSON body longer than body_limit is not parsed, but form bodies and the raw
-    # body target still see its start.
+def test_a_body_cut_at_the_limit_is_still_inspected() -> None:
+    # A form body's fields and a JSON body's whole string literals, up to the cut.
     method, target, headers, body = body_attacks()[1][1]  # a form body
     assert WAF.inspect(method, target, headers, body, body_whole=False)[0]
     json_attack = next(b for c, b in body_attacks() if c == "sqli-json")
-    assert not WAF.inspect(*json_attack[:3], json_attack[3], body_whole=False)[0]
+    cut = json_attack[3] + b' "pad": "' + b"x" * 100  # (an unterminated string at the end)
+    assert WAF.inspect(*json_attack[:3], cut, body_whole=False)[0]
     assert WAF.inspect(*json_attack[:3], json_attack[3], body_whole=True)[0]
+    benign = b'{"q": "O\'Reilly & sons: select a plan", "pad": "' + b"x" * 100
+    assert not WAF.inspect("POST", "/", [("content-type", "application/json")], benign,
+                           body_whole=False)[0]  # fmt: skip
+
+
+def test_a_lone_surrogate_in_a_long_json_string_is_no_failure() -> None:
+    body = b'{"q": "' + b"a" * 40 + b'\\ud800 union select password from users"}'
+    blocked, lines = WAF.inspect("POST", "/", [("content-type", "application/json")], body)
+    assert blocked and lines
+
+
+def test_two_waf_instances_each_judge_a_request_with_a_body() -> None:
+    from trilb.plugin import Context, Reply
+
+    lenient = Waf(WafSettings(mode="detect"))
+    ctx = Context("127.0.0.1", "http", "web")
+    head = ("POST", "/api", [("content-type", "application/json")])
+    ctx.vars[lenient.key] = head  # (what on_request left, for each instance)
+    ctx.vars[WAF.key] = head
+    attack = b'{"q": "1\' UNION SELECT password FROM users--"}'
+    assert lenient.on_request_body(ctx, attack, True) is not None  # detect: continues
+    assert isinstance(WAF.on_request_body(ctx, attack, True), Reply)  # still judged

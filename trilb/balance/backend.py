@@ -70,6 +70,10 @@ class BackendState:
         """Leave ``slot`` out of the balancing until ``now + duration``."""
         if slot.index in self.ejected or not slot.up:
             return  # (already out: by an ejection, or by its health check)
+        if not any(s.up and s.weight > 0 for s in self.slots if s is not slot):
+            # The last server left: without it every request fails for ``duration``
+            # even if it is back in a second (nginx ignores max_fails for a lone one).
+            return
         slot.up = False
         self.ejected[slot.index] = now + duration
         log.warning("backend %s: server %s out for %gs: %s", self.config.name, slot.name,

@@ -23,15 +23,16 @@ def parse_limits(value: object, path: str) -> Limits:
       ConfigError: a key is unknown, a network is not CIDR, a number is out of range.
     """
     t = Table(value, path)
-    t.take("allow", _networks)
-    t.take("deny", _networks)
+    t.take("allow", parse_networks)
+    t.take("deny", parse_networks)
     t.take("max_conn_per_source", parse_int(0, 10_000_000))
     t.take("rate_per_source", _rate)
     t.take("burst_per_source", parse_int(0, 10_000_000))
     return t.build(Limits)
 
 
-def _networks(value: object, path: str) -> tuple[Network, ...]:
+def parse_networks(value: object, path: str) -> tuple[Network, ...]:
+    """A list of networks in CIDR form (a bare address: a network of one)."""
     if not isinstance(value, list):
         raise ConfigError(path, f'expected a list of networks ("10.0.0.0/8", "::1"), got {value!r}')
     out = []

@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from trilb.config.health import parse_health
 from trilb.config.http import HTTP_ONLY, TCP_ONLY, parse_balance, parse_http_keys
-from trilb.config.limits import parse_limits
+from trilb.config.limits import parse_limits, parse_networks
 from trilb.config.plugins import check_plugin_references, parse_plugin, parse_plugin_list
 from trilb.config.schema import (
     ALPN_PROTOCOLS,
@@ -207,8 +207,8 @@ def _parse_frontend(name: str, t: Table, base: str) -> Frontend:
         raise ConfigError(t.key("default_backend"), "required: the name of a backend")
     t.take("limits", parse_limits)
     if mode == "udp":
-        t.refuse(("maxconn", "backlog", "accept_proxy", "accept_proxy_timeout", "splice",
-                  "plugins"), 'not for mode "udp"')  # fmt: skip
+        t.refuse(("maxconn", "backlog", "accept_proxy", "accept_proxy_timeout",
+                  "accept_proxy_from", "splice", "plugins"), 'not for mode "udp"')  # fmt: skip
         t.refuse(HTTP_ONLY, 'only for mode "http"')
         t.take("max_flows", parse_int(1, 10_000_000))
         if t.take("idle_timeout", parse_timeout) is None:
@@ -220,6 +220,8 @@ def _parse_frontend(name: str, t: Table, base: str) -> Frontend:
     t.take("backlog", parse_int(1, 65535))
     t.take("accept_proxy", parse_bool)
     t.take("accept_proxy_timeout", parse_timeout)
+    if t.take("accept_proxy_from", parse_networks) and not t.values.get("accept_proxy"):
+        raise ConfigError(t.key("accept_proxy_from"), "needs accept_proxy = true")
     if mode == "http":
         t.refuse(TCP_ONLY, 'only for mode "tcp"')
         parse_http_keys(t, base)

@@ -276,6 +276,9 @@ class Frontend:
     # front, whose client address trilb then uses; it must come within the timeout.
     accept_proxy: bool = False
     accept_proxy_timeout: float = 5.0
+    # The balancers allowed to send one (networks; empty: anyone who reaches the port,
+    # so firewall it): a header from anyone else would let them claim any client.
+    accept_proxy_from: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     # Per-source allow/deny lists and limits (None: none).
     limits: Limits | None = None
     # mode "udp" only: flows (client addresses) per worker; above it the least recently

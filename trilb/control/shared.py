@@ -33,6 +33,17 @@ class SharedHealth:
         self.buf = mmap.mmap(-1, max(size, 1))
         self.buf.write(bytes([UP]) * size)  # servers start up, as HAProxy's do
 
+    def inherit(self, old: SharedHealth, old_config: Config, config: Config) -> None:
+        """Take ``old``'s verdicts for each backend whose servers are the same (a reload:
+        a server known down must not get traffic again until its checks say so)."""
+        for name, start in self.offsets.items():
+            before = old_config.backends.get(name)
+            if name not in old.offsets or before is None:
+                continue
+            servers = [s.name for s in config.backends[name].servers]
+            if [s.name for s in before.servers] == servers:
+                self.buf[start : start + len(servers)] = old.states(name, len(servers))
+
     def set(self, backend: str, index: int, up: bool) -> None:
         self.buf[self.offsets[backend] + index] = UP if up else DOWN
 

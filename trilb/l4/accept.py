@@ -18,7 +18,7 @@ from trio.lowlevel import checkpoint, wait_readable
 
 from trilb.config.schema import Frontend
 from trilb.l4.idle import IdleSweeper
-from trilb.l4.limits import SourceLimits
+from trilb.l4.limits import Matcher, SourceLimits, parse_source
 from trilb.l4.proxywait import ProxyWait
 from trilb.l4.reactor import Reactor
 from trilb.obs.logging import Throttle
@@ -51,6 +51,7 @@ class Acceptor:
         self.refused = 0
         self._refusals = Throttle(LOG_INTERVAL)
         self.limits = SourceLimits(config.limits) if config.limits is not None else None
+        self.proxy_from = Matcher(config.accept_proxy_from) if config.accept_proxy_from else None
         # Set while the accept loops wait for a connection to end (at maxconn); every
         # listener of the frontend waits on the same event.
         self._room: trio.Event | None = None
@@ -82,6 +83,12 @@ class Acceptor:
         """Count and serve a connection (from the accept loop, or a final drain)."""
         self.active += 1
         if self.config.accept_proxy:  # its PROXY header first: then serve
+            trusted = self.proxy_from
+            if trusted is not None:
+                address = parse_source(peer[0])
+                if address is None or address not in trusted:
+                    self.refuse(conn, peer[0], "not in accept_proxy_from")
+                    return
             ProxyWait(self, conn, peer).start()
             return
         if self.limits is None:

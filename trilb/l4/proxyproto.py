@@ -126,7 +126,7 @@ def _parse_v1(data: bytes) -> tuple[ProxyInfo, int] | None:
 def _v1_address(host: str, port: str, family: int) -> Address:
     try:
         socket.inet_pton(family, host)
-    except OSError:
+    except (OSError, ValueError):  # (ValueError: a NUL inside)
         raise ProxyHeaderError(f"PROXY v1 header: bad address {host[:46]!r}") from None
     if not port.isdigit() or (port[0] == "0" and port != "0") or int(port) > 65535:
         raise ProxyHeaderError(f"PROXY v1 header: bad port {port[:8]!r}")

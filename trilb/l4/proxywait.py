@@ -11,6 +11,7 @@ closes the connection with nothing forwarded, logged once per interval.
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import TYPE_CHECKING
 
@@ -19,6 +20,8 @@ from trilb.l4.proxyproto import V1_MAX, V2_MAX_EXTRA, ProxyHeaderError, parse
 
 if TYPE_CHECKING:
     from trilb.l4.accept import Acceptor
+
+log = logging.getLogger(__name__)
 
 # The most a header can take: a v2 header with its largest TLV section accepted.
 PEEK_SIZE = max(V1_MAX, 16 + 216 + V2_MAX_EXTRA)
@@ -48,6 +51,14 @@ class ProxyWait:
         self._on_event(0)  # (the header often comes with the connection)
 
     def _on_event(self, events: int) -> None:
+        try:
+            self._step()
+        except Exception:
+            # Called from the accept loop too: one connection's surprise must not end it.
+            log.exception("frontend %s: PROXY header of %s", self.fe.config.name, self.peer[0])
+            self._fail("")
+
+    def _step(self) -> None:
         try:
             data = self.conn.recv(PEEK_SIZE, socket.MSG_PEEK)
         except (BlockingIOError, InterruptedError):

@@ -402,15 +402,23 @@ class H2Stream:
         conn = self.conn
         proxy = conn.proxy
         with self._scope():
-            messages = proxy.wants_messages(self.head)
-            if messages:  # (see l7/wsmessages.py)
-                self.head.headers.remove(b"sec-websocket-extensions")
             try:
                 key = check_h2_request(self.head)
+                pinned = None
+                if proxy.has_plugins and proxy.needs_plugins(self.head):
+                    # The request phases first: the route they settle on says whether
+                    # messages are parsed (as on HTTP/1.1, where they run in the reactor).
+                    _, pinned = proxy.before(self.head, conn.ip)
+            except PluginReply as exc:
+                self.send_reply(exc.reply)
+                return
             except ProtocolError as exc:
                 self.finish_error(exc.status, str(exc))
                 return
-            forwarded = await self._forward(None, False)
+            messages = proxy.wants_messages(self.head)
+            if messages:  # (see l7/wsmessages.py)
+                self.head.headers.remove(b"sec-websocket-extensions")
+            forwarded = await self._forward(pinned, False)
             if forwarded is None:
                 return
             server, slot, backend, _, rhead, body = forwarded

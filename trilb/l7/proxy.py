@@ -289,7 +289,10 @@ class Proxy:
             return True
         if not self.flows:
             return False
-        flow = self.flows.get(self.router.match(head).index)
+        if head.plugins is not None:  # (the request phases ran: their route stands)
+            flow = head.plugins.flow
+        else:
+            flow = self.flows.get(self.router.match(head).index)
         return flow is not None and bool(flow.ws_up)
 
     def before(self, head: RequestHead, client_ip: bytes) -> tuple[HttpBackend, ServerSlot | None]:

@@ -266,6 +266,14 @@ class Arbiter:
             self._schedule_respawn(gen, child)
         elif gen.draining and not gen.children:
             self._retire(gen)
+        elif gen.draining:
+            self._end_control(gen)
+
+    def _end_control(self, gen: Generation) -> None:
+        """Stop a draining generation's control process once its workers are gone."""
+        control = gen.children.get(CONTROL)
+        if control is not None and len(gen.children) == 1:
+            _kill(control.pid, signal.SIGTERM)
 
     def _schedule_respawn(self, gen: Generation, child: Child) -> None:
         young = time.monotonic() - child.started < HEALTHY_AFTER
@@ -331,8 +339,10 @@ class Arbiter:
         log.info("generation %d: draining %d worker(s)", gen.number, len(gen.children))
         gen.draining = True
         gen.deadline = now + gen.config.global_.grace + KILL_MARGIN
-        for child in gen.children.values():
-            _kill(child.pid, signal.SIGTERM)
+        for slot, child in gen.children.items():
+            if slot != CONTROL:  # (its verdicts serve the draining workers to their end)
+                _kill(child.pid, signal.SIGTERM)
+        self._end_control(gen)
         # Draining workers stop accepting at once: a socket only they used would queue
         # connections nobody accepts, so close it now (Linux resets what is queued).
         self.sockets.retire((g.config, g.slots) for g in self.generations if not g.draining)
@@ -356,6 +366,9 @@ class Arbiter:
         gen = Generation(number, config, slots, time.monotonic(), tls)
         if any(b.health is not None for b in config.backends.values()):
             gen.shared = SharedHealth(config)  # (before any fork: every child maps it)
+            if self.generations and self.current.shared is not None:
+                # A reload keeps what the checks know of the servers it keeps.
+                gen.shared.inherit(self.current.shared, self.current.config, config)
         self.generations.append(gen)
         log.info("generation %d: starting %d worker(s): %s", number, slots, config.summary())
         for slot in range(slots):

@@ -54,6 +54,7 @@ async def serve_worker(
     if shared is not None:  # the control process's verdicts, read once a tick
         for state in _backend_states(frontends):
             if state.config.health is not None:
+                _sync_health(state, shared, 0.0)  # (before the first request too)
                 sweeper.chores.append(partial(_sync_health, state, shared))
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as handlers:
