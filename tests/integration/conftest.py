@@ -27,9 +27,10 @@ class ThreadedServer:
     """A loopback listening socket (port 0, kept) whose connections each get a thread
     running ``serve``; the base of the test backends."""
 
-    def __init__(self) -> None:
-        self.listener = socket.socket()
-        self.listener.bind(("127.0.0.1", 0))
+    def __init__(self, host: str = "127.0.0.1") -> None:
+        self.host = host
+        self.listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+        self.listener.bind((host, 0))
         self.listener.listen(512)
         self.port: int = self.listener.getsockname()[1]
         self.connections = 0
@@ -38,7 +39,7 @@ class ThreadedServer:
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
 
     def _accept(self) -> None:
         while True:

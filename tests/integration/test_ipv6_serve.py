@@ -65,14 +65,7 @@ servers = ["[::1]:{origin6.server_address[1]}"]
 
 
 def test_tcp_on_ipv6_with_a_proxy_header_for_the_server(trilb_factory: Factory) -> None:
-    reporter = Reporter.__new__(Reporter)
-    reporter.listener = socket.socket(socket.AF_INET6)
-    reporter.listener.bind(("::1", 0))
-    reporter.listener.listen(16)
-    reporter.port = reporter.listener.getsockname()[1]
-    reporter.connections = 0
-    reporter.conns = []
-    threading.Thread(target=reporter._accept, daemon=True).start()
+    reporter = Reporter("::1")
     port = free_port6()
     try:
         trilb_factory(f"""
@@ -82,7 +75,7 @@ bind = "[::1]:{port}"
 default_backend = "pool"
 
 [backends.pool]
-servers = ["[::1]:{reporter.port}"]
+servers = ["{reporter.address}"]
 send_proxy = "v1"
 """, workers=1)  # fmt: skip
         with socket.create_connection(("::1", port), timeout=5) as sock:

@@ -7,22 +7,21 @@ from __future__ import annotations
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.integration.conftest import Backend, ThreadedServer, Trilb, free_port
-from tests.integration.test_plugins_serve import Echo  # answers with the headers it got
+from tests.integration.test_plugins_serve import echoes  # (origins answering their headers)
 from trilb.l4.proxyproto import build_v1, build_v2, parse
 
 pytestmark = pytest.mark.slow
 
 Factory = Callable[..., Trilb]
+__all__ = ["echoes"]  # a fixture used by name
 
 
 class Reporter(ThreadedServer):
@@ -149,40 +148,43 @@ def test_a_bad_or_missing_header_closes_with_nothing_forwarded(
         backend.stop()
 
 
-def test_an_http_frontend_behind_a_balancer_forwards_the_real_client(
-    trilb_factory: Factory,
-) -> None:
-    origin = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    origin.name = "one"  # type: ignore[attr-defined]
-    threading.Thread(target=origin.serve_forever, daemon=True).start()
-    port = free_port()
-    try:
-        trilb_factory(f"""
+def http_proxy_config(port: int, origin: int, extra: str = "") -> str:
+    return f"""
 [frontends.web]
 mode = "http"
 bind = "127.0.0.1:{port}"
 default_backend = "app"
 accept_proxy = true
+{extra}
 
 [backends.app]
-servers = ["127.0.0.1:{origin.server_address[1]}"]
-""", workers=1)  # fmt: skip
-        request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-        for header in (build_v1(("203.0.113.9", 4000), ("127.0.0.1", port)),
-                       build_v2(("2001:db8::7", 4000), ("::1", port))):  # fmt: skip
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-                sock.sendall(header + request)
-                out = b""
-                while chunk := sock.recv(65536):
-                    out += chunk
-            assert out.startswith(b"HTTP/1.1 200")
-            client = (parse(header) or (None, 0))[0].source[0]  # type: ignore[union-attr]
-            assert f'"x-forwarded-for": "{client}"'.encode() in out
-        with pytest.raises(httpx.HTTPError):  # no header: closed unanswered
-            httpx.get(f"http://127.0.0.1:{port}/")
-    finally:
-        origin.shutdown()
-        origin.server_close()
+servers = ["127.0.0.1:{origin}"]
+"""
+
+
+def fetch(port: int, header: bytes) -> bytes:
+    """A request behind ``header``; what came back until the close."""
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+        sock.sendall(header + b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        out = b""
+        while chunk := sock.recv(65536):
+            out += chunk
+        return out
+
+
+def test_an_http_frontend_behind_a_balancer_forwards_the_real_client(
+    trilb_factory: Factory, echoes: list[int]
+) -> None:
+    port = free_port()
+    trilb_factory(http_proxy_config(port, echoes[0]), workers=1)
+    headers = [(build_v1(("203.0.113.9", 4000), ("127.0.0.1", port)), "203.0.113.9"),
+               (build_v2(("2001:db8::7", 4000), ("::1", port)), "2001:db8::7")]  # fmt: skip
+    for header, client in headers:
+        out = fetch(port, header)
+        assert out.startswith(b"HTTP/1.1 200")
+        assert f'"x-forwarded-for": "{client}"'.encode() in out
+    with pytest.raises(httpx.HTTPError):  # no header: closed unanswered
+        httpx.get(f"http://127.0.0.1:{port}/")
 
 
 def run_foreground(argv: list[str], log: Path, port: int) -> subprocess.Popen[bytes]:
@@ -322,39 +324,16 @@ def test_limits_on_a_tcp_frontend(trilb_factory: Factory) -> None:
         backend.stop()
 
 
-def test_limits_use_the_proxied_client_on_an_http_frontend(trilb_factory: Factory) -> None:
-    origin = ThreadingHTTPServer(("127.0.0.1", 0), Echo)
-    origin.name = "one"  # type: ignore[attr-defined]
-    threading.Thread(target=origin.serve_forever, daemon=True).start()
+def test_limits_use_the_proxied_client_on_an_http_frontend(
+    trilb_factory: Factory, echoes: list[int]
+) -> None:
     port = free_port()
-    try:
-        trilb_factory(f"""
-[frontends.web]
-mode = "http"
-bind = "127.0.0.1:{port}"
-default_backend = "app"
-accept_proxy = true
-limits = {{ allow = ["203.0.113.0/24", "2001:db8::/32"] }}
-
-[backends.app]
-servers = ["127.0.0.1:{origin.server_address[1]}"]
-""", workers=1)  # fmt: skip
-        request = b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-
-        def ask(client: tuple[str, int]) -> bytes:
-            with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
-                sock.sendall(build_v2(client, ("127.0.0.1", port)) + request)
-                out = b""
-                while chunk := sock.recv(65536):
-                    out += chunk
-                return out
-
-        assert ask(("203.0.113.7", 1000)).startswith(b"HTTP/1.1 200")
-        assert ask(("2001:db8::7", 1000)).startswith(b"HTTP/1.1 200")
-        assert ask(("198.51.100.7", 1000)) == b""  # (loopback itself is not on the list)
-    finally:
-        origin.shutdown()
-        origin.server_close()
+    limits = 'limits = { allow = ["203.0.113.0/24", "2001:db8::/32"] }'
+    trilb_factory(http_proxy_config(port, echoes[0], limits), workers=1)
+    to = ("127.0.0.1", port)
+    assert fetch(port, build_v2(("203.0.113.7", 1000), to)).startswith(b"HTTP/1.1 200")
+    assert fetch(port, build_v2(("2001:db8::7", 1000), to)).startswith(b"HTTP/1.1 200")
+    assert fetch(port, build_v2(("198.51.100.7", 1000), to)) == b""  # (not on the list)
 
 
 def test_accept_proxy_from_limits_who_may_send_a_header(
