@@ -54,9 +54,6 @@ PROXIES = ("direct", "trilb", "nginx")
 TOOLS = ("dnsperf", "dnsmasq", "nginx", "dig")
 APT_PACKAGES = "dnsperf dnsmasq-base nginx libnginx-mod-stream bind9-dnsutils"
 NAME = "www.bench.test"
-# nginx's DNS example ends a UDP session after one answer (a new upstream socket per
-# query); --nginx-sessions keeps sessions for proxy_timeout, as trilb keeps flows.
-RESPONSES = "proxy_responses 1;"
 ANSWER = "192.0.2.1"
 
 
@@ -115,7 +112,11 @@ servers = ["127.0.0.1:{origin}"]
 """
 
 
-def nginx_config(tmp: Path, port: int, origin: int, workers: int) -> str:
+def nginx_config(tmp: Path, port: int, origin: int, workers: int, sessions: bool) -> str:
+    """``sessions``: keep a client's session for proxy_timeout, as trilb keeps flows;
+    else end it after one answer, as nginx's DNS example does (a new upstream socket per
+    query)."""
+    responses = "" if sessions else "proxy_responses 1;"
     module = nginx_stream_module()
     load = f"load_module {module};\n" if module else ""  # (Debian: libnginx-mod-stream)
     return (
@@ -125,12 +126,14 @@ def nginx_config(tmp: Path, port: int, origin: int, workers: int) -> str:
             "stream {\n"
             f"  upstream dns {{ server 127.0.0.1:{origin}; }}\n"
             f"  server {{ listen 127.0.0.1:{port} udp reuseport; proxy_pass dns;\n"
-            f"    {RESPONSES} proxy_timeout 10s; }}\n}}\n"
+            f"    {responses} proxy_timeout 10s; }}\n}}\n"
         )
     )
 
 
-def start_proxy(row: Row, tmp: Path, run_dir: Path, origin: Server) -> Server:
+def start_proxy(
+    row: Row, tmp: Path, run_dir: Path, origin: Server, nginx_sessions: bool = False
+) -> Server:
     if row.proxy == "direct":
         return Server("direct", subprocess.Popen(["true"]), origin.port, run_dir / "direct.log")
     port = free_udp_port()
@@ -140,7 +143,7 @@ def start_proxy(row: Row, tmp: Path, run_dir: Path, origin: Server) -> Server:
         conf.write_text(trilb_config(port, origin.port, row.workers))
         argv = [sys.executable, "-m", "trilb", "serve", "-c", str(conf)]
     else:
-        conf.write_text(nginx_config(tmp, port, origin.port, row.workers))
+        conf.write_text(nginx_config(tmp, port, origin.port, row.workers, nginx_sessions))
         argv = nginx_argv(tmp, conf, f"nginx-udp-w{row.workers}-error.log")
     env = dict(os.environ, PYTHONPATH=str(REPO))
     return start_server(row.proxy, argv, port, log, env, ready=answers)
@@ -204,9 +207,6 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--nginx-sessions", action="store_true",
                         help="nginx keeps a client's session (no proxy_responses 1)")  # fmt: skip
     args = parser.parse_args(argv)
-    if args.nginx_sessions:
-        global RESPONSES
-        RESPONSES = ""
     args.workers = [int(w) for w in args.workers.split(",") if w]
     return args
 
@@ -232,7 +232,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             rows = [Row(p, w) for _ in range(args.rounds) for w in args.workers for p in PROXIES
                     if not (p == "direct" and w != args.workers[0])]  # fmt: skip
-            runs = run_matrix(rows, lambda row: start_proxy(row, tmp, run_dir, origin),
+            sessions = args.nginx_sessions
+            runs = run_matrix(rows, lambda row: start_proxy(row, tmp, run_dir, origin, sessions),
                               lambda row, server: measure(row, server, args, queries))  # fmt: skip
         finally:
             stop_server(origin)

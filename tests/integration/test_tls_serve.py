@@ -415,3 +415,29 @@ def test_a_backend_ca_file_without_certificates_is_a_config_error(tmp_path: Path
     out = subprocess.run([sys.executable, "-m", "trilb", "check", "-c", str(config)],
                          capture_output=True, text=True, timeout=20)  # fmt: skip
     assert out.returncode != 0 and "backends.app.tls.ca" in out.stderr, out.stderr
+
+
+def test_http_health_checks_speak_tls_to_a_tls_backend(
+    trilb_factory: Factory, pki: Pki, tls_origin: int, tmp_path: Path
+) -> None:
+    other = trustme.CA()  # a CA the origin's certificate does not come from
+    other.cert_pem.write_to_path(str(tmp_path / "other.pem"))
+    health = (
+        '\n[backends.app.health]\ntype = "http"\ninterval = "500ms"\ntimeout = "400ms"\nfall = 1\n'
+    )
+    good, bad = free_port(), free_port()
+    # (One at a time: the origin's TLS listener shakes hands in its accept loop.)
+    untrusted = trilb_factory(tls_backend_config(bad, f"127.0.0.1:{tls_origin}",
+                                                 f'{{ ca = "{tmp_path / "other.pem"}" }}')
+                              + health, workers=1, ready=1)  # fmt: skip
+    # Checks verified against the wrong CA fail, and the log says why...
+    untrusted.wait_log(f"server 127.0.0.1:{tls_origin} is down (1 http check(s) failed", 5)
+    assert "CERTIFICATE_VERIFY_FAILED" in untrusted.log()
+    untrusted.stop()
+    trusted = trilb_factory(tls_backend_config(good, f"127.0.0.1:{tls_origin}",
+                                               f'{{ ca = "{pki.ca}", sni = "backend.test" }}')
+                            + health, workers=1, ready=1)  # fmt: skip
+    # ...and pass with the right one (a plain-HTTP check of a TLS server would fail).
+    time.sleep(2.0)
+    assert " is down " not in trusted.log()
+    assert httpx.get(f"http://127.0.0.1:{good}/h").status_code == 200

@@ -13,6 +13,7 @@ import ssl
 import trio
 
 from trilb.config.schema import Backend, Health, Server
+from trilb.tls import sni_name
 
 _MAX_STATUS_LINE = 1024
 
@@ -56,7 +57,9 @@ async def probe(backend: Backend, server: Server, tls: ssl.SSLContext | None) ->
         try:
             return await _probe(health, server, tls, backend)
         except (OSError, trio.BrokenResourceError) as exc:
-            return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            # trio wraps a TLS failure: the log line says the certificate error itself.
+            cause = exc.__cause__ or exc
+            return getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
     return f"no answer within {health.timeout:g}s"
 
 
@@ -68,11 +71,8 @@ async def _probe(
     async with stream:
         if health.type == "tcp":
             return None
-        if tls is not None:
-            sni = (backend.tls.sni if backend.tls is not None else None) or (
-                address.host if not _is_ip(address.host) else None
-            )
-            stream = trio.SSLStream(stream, tls, server_hostname=sni)
+        if tls is not None and backend.tls is not None:  # (the name the data path sends)
+            stream = trio.SSLStream(stream, tls, server_hostname=sni_name(backend.tls, server.spec))
             await stream.do_handshake()
         host = health.host or (f"[{address.host}]" if ":" in address.host else address.host)
         request = (f"{health.method} {health.path} HTTP/1.1\r\nHost: {host}\r\n"
@@ -91,7 +91,3 @@ async def _probe(
             return f"not an HTTP status line: {head[:60]!r}"
         status = int(line[1])
         return None if status in health.expect else f"status {status}"
-
-
-def _is_ip(host: str) -> bool:
-    return host.replace(".", "").isdigit() or ":" in host
