@@ -9,6 +9,8 @@ import pytest
 
 from trilb.balance.backend import BackendState
 from trilb.config.schema import Address, Backend, Server
+from trilb.control.shared import DRAIN, MAINT, READY
+from trilb.obs.counters import S_FAILURES
 
 
 def state(
@@ -80,14 +82,37 @@ def test_an_ejection_by_another_cause_is_one_ejection() -> None:
 def test_health_verdicts_and_ejections_both_keep_a_server_out() -> None:
     s = state(eject_after=1, eject_for=5.0, names="abc")
     a, b, _ = s.slots
-    s.set_health(b"\x00\x01\x01")  # the health check says a is down
+    s.sync(b"\x00\x01\x01", READY3, [1, 1, 1])  # the health check says a is down
     assert not a.up and b.up
     s.failed(b, 0.0, "refused")  # b ejected by a passive check (c is still up)
     assert not b.up
-    s.set_health(b"\x01\x01\x01")  # a passes again; b's check passes but it is ejected
+    s.sync(b"\x01\x01\x01", READY3, [1, 1, 1])  # a passes again; b's check passes but it is ejected
     assert a.up and not b.up
     s.restore(5.0)
     assert b.up
-    s.set_health(b"\x01\x00\x01")
+    s.sync(b"\x01\x00\x01", READY3, [1, 1, 1])
     s.restore(100.0)  # (nothing ejected: the check's verdict stands)
     assert not b.up
+
+
+READY3 = bytes([READY]) * 3
+
+
+def test_operator_states_and_weights_reach_the_slots() -> None:
+    s = state(eject_after=1, eject_for=5.0, names="abc")
+    a, b, c = s.slots
+    up = b"\x01\x01\x01"
+    s.sync(up, bytes([DRAIN, MAINT, READY]), [1, 1, 4])
+    # Drained: still up (its connections finish) but never picked; maint: out.
+    assert a.up and a.weight == 0 and not b.up and c.weight == 4
+    assert {s.balancer.pick().name for _ in range(10)} == {"c"}  # type: ignore[union-attr]
+    s.failed(c, 0.0, "refused")  # the last server taking traffic is not ejected
+    assert c.up
+    s.sync(up, READY3, [1, 1, 4])  # ready again
+    assert a.up and a.weight == 1 and b.up
+    s.failed(b, 0.0, "refused")
+    s.sync(up, bytes([READY, MAINT, READY]), [1, 1, 4])
+    s.sync(up, READY3, [1, 1, 4])  # out of maint, but still ejected by the passive check
+    assert not b.up
+    s.restore(5.0)
+    assert b.up and a.counts[S_FAILURES] == 0 and b.counts[S_FAILURES] == 1

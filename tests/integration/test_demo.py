@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import re
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -51,6 +53,21 @@ def test_demo_starts_two_backends_behind_trilb_and_prints_what_to_try():
         assert {b.split(b"demo backend ", 1)[1][:1] for b in bodies} == {b"A", b"B"}
         routed = _http_get(web_port, "/b/page")
         assert b"demo backend B, you asked for /b/page" in routed
+        # TLS with HTTP/2, on the certificate the demo made, with the printed curl line.
+        secure = re.search(r"curl -k --http2 -i (https://127\.0\.0\.1:\d+/)", text)
+        assert secure, text
+        done = subprocess.run(["curl", "-sk", "--http2", "-o", "/dev/null", "-w",
+                               "%{http_version} %{http_code}", secure.group(1)],
+                              capture_output=True, text=True, timeout=15)  # fmt: skip
+        assert done.stdout == "2 200", done
+        # The stats page it prints is served, and its API sees the demo's servers.
+        stats = re.search(r"open (http://127\.0\.0\.1:\d+)/stats", text)
+        assert stats, text
+        with urllib.request.urlopen(stats.group(1) + "/stats", timeout=5) as page:
+            assert b"<title>" in page.read()
+        with urllib.request.urlopen(stats.group(1) + "/api/backends", timeout=5) as api:
+            names = [s["name"] for s in json.load(api)["backends"][0]["servers"]]
+        assert names == ["demo-A", "demo-B"]
     finally:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(15) == 0

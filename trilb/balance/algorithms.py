@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from trilb.balance.hashing import HashRing
+from trilb.obs.counters import server_counts
 
 # The balance kinds that hash a caller-supplied key; "header:" and "cookie:" need a NAME.
 _KEY_KINDS = ("source", "uri")
@@ -35,6 +36,8 @@ class ServerSlot:
     weight: int  # effective weight; 0 = no new traffic
     up: bool = True  # False = marked down (by health checks or an operator); never picked
     active: int = 0  # current connections held by this worker (caller increments/decrements)
+    # This worker's counters of the server (obs/counters.py), published once a tick.
+    counts: list[int] = field(default_factory=server_counts)
 
 
 class Balancer(Protocol):

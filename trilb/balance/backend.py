@@ -6,9 +6,11 @@ next pick excluding the ones already tried, at most ``retries`` extra times), an
 ejections: ``eject_after`` consecutive failures of a server (refused or timed-out
 connects, reported by whoever connects) take it out of the balancing for ``eject_for``
 in this worker; then it is tried again, and a single failure takes it out again until
-a success. Pure logic: connecting is the caller's, the clock is passed in, and the
-worker's sweeper calls ``restore`` once a tick. Active health checks (the control
-process, shared memory) will come on top.
+a success. On top, what the control process publishes for every worker (shared
+memory, read once a tick): the active checks' verdicts, and the operator's state and
+weight of each server (a drained server keeps its connections and gets no new ones: a
+weight of 0 to the balancers). Pure logic: connecting is the caller's, the clock is
+passed in, and the worker's sweeper calls ``restore`` and ``sync`` once a tick.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections.abc import Iterator
 
 from trilb.balance.algorithms import Balancer, ServerSlot, make_balancer
 from trilb.config.schema import Backend
+from trilb.control.shared import DRAIN, MAINT, READY, UP
+from trilb.obs.counters import S_FAILURES
 
 log = logging.getLogger(__name__)
 
@@ -38,24 +42,34 @@ class BackendState:
         # Consecutive failures per server, and the servers out until when.
         self.failures = [0] * len(self.slots)
         self.ejected: dict[int, float] = {}
-        # The active health checks' verdicts (the control process's; all up without).
-        self.healthy = [True] * len(self.slots)
+        # The control process's view (all up, ready, configured weights without one):
+        # the active checks' verdicts (1: up), the operator's states, the weights.
+        self.health = bytes([UP]) * len(self.slots)
+        self.admin = bytes([READY]) * len(self.slots)
+        self.weights = [s.weight for s in config.servers]
 
-    def set_health(self, states: bytes) -> None:
-        """The health checks' verdicts, one byte per server (1: up): a server is in the
-        balancing when its check says up and no passive check has ejected it."""
-        healthy = self.healthy
-        for index, byte in enumerate(states):
-            up = byte == 1
-            if up != healthy[index]:
-                healthy[index] = up
-                self.slots[index].up = up and index not in self.ejected
+    def sync(self, health: bytes, admin: bytes, weights: list[int]) -> None:
+        """Take the control process's view: a server is in the balancing when its check
+        says up, it is not in maintenance and no passive check has ejected it; a drained
+        one keeps its slot with a weight of 0, so nothing new is sent to it."""
+        if health == self.health and admin == self.admin and weights == self.weights:
+            return
+        self.health, self.admin, self.weights = health, admin, weights
+        for slot in self.slots:
+            self._refresh(slot)
+
+    def _refresh(self, slot: ServerSlot) -> None:
+        i = slot.index
+        state = self.admin[i]
+        slot.up = self.health[i] == UP and state != MAINT and i not in self.ejected
+        slot.weight = 0 if state == DRAIN else self.weights[i]
 
     def failed(self, slot: ServerSlot, now: float, why: str) -> None:
         """A connection to ``slot`` failed (``why``, for the log)."""
         after = self.config.eject_after
         if not after:
             return
+        slot.counts[S_FAILURES] += 1
         count = self.failures[slot.index] = self.failures[slot.index] + 1
         if count >= after:
             self.eject(slot, now, self.config.eject_for, f"{count} failure"
@@ -87,7 +101,7 @@ class BackendState:
             if now >= until:
                 del self.ejected[index]
                 slot = self.slots[index]
-                slot.up = self.healthy[index]
+                self._refresh(slot)
                 # On probation: one more failure before a success takes it out again.
                 self.failures[index] = max(self.config.eject_after - 1, 0)
                 log.info("backend %s: server %s back in the balancing", self.config.name,

@@ -11,6 +11,7 @@ master/sockets.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -110,9 +111,9 @@ def parse_config(raw: dict[str, Any], source: str = "<string>") -> Config:
     """Validate an already-parsed TOML document (see load_config)."""
     top = Table(raw, "")
     glob = _parse_global(top.take("global", Table))
-    admin = _parse_admin(top.take("admin", Table))
     # Relative file names (certificates) start from the config file's directory.
     base = os.getcwd() if source == "<string>" else os.path.dirname(os.path.abspath(source))
+    admin = _parse_admin(top.take("admin", Table), base)
     plugins = _parse_tables(top.take("plugins", Table), parse_plugin)
     backends = _parse_tables(top.take("backends", Table), partial(_parse_backend, base=base))
     frontends = _parse_tables(top.take("frontends", Table), partial(_parse_frontend, base=base))
@@ -183,11 +184,42 @@ def _parse_global(t: Table | None) -> Global:
     return t.build(Global)
 
 
-def _parse_admin(t: Table | None) -> Admin:
+def _parse_admin(t: Table | None, base: str) -> Admin:
     if t is None:
         return Admin()
-    t.take("bind", parse_address)
+    bind = t.take("bind", parse_address) or Admin().bind
+    token = t.take("token", _parse_token)
+    path = t.take("token_file", _parse_text)
+    if token is not None and path is not None:
+        raise ConfigError(t.key("token_file"), "give token or token_file, not both")
+    if path is not None:
+        t.values.pop("token_file")
+        full = os.path.join(base, path)
+        try:
+            with open(full, encoding="utf-8") as f:
+                token = _parse_token(f.read().strip(), t.key("token_file"))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(t.key("token_file"), f"cannot read {full}: {exc}") from None
+        t.values["token"] = token
+    if not token and not ipaddress.ip_address(bind.host).is_loopback:
+        why = "loopback address: anyone who reaches it could drain servers"
+        raise ConfigError(t.key("token"), f"required when admin.bind ({bind}) is not a {why}")
     return t.build(Admin, requested=True)
+
+
+def _parse_text(value: object, path: str) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(path, f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def _parse_token(value: object, path: str) -> str:
+    """A bearer token: 16 to 512 visible ASCII characters (it travels in a field)."""
+    if not isinstance(value, str) or not 16 <= len(value) <= 512:
+        raise ConfigError(path, "expected a string of 16 to 512 characters")
+    if not all("!" <= ch <= "~" for ch in value):
+        raise ConfigError(path, "expected visible ASCII characters only (no spaces)")
+    return value
 
 
 def _parse_frontend(name: str, t: Table, base: str) -> Frontend:

@@ -71,7 +71,10 @@ class Global:
 @dataclass(frozen=True, slots=True)
 class Admin:
     bind: Address = Address("127.0.0.1", 8404)
-    # True when the config has an [admin] table (the admin API is not served yet).
+    # Required of every API and metrics request when set ("Authorization: Bearer ..."),
+    # and required in the config for a bind that is not loopback.
+    token: str = ""
+    # True when the config has an [admin] table: only then is the endpoint served.
     requested: bool = False
 
 

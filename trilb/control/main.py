@@ -1,10 +1,14 @@
 """The control process of a generation: forked by the master next to the workers, it
-runs the active health checks once for all of them (trio inside).
+runs the active health checks once for all of them, and the admin endpoint (trio
+inside).
 
 Owns the check loops: one per server of each backend with a ``health`` table, each
 probing at its interval (with jitter), counting rise and fall, and on a change writing
 the server's byte of the generation's shared mapping (control/shared.py, which every
-worker reads once a tick) and logging it. It stops on SIGTERM, with its generation.
+worker reads once a tick) and logging it. The admin endpoint (obs/admin.py) reads the
+same mapping and the checks' last results. SIGUSR2 (the generation is draining) ends
+the admin endpoint: the next generation's control process serves it; SIGTERM ends
+the process, once its generation's workers are gone.
 """
 
 from __future__ import annotations
@@ -13,42 +17,81 @@ import logging
 import os
 import random
 import signal
+import socket
 import ssl
+import time
 
 import trio
 
 from trilb.config.schema import Backend, Config, Server
 from trilb.control.checks import CheckState, jittered, probe
-from trilb.control.shared import UP, SharedHealth
+from trilb.control.shared import UP, SharedState
+from trilb.obs.admin import AdminServer
 from trilb.obs.logging import setup_logging
+from trilb.obs.stats import Check
 from trilb.tls import client_context
 from trilb.worker.main import die_with_parent
 
 log = logging.getLogger(__name__)
 
 
-def run_control(config: Config, shared: SharedHealth, ready_fd: int, master: int) -> int:
-    """The control process's life after fork; returns its exit status."""
+def run_control(
+    config: Config,
+    shared: SharedState,
+    ready_fd: int,
+    master: int,
+    admin: socket.socket | None = None,
+    generation: int = 1,
+) -> int:
+    """The control process's life after fork; returns its exit status. ``admin``: the
+    admin endpoint's listening socket, if the config has one."""
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # (until trio listens for it)
     setup_logging("control", config.global_.log_level)
     if not die_with_parent(master):
         return 0
-    trio.run(_serve, config, shared, ready_fd)
+    trio.run(_serve, config, shared, ready_fd, admin, generation)
     return 0
 
 
-async def _serve(config: Config, shared: SharedHealth, ready_fd: int) -> None:
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+async def _serve(
+    config: Config,
+    shared: SharedState,
+    ready_fd: int,
+    admin: socket.socket | None,
+    generation: int,
+) -> None:
+    checks: dict[tuple[str, int], Check] = {}
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGUSR2) as signals:
         async with trio.open_nursery() as nursery:
             for backend in config.backends.values():
                 if backend.health is None:
                     continue
                 tls = client_context(backend.tls) if backend.tls is not None else None
                 for index, server in enumerate(backend.servers):
-                    nursery.start_soon(_check_loop, backend, index, server, tls, shared)
+                    nursery.start_soon(_check_loop, backend, index, server, tls, shared,
+                                       checks)  # fmt: skip
+            endpoint = trio.CancelScope()
+            if admin is not None:
+                endpoint_server = AdminServer(config, shared, generation, checks)
+                await nursery.start(_admin, endpoint_server, admin, endpoint)
             _ready(ready_fd)
-            async for _ in signals:
-                break
+            async for sig in signals:
+                if sig == signal.SIGTERM:
+                    break
+                endpoint.cancel()  # draining: the next generation's endpoint answers
+                if admin is not None:
+                    admin.close()
             nursery.cancel_scope.cancel()
+
+
+async def _admin(
+    server: AdminServer,
+    sock: socket.socket,
+    scope: trio.CancelScope,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    with scope:
+        await server.serve(sock, task_status)
 
 
 async def _check_loop(
@@ -56,19 +99,21 @@ async def _check_loop(
     index: int,
     server: Server,
     tls: ssl.SSLContext | None,
-    shared: SharedHealth,
+    shared: SharedState,
+    checks: dict[tuple[str, int], Check],
 ) -> None:
     health = backend.health
     assert health is not None
     state = CheckState(health)
     # A control process forked again after a crash takes up where the last one was.
-    state.up = shared.states(backend.name, len(backend.servers))[index] == UP
+    state.up = shared.server_state(backend.name)[0][index] == UP
     rng = random.Random()
     await trio.sleep(rng.uniform(0, health.interval))  # spread the first checks
     while True:
         why = await probe(backend, server, tls)
+        checks[(backend.name, index)] = Check(why is None, why or "passed", time.monotonic())
         if state.record(why is None):
-            shared.set(backend.name, index, state.up)
+            shared.set_health(backend.name, index, state.up)
             if state.up:
                 log.warning("backend %s: server %s is up (%d %s check(s) passed)",
                             backend.name, server.name, health.rise, health.type)  # fmt: skip

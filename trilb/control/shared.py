@@ -1,10 +1,17 @@
-"""The health states every process of a generation shares: one byte per checked server
-in an anonymous shared mapping the master makes before forking.
+"""What every process of a generation shares: each server's health verdict, operator
+state and weight, and each worker's counters, in one anonymous shared mapping the
+master makes before forking.
 
-The control process writes a server's byte when its check changes state; workers read
-the bytes once per sweeper tick (no lock, no syscall: a byte is written and read
-whole). A generation has its own mapping, laid out from its config, so a reload that
-changes the servers never mixes layouts. Pure mmap: the master imports it, never trio.
+Layout, from the generation's config (so a reload that changes the servers never mixes
+layouts): one health byte per server (1: up), one admin byte per server (ready, drain,
+maint), one u32 weight per server, then one block of u64 counters per worker slot: each
+server's (obs/counters.py ``SERVER_COUNTERS``), then each frontend's.
+
+Every field has one writer: the control process writes health (its checks) and the
+admin bytes and weights (the admin API); a worker writes only its own counter block.
+Readers take the values once a tick without a lock: a byte or an aligned word is
+written whole, and a counter read mid-update is a tick stale at worst. Pure mmap: the
+master imports it, never trio.
 """
 
 from __future__ import annotations
@@ -12,45 +19,113 @@ from __future__ import annotations
 import mmap
 
 from trilb.config.schema import Config
+from trilb.obs.counters import FRONTEND_COUNTERS, SERVER_COUNTERS
 
 UP = 1
 DOWN = 0
+# A server's operator state (the admin API's): ready takes traffic; drain keeps the
+# connections it has and gets no new ones; maint is out, as a failed check.
+READY = 0
+DRAIN = 1
+MAINT = 2
+ADMIN_STATES = ("ready", "drain", "maint")
 
 
-class SharedHealth:
-    """The up/down byte of each server of each backend that has a health check."""
+def _align(n: int) -> int:
+    return (n + 7) & ~7
 
-    def __init__(self, config: Config) -> None:
-        # backend name -> the offset of its first server's byte
-        self.offsets: dict[str, int] = {}
-        size = 0
+
+class SharedState:
+    """The generation's shared mapping, with views by backend, server and worker."""
+
+    def __init__(self, config: Config, workers: int) -> None:
+        # backend name -> the index of its first server among all servers
+        self.first: dict[str, int] = {}
+        self.counts: dict[str, int] = {}  # backend name -> its number of servers
+        servers = 0
         for backend in config.backends.values():
-            if backend.health is not None:
-                self.offsets[backend.name] = size
-                size += len(backend.servers)
-        self.size = size
+            self.first[backend.name] = servers
+            self.counts[backend.name] = len(backend.servers)
+            servers += len(backend.servers)
+        self.servers = servers
+        self.frontends = {name: i for i, name in enumerate(config.frontends)}
+        self.workers = workers
+        self.block = servers * SERVER_COUNTERS + len(self.frontends) * FRONTEND_COUNTERS
+        weights_at = _align(2 * servers)
+        counters_at = _align(weights_at + 4 * servers)
+        size = counters_at + 8 * self.block * workers
         # MAP_SHARED | MAP_ANONYMOUS: forked children see the same pages.
-        self.buf = mmap.mmap(-1, max(size, 1))
-        self.buf.write(bytes([UP]) * size)  # servers start up, as HAProxy's do
+        self.buf = mmap.mmap(-1, max(size, 8))
+        view = memoryview(self.buf)
+        self.health = view[:servers]
+        self.admin = view[servers : 2 * servers]
+        self.weights = view[weights_at : weights_at + 4 * servers].cast("I")
+        self.counters = view[counters_at:size].cast("Q")
+        self._views = [view, self.health, self.admin, self.weights, self.counters]
+        self.health[:] = bytes([UP]) * servers  # servers start up, as HAProxy's do
+        for backend in config.backends.values():
+            start = self.first[backend.name]
+            for i, server in enumerate(backend.servers):
+                self.weights[start + i] = server.weight
 
-    def inherit(self, old: SharedHealth, old_config: Config, config: Config) -> None:
-        """Take ``old``'s verdicts for each backend whose servers are the same (a reload:
-        a server known down must not get traffic again until its checks say so)."""
-        for name, start in self.offsets.items():
+    def inherit(self, old: SharedState, old_config: Config, config: Config) -> None:
+        """Take ``old``'s verdicts, operator states and weights for each backend whose
+        servers are the same (a reload: a server known down must not get traffic again
+        until its checks say so, and one an operator drained stays drained)."""
+        for name, start in self.first.items():
             before = old_config.backends.get(name)
-            if name not in old.offsets or before is None:
+            if before is None:
                 continue
             servers = [s.name for s in config.backends[name].servers]
-            if [s.name for s in before.servers] == servers:
-                self.buf[start : start + len(servers)] = old.states(name, len(servers))
+            if [s.name for s in before.servers] != servers:
+                continue
+            was = old.first[name]
+            n = len(servers)
+            self.health[start : start + n] = old.health[was : was + n]
+            self.admin[start : start + n] = old.admin[was : was + n]
+            self.weights[start : start + n] = old.weights[was : was + n]
 
-    def set(self, backend: str, index: int, up: bool) -> None:
-        self.buf[self.offsets[backend] + index] = UP if up else DOWN
+    # --- per server --------------------------------------------------------------
 
-    def states(self, backend: str, count: int) -> bytes:
-        """The bytes of ``backend``'s ``count`` servers."""
-        start = self.offsets[backend]
-        return self.buf[start : start + count]
+    def set_health(self, backend: str, index: int, up: bool) -> None:
+        self.health[self.first[backend] + index] = UP if up else DOWN
+
+    def set_admin(self, backend: str, index: int, state: int) -> None:
+        self.admin[self.first[backend] + index] = state
+
+    def set_weight(self, backend: str, index: int, weight: int) -> None:
+        self.weights[self.first[backend] + index] = weight
+
+    def server_state(self, backend: str) -> tuple[bytes, bytes, list[int]]:
+        """``backend``'s servers: health bytes, admin bytes, weights."""
+        start = self.first[backend]
+        end = start + self.counts[backend]
+        return bytes(self.health[start:end]), bytes(self.admin[start:end]), \
+            self.weights[start:end].tolist()  # fmt: skip
+
+    # --- counters ----------------------------------------------------------------
+
+    def server_offset(self, backend: str, index: int) -> int:
+        """Where a server's counters start inside a worker's block."""
+        return (self.first[backend] + index) * SERVER_COUNTERS
+
+    def frontend_offset(self, frontend: str) -> int:
+        return self.servers * SERVER_COUNTERS + self.frontends[frontend] * FRONTEND_COUNTERS
+
+    def worker_block(self, slot: int) -> memoryview:
+        """Worker ``slot``'s counters (its own to write)."""
+        return self.counters[slot * self.block : (slot + 1) * self.block]
+
+    def totals(self) -> list[int]:
+        """Every counter summed over the workers (a block's layout)."""
+        total = [0] * self.block
+        for slot in range(self.workers):
+            for i, value in enumerate(self.worker_block(slot)):
+                if value:
+                    total[i] += value
+        return total
 
     def close(self) -> None:
+        for view in reversed(self._views):
+            view.release()
         self.buf.close()

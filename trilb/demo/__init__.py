@@ -11,9 +11,11 @@ import socket
 import subprocess
 import sys
 import tempfile
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from trilb.config.load import load_config
+from trilb.demo.cert import write_self_signed
 
 if TYPE_CHECKING:
     from trilb.master.arbiter import Arbiter
@@ -35,7 +37,7 @@ def _start_backend(name: str) -> tuple[subprocess.Popen[bytes], int]:
     return proc, port
 
 
-def _config_text(port: int, workers: int, backends: list[int]) -> str:
+def _config_text(port: int, workers: int, backends: list[int], cert: str, key: str) -> str:
     entries = [
         f'{{ address = "127.0.0.1:{p}", name = "demo-{n}" }}'
         for n, p in zip(NAMES, backends, strict=True)
@@ -45,6 +47,9 @@ def _config_text(port: int, workers: int, backends: list[int]) -> str:
 [global]
 workers = {workers}
 grace = "2s"
+
+[admin]
+bind = "127.0.0.1:{port + 3 if port else 0}"
 
 [frontends.demo]
 mode = "tcp"
@@ -62,6 +67,13 @@ maxconn = 1000
 path_prefix = "/b/"
 backend = "only-b"
 
+[frontends.websecure]
+mode = "http"
+bind = "127.0.0.1:{port + 2 if port else 0}"
+default_backend = "demo"
+maxconn = 1000
+tls = {{ certs = [{{ cert = "{cert}", key = "{key}" }}], alpn = ["h2", "http/1.1"] }}
+
 [backends.demo]
 balance = "roundrobin"
 servers = [{servers}]
@@ -73,20 +85,27 @@ servers = [{entries[-1]}]
 
 def _hints(arbiter: Arbiter, path: str, backends: list[int]) -> None:
     frontends = arbiter.current.config.frontends
-    demo, http = frontends["demo"], frontends["web"]
+    demo, http, tls = frontends["demo"], frontends["web"], frontends["websecure"]
     addr = arbiter.sockets.actual(demo.binds[0], demo.bind_path(0))
     web = arbiter.sockets.actual(http.binds[0], http.bind_path(0))
+    secure = arbiter.sockets.actual(tls.binds[0], tls.bind_path(0))
+    admin = arbiter.sockets.admin
+    stats = f"127.0.0.1:{admin.getsockname()[1]}" if admin is not None else "(none)"
     names = " and ".join(f"{n} (127.0.0.1:{p})" for n, p in zip(NAMES, backends, strict=True))
     print(
         f"""
 trilb demo, in front of demo backends {names}:
-  Layer 4 (TCP) on {addr}, Layer 7 (HTTP) on {web}.
+  Layer 4 (TCP) on {addr}, Layer 7 (HTTP) on {web}, HTTPS (HTTP/2) on {secure}.
+Live stats: open http://{stats}/stats in a browser.
 Try, in another terminal:
   curl http://{addr}/     # a few times: backends A and B take turns (TCP relay)
   nc {addr.host} {addr.port}     # type a line: the backend echoes it
   curl -i http://{web}/     # HTTP proxy: A and B take turns (see x-backend, via)
   curl http://{web}/b/page     # a route: /b/ always goes to backend B
   curl --http2-prior-knowledge -i http://{web}/     # the same over HTTP/2 (h2c)
+  curl -k --http2 -i https://{secure}/     # TLS (a self-signed certificate) and HTTP/2
+  curl -X POST -d '{{"state": "drain"}}' http://{stats}/api/backends/demo/servers/demo-A
+                # drain A: new requests all go to B (then "ready" to undo)
   kill -HUP {os.getpid()}     # reload {path} without dropping a connection
 Press Ctrl-C to stop.
 """,
@@ -102,15 +121,18 @@ def run_demo(port: int, workers: int) -> int:
     setup_logging("master", "info")
     procs = []
     path = ""
+    scratch = tempfile.TemporaryDirectory(prefix="trilb-demo-")
     try:
         ports = []
         for name in NAMES:
             proc, backend_port = _start_backend(name)
             procs.append(proc)
             ports.append(backend_port)
+        cert, key = Path(scratch.name) / "demo.pem", Path(scratch.name) / "demo.key"
+        write_self_signed(cert, key)
         fd, path = tempfile.mkstemp(prefix="trilb-demo-", suffix=".toml")
         with os.fdopen(fd, "w") as f:
-            f.write(_config_text(port, workers, ports))
+            f.write(_config_text(port, workers, ports, str(cert), str(key)))
         config = load_config(path)
         return run_master(path, config, None, None, lambda a: _hints(a, path, ports))
     finally:
@@ -119,3 +141,4 @@ def run_demo(port: int, workers: int) -> int:
             proc.wait(timeout=5)
         if path:
             os.unlink(path)
+        scratch.cleanup()

@@ -21,6 +21,7 @@ from trilb.l4.idle import IdleSweeper
 from trilb.l4.limits import Matcher, SourceLimits, parse_source
 from trilb.l4.proxywait import ProxyWait
 from trilb.l4.reactor import Reactor
+from trilb.obs.counters import F_CONNECTIONS, F_REFUSED, frontend_counts
 from trilb.obs.logging import Throttle
 
 log = logging.getLogger(__name__)
@@ -46,9 +47,10 @@ class Acceptor:
     def __init__(self, config: Frontend) -> None:
         self.config = config
         self.active = 0
-        # Connections refused before being served (a bad PROXY header...), and the
-        # throttle of the log line that tells of them.
-        self.refused = 0
+        # Connections accepted and refused before being served (limits, a bad PROXY
+        # header...) among them: obs/counters.py, published once a tick. Refusals are
+        # logged once per interval.
+        self.counts = frontend_counts()
         self._refusals = Throttle(LOG_INTERVAL)
         self.limits = SourceLimits(config.limits) if config.limits is not None else None
         self.proxy_from = Matcher(config.accept_proxy_from) if config.accept_proxy_from else None
@@ -82,6 +84,7 @@ class Acceptor:
     def admit(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         """Count and serve a connection (from the accept loop, or a final drain)."""
         self.active += 1
+        self.counts[F_CONNECTIONS] += 1
         if self.config.accept_proxy:  # its PROXY header first: then serve
             trusted = self.proxy_from
             if trusted is not None:
@@ -124,7 +127,7 @@ class Acceptor:
 
     def note_refused(self, ip: str, why: str, now: float) -> None:
         """Count a connection refused before being served; log it once per interval."""
-        self.refused += 1
+        self.counts[F_REFUSED] += 1
         more = self._refusals.allow(now)
         if more is not None:
             log.warning("frontend %s: connection from %s refused: %s%s", self.config.name, ip,

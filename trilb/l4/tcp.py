@@ -27,6 +27,7 @@ from trilb.l4.connect import error_kind
 from trilb.l4.idle import Deadline, IdleSweeper, Watched
 from trilb.l4.proxyproto import build_v1, build_v2
 from trilb.l4.reactor import Link, Reactor
+from trilb.obs.counters import F_BYTES_IN, F_BYTES_OUT, S_BYTES_IN, S_BYTES_OUT, S_TOTAL
 from trilb.obs.logging import Throttle
 from trilb.plugin.api import Context, Plugin
 from trilb.plugin.chains import build, run_connect
@@ -105,6 +106,7 @@ class TcpFrontend(Acceptor):
                 return
         link = self.reactor.add(conn, server, self.config.splice, self._link_done)
         slot.active += 1
+        slot.counts[S_TOTAL] += 1
         entry = _Entry(slot, self.sweeper.watch(link, self.config.idle_timeout), peer, start)
         self._links[link] = entry
         if link.closed:  # it ended inside reactor.add(), before it was registered here
@@ -114,11 +116,18 @@ class TcpFrontend(Acceptor):
         entry = self._links.pop(link, None)
         if entry is None:
             return  # ended inside reactor.add(): _relay() calls us again
-        entry.slot.active -= 1
+        slot = entry.slot
+        slot.active -= 1
+        t = link.traffic
+        counts = slot.counts
+        counts[S_BYTES_OUT] += t.up
+        counts[S_BYTES_IN] += t.down
+        counts = self.counts
+        counts[F_BYTES_IN] += t.up
+        counts[F_BYTES_OUT] += t.down
         self.sweeper.unwatch(entry.watched)
         link.server.close()
         if self._debug:
-            t = link.traffic
             how = "idle" if entry.watched.aborted else (t.error or "closed")
             log.debug("frontend %s: %s:%d via %s: %d bytes up, %d down, %.3fs, %s",
                       self.config.name, entry.peer[0], entry.peer[1], entry.slot.name, t.up,

@@ -35,6 +35,7 @@ from trilb.l4.idle import IdleSweeper, Watched
 from trilb.l4.limits import SourceLimits
 from trilb.l4.pump import Traffic
 from trilb.l4.reactor import Reactor
+from trilb.obs.counters import F_CONNECTIONS, F_REFUSED, S_TOTAL, frontend_counts
 from trilb.obs.logging import Throttle
 
 log = logging.getLogger(__name__)
@@ -92,10 +93,11 @@ class UdpFrontend:
         self.flows: OrderedDict[Client, Flow] = OrderedDict()
         self.listeners: list[socket.socket] = []
         self.idle = config.idle_timeout
-        # Counters (the admin API will show them): flows evicted at max_flows, new flows
-        # refused (limits, no server), datagrams dropped (a full socket buffer, an error).
+        # Flows made and refused (limits, no server) are counted in ``counts`` (published
+        # once a tick); flows evicted at max_flows and datagrams dropped (a full socket
+        # buffer, an error) here.
+        self.counts = frontend_counts()
         self.evicted = 0
-        self.refused = 0
         self.dropped = 0
         self._evictions = Throttle(LOG_INTERVAL)
         self._refusals = Throttle(LOG_INTERVAL)
@@ -186,6 +188,8 @@ class UdpFrontend:
                 continue
             flow = Flow(self, client, listener, sock, slot)
             slot.active += 1
+            slot.counts[S_TOTAL] += 1
+            self.counts[F_CONNECTIONS] += 1
             self.flows[client] = flow
             self.reactor.watch(sock.fileno(), partial(self._on_server, flow), edge=False)
             flow.watched = self.sweeper.watch(flow, self.idle)
@@ -251,7 +255,7 @@ class UdpFrontend:
             self.limits.release(ip)
 
     def _refuse(self, ip: str, why: str) -> None:
-        self.refused += 1
+        self.counts[F_REFUSED] += 1
         more = self._refusals.allow(trio.current_time())
         if more is not None:
             log.warning("frontend %s: datagram from %s dropped: %s%s", self.config.name, ip,

@@ -133,6 +133,7 @@ class ClientConnection:
             reply = run_connect(chains.connect, ctx)
             if reply is not None:  # refused (a TLS client gets no answer it could read)
                 if self.fe.tls is None:
+                    self.fe.proxy.count(reply.status)
                     self.client.send_nowait(reply_wire(reply, keep=False))
                 self.close()
                 return
@@ -283,7 +284,7 @@ class ClientConnection:
         if sent < len(wire):  # a head larger than the socket buffer: let a task finish it
             self._respond_in_task(b"", wire[sent:])
             return
-        upstream.parser.method = head.method  # type: ignore[union-attr]
+        upstream.parser.expect(head.method)  # type: ignore[union-attr]
         upstream.timer.on_expire = self._upstream_timeout
         upstream.arm(backend.config.response_timeout, "response")
         if upstream.reactor is None:
@@ -385,6 +386,7 @@ class ClientConnection:
         assert head is not None
         keep = head.keep_alive and head.framing is Framing.NONE and not self.fe.draining
         self.fe.proxy.done(head, reply.status)
+        self.fe.proxy.count(reply.status)
         if not keep:
             self.rest = b""
         self._send_final(reply_wire(reply, keep), keep)
@@ -548,7 +550,8 @@ class ClientConnection:
         try:
             self.client.send_nowait(error_response(status))
         except ClientClosed:
-            pass
+            return
+        self.fe.proxy.count(status)
 
     def _client_timeout(self) -> None:
         try:

@@ -213,7 +213,7 @@ class H2Stream:
             return False
         reactor = self.conn.reactor
         self.server, self.slot, self.backend = server, slot, backend
-        server.parser.method = self.head.method  # type: ignore[union-attr]
+        server.parser.expect(self.head.method)  # type: ignore[union-attr]
         server.timer.on_expire = self._timed_out
         server.arm(backend.config.response_timeout, "response")
         callback = self._on_server
@@ -561,6 +561,7 @@ class H2Stream:
         plugins = self.head.plugins
         if plugins is not None:
             plugins.ctx.status = reply.status
+        self.conn.proxy.count(reply.status)
         fields = [(b":status", b"%d" % reply.status), *reply_fields(reply),
                   (b"content-length", b"%d" % len(reply.body))]  # fmt: skip
         try:
@@ -582,6 +583,7 @@ class H2Stream:
     def _send_head(self, rhead: ResponseHead, body: bytes) -> bool:
         h2c = self.conn.h2
         framing = rhead.framing
+        self.conn.proxy.count(rhead.status)
         fields = [(b":status", b"%d" % rhead.status)]
         fields += forward_response_fields(rhead.headers)
         n = rhead.content_length

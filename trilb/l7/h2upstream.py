@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from time import monotonic
 from typing import TYPE_CHECKING
 
 import h2.config
@@ -36,6 +37,7 @@ from trilb.l4.connect import open_tcp, start_tls
 from trilb.l7.forward import forward_request_fields
 from trilb.l7.h2write import FrameWriter
 from trilb.messages import RequestHead
+from trilb.obs.counters import tally
 from trilb.tls import client_context, sni_name
 
 if TYPE_CHECKING:
@@ -57,7 +59,7 @@ class Exchange:
     """One request stream on a backend connection: what the server answered so far."""
 
     __slots__ = ("conn", "data", "ended", "error", "event", "head", "id", "sent_all",
-                 "trailers")  # fmt: skip
+                 "started", "trailers")  # fmt: skip
 
     def __init__(self, conn: H2Client, stream_id: int, sent_all: bool) -> None:
         self.conn = conn
@@ -69,6 +71,7 @@ class Exchange:
         self.sent_all = sent_all  # ours
         self.error: str | None = None  # the server reset the stream, or the connection died
         self.event = trio.Event()
+        self.started = monotonic()  # (the server's latency, in its counters)
 
     def _wake(self) -> None:
         self.event.set()
@@ -218,6 +221,9 @@ class H2Client:
             exchange = self.exchanges.get(event.stream_id)
             if exchange is not None:
                 exchange.head = event.headers
+                status = next((v for n, v in event.headers if n == b":status"), b"")
+                if status.isdigit() and 100 <= int(status) <= 599:
+                    tally(self.slot.counts, int(status), monotonic() - exchange.started)
                 exchange._wake()
         elif isinstance(event, h2.events.DataReceived):
             exchange = self.exchanges.get(event.stream_id)

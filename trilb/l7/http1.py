@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 from functools import partial
+from time import monotonic
 from typing import Final
 
 import httptools
@@ -42,6 +43,7 @@ from trilb.l7.h1parse import (
     start_line,
 )
 from trilb.messages import Framing, Headers, RequestHead, ResponseHead
+from trilb.obs.counters import tally
 
 HEXDIGITS: Final = b"0123456789abcdefABCDEF"
 # 16 hex digits hold any 64-bit size; more can only be padding that parsers disagree on.
@@ -180,9 +182,11 @@ class RequestParser(HeadParser):
 class ResponseParser(HeadParser):
     """Parses the response heads of one backend connection, strictly.
 
-    Like RequestParser, but set ``method`` to the request's method before its response
-    is fed (a response to HEAD has no body). A 1xx head other than 101 is interim: forward
-    it and keep feeding for the final head of the same request. ``Framing.CLOSE`` means
+    Like RequestParser, but call ``expect`` with the request's method before its
+    response is fed (a response to HEAD has no body; the clock starts for the server's
+    latency, tallied with the final status into ``counts``, its server's counters). A
+    1xx head other than 101 is interim: forward it and keep feeding for the final head
+    of the same request. ``Framing.CLOSE`` means
     the body runs until the backend closes. Every error is a 502.
 
     Args:
@@ -192,7 +196,7 @@ class ResponseParser(HeadParser):
       max_headers: the most header fields accepted.
     """
 
-    __slots__ = ("method",)
+    __slots__ = ("counts", "method", "sent")
     _kind = "response"
     _status = 502
     _line_status = 502
@@ -204,9 +208,17 @@ class ResponseParser(HeadParser):
         max_line: int = 8192,
         max_headers_size: int = 65536,
         max_headers: int = 100,
+        counts: list[int] | None = None,
     ) -> None:
         self.method = method
+        self.counts = counts
+        self.sent = 0.0
         super().__init__(max_line, max_headers_size, max_headers)
+
+    def expect(self, method: bytes) -> None:
+        """The request is sent: its response comes next."""
+        self.method = method
+        self.sent = monotonic()
 
     def _new_llhttp(self) -> httptools.HttpResponseParser:
         return httptools.HttpResponseParser(self)
@@ -221,6 +233,9 @@ class ResponseParser(HeadParser):
         if line is None:
             return None
         head = self._build(line)
+        counts = self.counts
+        if counts is not None and (head.status >= 200 or head.status == 101):
+            tally(counts, head.status, monotonic() - self.sent)
         reuse = head.keep_alive and head.framing is Framing.NONE
         if head.keep_alive and head.framing is Framing.LENGTH:
             # The whole body is here (a small response): llhttp takes it, without a

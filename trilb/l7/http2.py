@@ -368,6 +368,7 @@ class H2Server:
 
     def answer_error(self, stream_id: int, status: int) -> None:
         body = b"%d %s\n" % (status, REASONS.get(status, b"Error"))
+        self.proxy.count(status)
         try:
             self.h2.send_headers(stream_id, [
                 (b":status", b"%d" % status), (b"content-type", b"text/plain"),

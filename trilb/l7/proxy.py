@@ -63,6 +63,7 @@ from trilb.l7.stream import Peer, Stream
 from trilb.l7.upstream import UpstreamPool
 from trilb.l7.wshandshake import UPGRADE_FIELDS
 from trilb.messages import Framing, RequestHead, ResponseHead
+from trilb.obs.counters import F_1XX, frontend_counts
 from trilb.plugin.api import Context, Plugin, Reply, Request
 from trilb.plugin.chains import build
 
@@ -239,12 +240,18 @@ class Proxy:
                       if (f := Flow(self.chains, self.route_chains.get(i)))}  # fmt: skip
         # Set by the frontend's drain: each response then closes its connection.
         self.draining = False
+        # The frontend's counters (obs/counters.py; the frontend shares its own).
+        self.counts = frontend_counts()
         self.router = Router.compile(config.routes, config.default_backend)
         # Without routes every request goes to the default backend: no match to run.
         self.only = None if config.routes else backends.get(config.default_backend)
         # X-Forwarded-Proto: what the client spoke to us.
         self.scheme = b"https" if config.tls is not None else b"http"
         self.scheme_name = self.scheme.decode()  # (the plugins' Context.scheme)
+
+    def count(self, status: int) -> None:
+        """A response of ``status`` went to a client."""
+        self.counts[F_1XX - 1 + status // 100] += 1
 
     def prepare(self, head: RequestHead, client_ip: bytes) -> tuple[HttpBackend, bytes]:
         """Route ``head`` and build what goes to the backend: (its backend, the head's
@@ -393,6 +400,7 @@ class Proxy:
         (one a body phase answered may not have been read to its end)."""
         head.plugins.ctx.status = reply.status
         keep = head.keep_alive and head.framing is Framing.NONE and not self.draining
+        self.count(reply.status)
         await client.send_all(reply_wire(reply, keep))
         return keep, first if keep else b""
 
@@ -570,6 +578,7 @@ class Proxy:
     def response_wire(self, head: RequestHead, rhead: ResponseHead) -> tuple[bytes, bool]:
         """The response head as forwarded to the client, and whether the client
         connection stays open after this response."""
+        self.counts[F_1XX - 1 + rhead.status // 100] += 1
         framing = rhead.framing
         # A body that ends when the backend closes goes to an HTTP/1.1 client chunked:
         # its end is then marked, and the client connection can stay open.
@@ -681,7 +690,7 @@ class Proxy:
         interim responses before it go to ``client``."""
         parser = upstream.parser
         assert parser is not None, "the pool gives every backend connection a parser"
-        parser.method = head.method
+        parser.expect(head.method)
         upstream.arm(backend.config.response_timeout, "response")
         data = pending or await upstream.recv_later()
         while True:

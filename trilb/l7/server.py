@@ -55,6 +55,7 @@ class HttpFrontend(Acceptor):
         # TLS termination: connections are wrapped and their handshake driven first.
         self.tls = tls
         self.proxy = Proxy(config, backends, plugins)
+        self.proxy.counts = self.counts
         self.tunnels = Tunnels()
         # The nursery exchanges handed over by connections run in (the worker's).
         self.handlers: trio.Nursery | None = None
@@ -167,6 +168,7 @@ class HttpFrontend(Acceptor):
         except PluginReply as exc:  # (a plugin answered a WebSocket upgrade request)
             if not conn.client.responding:
                 try:
+                    self.proxy.count(exc.reply.status)
                     conn.client.send_nowait(reply_wire(exc.reply, keep=False))
                 except ClientClosed:
                     pass

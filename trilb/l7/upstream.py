@@ -77,7 +77,7 @@ class UpstreamPool:
                                    self.sweeper)  # fmt: skip
         self.servers[slot.index].busy += 1
         stream = Stream(sock, self.sweeper, upstream=True, name=slot.name)
-        stream.parser = ResponseParser()
+        stream.parser = ResponseParser(counts=slot.counts)
         return stream
 
     def release(self, slot: ServerSlot, stream: Stream, reusable: bool) -> None:

@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 from trilb.config.load import load_config
 from trilb.config.schema import Config
-from trilb.control.shared import SharedHealth
+from trilb.control.shared import SharedState
 from trilb.errors import ConfigError, StartupError
 from trilb.master.signals import HANDLED, SignalPipe, reset_in_child
 from trilb.master.sockets import SocketSet
@@ -73,9 +73,9 @@ class Generation:
     started: float
     # The TLS frontends' contexts, built before the fork: the workers share them.
     tls: dict[str, ServerTls] = field(default_factory=dict)
-    # The health states its control process writes and its workers read (None: no
-    # backend of its config has a health check, and no control process runs).
-    shared: SharedHealth | None = None
+    # What its control process and its workers share (server states, weights,
+    # counters). None: no health check and no admin API, so no control process runs.
+    shared: SharedState | None = None
     draining: bool = False
     # When its remaining workers get SIGKILL (set when draining starts).
     deadline: float = float("inf")
@@ -153,11 +153,9 @@ class Arbiter:
         except ConfigError as exc:  # (the files changed since the config was checked)
             raise StartupError(str(exc)) from None
         self.sockets.ensure(config, slots)
+        self.sockets.ensure_admin(config)
         _raise_fd_limit(config)
         self.signals = SignalPipe()
-        if config.admin.requested:
-            log.warning("[admin] bind %s: the admin API is not served by this version yet",
-                        config.admin.bind)  # fmt: skip
         self._new_generation(config, slots, tls)
 
     def run(self) -> int:
@@ -214,6 +212,7 @@ class Arbiter:
             slots = resolve_workers(config)
             tls = server_tls(config)  # certificates re-read from their files
             self.sockets.ensure(config, slots)
+            self.sockets.ensure_admin(config)
         except (ConfigError, StartupError) as exc:
             log.error("reload rejected, still serving the previous config: %s", exc)
             return False
@@ -342,6 +341,8 @@ class Arbiter:
         for slot, child in gen.children.items():
             if slot != CONTROL:  # (its verdicts serve the draining workers to their end)
                 _kill(child.pid, signal.SIGTERM)
+            else:  # but the admin API is the new generation's alone from now on
+                _kill(child.pid, signal.SIGUSR2)
         self._end_control(gen)
         # Draining workers stop accepting at once: a socket only they used would queue
         # connections nobody accepts, so close it now (Linux resets what is queued).
@@ -364,10 +365,11 @@ class Arbiter:
     def _new_generation(self, config: Config, slots: int, tls: dict[str, ServerTls]) -> None:
         number = self.generations[-1].number + 1 if self.generations else 1
         gen = Generation(number, config, slots, time.monotonic(), tls)
-        if any(b.health is not None for b in config.backends.values()):
-            gen.shared = SharedHealth(config)  # (before any fork: every child maps it)
+        if config.admin.requested or any(b.health is not None for b in config.backends.values()):
+            gen.shared = SharedState(config, slots)  # (before any fork: every child maps it)
             if self.generations and self.current.shared is not None:
-                # A reload keeps what the checks know of the servers it keeps.
+                # A reload keeps what the checks and the operator said of the servers
+                # it keeps.
                 gen.shared.inherit(self.current.shared, self.current.config, config)
         self.generations.append(gen)
         log.info("generation %d: starting %d worker(s): %s", number, slots, config.summary())
@@ -413,11 +415,13 @@ class Arbiter:
                 if child.ready_fd is not None:
                     os.close(child.ready_fd)
             if slot == CONTROL:
-                self.sockets.close_except(())
+                admin = self.sockets.admin if gen.config.admin.requested else None
+                self.sockets.close_except([admin] if admin is not None else [])
                 assert gen.shared is not None
                 from trilb.control.main import run_control  # trio, only after fork
 
-                return run_control(gen.config, gen.shared, ready_fd, self.pid)
+                return run_control(gen.config, gen.shared, ready_fd, self.pid, admin,
+                                   gen.number)  # fmt: skip
             listeners = self.sockets.for_slot(gen.config, slot)
             self.sockets.close_except(s for socks in listeners.values() for s in socks)
             from trilb.worker.main import run_worker  # trio is imported only after fork

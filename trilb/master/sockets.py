@@ -46,6 +46,35 @@ class SocketSet:
         # A bind to port 0 gets its port from the kernel once; every slot and every
         # later generation reuse that port.
         self._actual: dict[Bind, Address] = {}
+        # The admin listener (control/admin.py serves it), one for every generation.
+        self.admin: socket.socket | None = None
+        self._admin_at: Address | None = None
+
+    def ensure_admin(self, config: Config) -> None:
+        """Listen on ``[admin] bind`` (a plain socket: one control process serves it),
+        keeping the socket across reloads that keep the address.
+
+        Raises:
+          StartupError: the address is taken or not permitted.
+        """
+        want = config.admin.bind if config.admin.requested else None
+        if want == self._admin_at:
+            return
+        sock = None
+        if want is not None:
+            sock = socket.socket(want.family, socket.SOCK_STREAM)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.bind(want.sockaddr)
+                sock.listen(64)
+                sock.setblocking(False)
+            except OSError as exc:
+                sock.close()
+                raise StartupError(_bind_error("admin.bind", want, exc)) from None
+            log.info("admin API listening on %s", Address(want.host, sock.getsockname()[1]))
+        if self.admin is not None:
+            self.admin.close()
+        self.admin, self._admin_at = sock, want
 
     def actual(self, configured: Address, path: str = "") -> Address:
         """The address a configured bind really listens on (port 0 resolved)."""
@@ -123,11 +152,16 @@ class SocketSet:
         for sock in self._socks.values():
             if id(sock) not in keep_ids:
                 sock.close()
+        if self.admin is not None and id(self.admin) not in keep_ids:
+            self.admin.close()
 
     def close_all(self) -> None:
         for sock in self._socks.values():
             sock.close()
         self._socks.clear()
+        if self.admin is not None:
+            self.admin.close()
+            self.admin = self._admin_at = None
 
 
 def _binds(config: Config, frontend: str | None = None) -> Iterable[tuple[str, Bind, int]]:

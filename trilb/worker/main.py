@@ -15,7 +15,7 @@ import socket
 import trio
 
 from trilb.config.schema import Config
-from trilb.control.shared import SharedHealth
+from trilb.control.shared import SharedState
 from trilb.obs.logging import setup_logging
 from trilb.tls import ServerTls
 from trilb.worker.serve import serve_worker
@@ -46,13 +46,14 @@ def run_worker(
     ready_fd: int,
     master: int,
     tls: dict[str, ServerTls] | None = None,
-    shared: SharedHealth | None = None,
+    shared: SharedState | None = None,
 ) -> int:
     """Serve one slot until SIGTERM and the drain that follows; returns the exit status.
-    ``shared``: the generation's health states (control/shared.py), if it checks any."""
+    ``shared``: the generation's shared mapping (control/shared.py), when it has a
+    control process."""
     setup_logging(f"worker {slot + 1}", config.global_.log_level)
     if not die_with_parent(master):
         return 0
     log.debug("generation %d started", generation)
-    trio.run(serve_worker, config, listeners, ready_fd, tls, shared)
+    trio.run(serve_worker, config, listeners, ready_fd, tls, shared, slot)
     return 0

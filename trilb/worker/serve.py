@@ -13,13 +13,12 @@ import logging
 import os
 import signal
 import socket
-from functools import partial
 
 import trio
 
 from trilb.balance.backend import BackendState
 from trilb.config.schema import Config
-from trilb.control.shared import SharedHealth
+from trilb.control.shared import SharedState
 from trilb.l4.accept import Acceptor
 from trilb.l4.idle import MAX_TICK, MIN_TICK, IdleSweeper
 from trilb.l4.pump import Pools
@@ -29,6 +28,7 @@ from trilb.l4.udp import UdpFrontend
 from trilb.l7.proxy import HttpBackend
 from trilb.l7.server import HttpFrontend
 from trilb.tls import ServerTls, server_tls
+from trilb.worker.publish import Publisher
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ async def serve_worker(
     listeners: dict[str, list[socket.socket]],
     ready_fd: int,
     tls: dict[str, ServerTls] | None = None,
-    shared: SharedHealth | None = None,
+    shared: SharedState | None = None,
+    slot: int = 0,
 ) -> None:
     """Serve until SIGTERM, then drain within ``global.grace`` and return.
 
@@ -51,11 +52,10 @@ async def serve_worker(
     sweeper = IdleSweeper(tick=_tick(config))
     reactor = Reactor(pools)
     frontends = _frontends(config, reactor, sweeper, server_tls(config) if tls is None else tls)
-    if shared is not None:  # the control process's verdicts, read once a tick
-        for state in _backend_states(frontends):
-            if state.config.health is not None:
-                _sync_health(state, shared, 0.0)  # (before the first request too)
-                sweeper.chores.append(partial(_sync_health, state, shared))
+    if shared is not None:  # the control process's view in, this worker's counters out
+        publish = Publisher(shared, slot, _backend_states(frontends), frontends)
+        publish()  # (before the first request too)
+        sweeper.chores.append(publish)
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as handlers:
             handlers.start_soon(sweeper.serve)
@@ -163,10 +163,6 @@ def _backend_states(frontends: list[Frontend]) -> list[BackendState]:
         else:
             states[id(fe.backend)] = fe.backend
     return list(states.values())
-
-
-def _sync_health(state: BackendState, shared: SharedHealth, now: float) -> None:
-    state.set_health(shared.states(state.config.name, len(state.slots)))
 
 
 async def _drain(frontends: list[Frontend], grace: float) -> None:

@@ -1,0 +1,60 @@
+"""The generation's shared mapping (control/shared.py): server states, weights and the
+workers' counters, as seen across a fork; a reload's inheritance. No sockets."""
+
+from __future__ import annotations
+
+import os
+
+from trilb.config.load import parse_config
+from trilb.config.schema import Config
+from trilb.control.shared import DRAIN, MAINT, READY, SharedState
+from trilb.obs.counters import F_CONNECTIONS, S_TOTAL, SERVER_COUNTERS
+
+
+def config(a_servers: list[str]) -> Config:
+    return parse_config({
+        "frontends": {"w": {"mode": "tcp", "bind": "127.0.0.1:0", "default_backend": "a"},
+                      "u": {"mode": "udp", "bind": "127.0.0.1:0", "default_backend": "b"}},
+        "backends": {"a": {"servers": a_servers, "health": {}},
+                     "b": {"servers": ["127.0.0.1:3", {"address": "127.0.0.1:4", "weight": 3}]}},
+    })  # fmt: skip
+
+
+def test_a_reload_keeps_what_is_known_of_unchanged_backends() -> None:
+    old_config = config(["127.0.0.1:1", "127.0.0.1:2"])
+    old = SharedState(old_config, 2)
+    old.set_health("a", 1, False)
+    old.set_health("b", 0, False)
+    old.set_admin("b", 1, DRAIN)
+    old.set_weight("b", 0, 7)
+    new_config = config(["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:5"])  # a changed
+    new = SharedState(new_config, 1)
+    new.inherit(old, old_config, new_config)
+    # a's servers changed: checked anew, from the config's weights
+    assert new.server_state("a") == (b"\x01\x01\x01", bytes([READY] * 3), [1, 1, 1])
+    # b's servers are the same: its verdicts, operator states and weights stay
+    assert new.server_state("b") == (b"\x00\x01", bytes([READY, DRAIN]), [7, 3])
+    old.close()
+    new.close()
+
+
+def test_states_and_counters_cross_the_fork() -> None:
+    shared = SharedState(config(["127.0.0.1:1", "127.0.0.1:2"]), 2)
+    assert shared.server_state("b") == (b"\x01\x01", bytes([READY, READY]), [1, 3])
+    pid = os.fork()
+    if pid == 0:  # a worker publishes its block; the control process sets states
+        block = shared.worker_block(1)
+        block[shared.server_offset("b", 1) + S_TOTAL] = 5
+        block[shared.frontend_offset("u") + F_CONNECTIONS] = 9
+        shared.set_admin("a", 0, MAINT)
+        shared.set_weight("b", 1, 0)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    shared.worker_block(0)[shared.server_offset("b", 1) + S_TOTAL] = 2
+    totals = shared.totals()
+    assert totals[shared.server_offset("b", 1) + S_TOTAL] == 7  # summed over workers
+    assert totals[shared.frontend_offset("u") + F_CONNECTIONS] == 9
+    assert shared.server_offset("b", 0) == 2 * SERVER_COUNTERS  # after a's two servers
+    assert shared.server_state("a")[1] == bytes([MAINT, READY])
+    assert shared.server_state("b")[2] == [1, 0]
+    shared.close()
