@@ -122,6 +122,9 @@ class Waf(Plugin):
         for line in lines:
             log.warning("waf %s: %s %s: %s", "block" if bad and self.block else "detect",
                         ctx.client_ip, path, line)  # fmt: skip
+        if lines:  # the rule ids, in the access log: "rule 942100 (...) in ..."
+            verdict = "block" if bad and self.block else "detect"
+            ctx.notes["waf"] = f"{verdict}:{','.join(line.split(' ', 2)[1] for line in lines)}"
         if bad and self.block:
             return self.reply
         return CONTINUE

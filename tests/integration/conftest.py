@@ -85,6 +85,26 @@ class Backend(ThreadedServer):
             conn.sendall(memoryview(buf)[:n])
 
 
+class HttpOrigin(ThreadedServer):
+    """Answers every HTTP/1.1 request with 200 and its name, keeping the connection."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__()
+
+    def serve(self, conn: socket.socket) -> None:
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                more = conn.recv(65536)
+                if not more:
+                    return
+                data += more
+            _, _, data = data.partition(b"\r\n\r\n")
+            body = self.name.encode()
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.integration.conftest import Backend, ThreadedServer, Trilb, free_port
+from tests.integration.conftest import Backend, HttpOrigin, Trilb, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -28,26 +28,6 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 TOKEN = "s3cret-admin-token-for-tests"
 # Screenshots of the stats page are kept here (CI keeps the folder as an artifact).
 ARTIFACTS = Path(os.environ.get("TRILB_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts"))
-
-
-class HttpOrigin(ThreadedServer):
-    """Answers every HTTP/1.1 request with 200 and its name, keeping the connection."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        super().__init__()
-
-    def serve(self, conn: socket.socket) -> None:
-        data = b""
-        while True:
-            while b"\r\n\r\n" not in data:
-                more = conn.recv(65536)
-                if not more:
-                    return
-                data += more
-            _, _, data = data.partition(b"\r\n\r\n")
-            body = self.name.encode()
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
 
 
 def call(port: int, path: str, body: Any = None, token: str = "") -> tuple[int, Any]:

@@ -28,6 +28,7 @@ from trilb.config.schema import (
     ALPN_PROTOCOLS,
     MAX_WEIGHT,
     MODES,
+    AccessLog,
     Address,
     Admin,
     Backend,
@@ -114,6 +115,7 @@ def parse_config(raw: dict[str, Any], source: str = "<string>") -> Config:
     # Relative file names (certificates) start from the config file's directory.
     base = os.getcwd() if source == "<string>" else os.path.dirname(os.path.abspath(source))
     admin = _parse_admin(top.take("admin", Table), base)
+    access_log = _parse_access_log(top.take("access_log", Table), base)
     plugins = _parse_tables(top.take("plugins", Table), parse_plugin)
     backends = _parse_tables(top.take("backends", Table), partial(_parse_backend, base=base))
     frontends = _parse_tables(top.take("frontends", Table), partial(_parse_frontend, base=base))
@@ -128,6 +130,7 @@ def parse_config(raw: dict[str, Any], source: str = "<string>") -> Config:
         source=source,
         global_=glob,
         admin=admin,
+        access_log=access_log,
         frontends=MappingProxyType(frontends),
         backends=MappingProxyType(backends),
         plugins=MappingProxyType(plugins),
@@ -205,6 +208,19 @@ def _parse_admin(t: Table | None, base: str) -> Admin:
         why = "loopback address: anyone who reaches it could drain servers"
         raise ConfigError(t.key("token"), f"required when admin.bind ({bind}) is not a {why}")
     return t.build(Admin, requested=True)
+
+
+def _parse_access_log(t: Table | None, base: str) -> AccessLog | None:
+    if t is None:
+        return None
+    path = t.take("path", _parse_text)
+    t.take("format", parse_choice(("text", "json")))
+    if path is not None and path != "stdout":
+        full = os.path.join(base, path)
+        if not os.path.isdir(os.path.dirname(full)):
+            raise ConfigError(t.key("path"), f"no directory {os.path.dirname(full)!r} for {path!r}")
+        t.values["path"] = full
+    return t.build(AccessLog)
 
 
 def _parse_text(value: object, path: str) -> str:

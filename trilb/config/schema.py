@@ -79,6 +79,14 @@ class Admin:
 
 
 @dataclass(frozen=True, slots=True)
+class AccessLog:
+    # "stdout", or a file (absolute once loaded) that SIGUSR1 reopens.
+    path: str = "stdout"
+    # "text" (HAProxy's httplog shape) or "json" (one object per line).
+    format: str = "text"
+
+
+@dataclass(frozen=True, slots=True)
 class Server:
     name: str
     address: Address
@@ -341,6 +349,8 @@ class Config:
     source: str
     global_: Global = field(default_factory=Global)
     admin: Admin = field(default_factory=Admin)
+    # One line per HTTP request and per TCP connection (None: no access log).
+    access_log: AccessLog | None = None
     frontends: Mapping[str, Frontend] = field(default_factory=lambda: MappingProxyType({}))
     backends: Mapping[str, Backend] = field(default_factory=lambda: MappingProxyType({}))
     plugins: Mapping[str, PluginSpec] = field(default_factory=lambda: MappingProxyType({}))

@@ -45,7 +45,6 @@ def run_control(
 ) -> int:
     """The control process's life after fork; returns its exit status. ``admin``: the
     admin endpoint's listening socket, if the config has one."""
-    signal.signal(signal.SIGUSR2, signal.SIG_IGN)  # (until trio listens for it)
     setup_logging("control", config.global_.log_level)
     if not die_with_parent(master):
         return 0

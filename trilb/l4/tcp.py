@@ -14,6 +14,7 @@ import errno
 import logging
 import select
 import socket
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -27,6 +28,7 @@ from trilb.l4.connect import error_kind
 from trilb.l4.idle import Deadline, IdleSweeper, Watched
 from trilb.l4.proxyproto import build_v1, build_v2
 from trilb.l4.reactor import Link, Reactor
+from trilb.obs.accesslog import AccessLog, tcp_line
 from trilb.obs.counters import F_BYTES_IN, F_BYTES_OUT, S_BYTES_IN, S_BYTES_OUT, S_TOTAL
 from trilb.obs.logging import Throttle
 from trilb.plugin.api import Context, Plugin
@@ -60,6 +62,12 @@ class TcpFrontend(Acceptor):
         self._unserved = Throttle(LOG_INTERVAL)
         # Per-connection detail costs a clock read and a format: only when it is shown.
         self._debug = log.isEnabledFor(logging.DEBUG)
+        self.access: AccessLog | None = None
+
+    def set_access_log(self, access: AccessLog) -> None:
+        """Log a line per connection (it then costs a clock read at its start)."""
+        self.access = access
+        self._debug = True
 
     def take(
         self,
@@ -129,9 +137,17 @@ class TcpFrontend(Acceptor):
         link.server.close()
         if self._debug:
             how = "idle" if entry.watched.aborted else (t.error or "closed")
+            took = trio.current_time() - entry.start
+            if self.access is not None:
+                client = f"{entry.peer[0]}:{entry.peer[1]}"
+                end = ("idle" if entry.watched.aborted else "closed" if t.error is None
+                       else errno.errorcode.get(t.error.errno or 0, "error"))  # fmt: skip
+                self.access.add(tcp_line(self.config.name, client, self.backend.config.name,
+                                         slot.name, t.up, t.down, took, end, time.time(),
+                                         self.access.json))  # fmt: skip
             log.debug("frontend %s: %s:%d via %s: %d bytes up, %d down, %.3fs, %s",
                       self.config.name, entry.peer[0], entry.peer[1], entry.slot.name, t.up,
-                      t.down, trio.current_time() - entry.start, how)  # fmt: skip
+                      t.down, took, how)  # fmt: skip
         self._closed(link.client, entry.peer)
 
     def _closed(self, conn: socket.socket, peer: tuple[str, int]) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from http import HTTPStatus
+from time import monotonic
 
 from trilb.errors import TrilbError
 from trilb.messages import ResponseHead
@@ -168,7 +169,8 @@ class Run:
     """A request's plugin state (RequestHead.plugins): its Context, its route's chains,
     and the route's body and message phases (None if it has none)."""
 
-    __slots__ = ("ctx", "finished", "flow", "passes_response", "route")
+    __slots__ = ("connect", "ctx", "finished", "flow", "passes_response", "responded", "route",
+                 "size", "started")  # fmt: skip
 
     def __init__(self, ctx: Context, route: Chains | None, flow: Flow | None = None) -> None:
         self.ctx = ctx
@@ -177,6 +179,18 @@ class Run:
         # The response body goes through a phase (a task's work, not the reactor's).
         self.passes_response = flow is not None and bool(flow.response_body)
         self.finished = False  # the done phases ran
+        # For the access log (monotonic seconds): the request head, a new server
+        # connection's connect time, the response head; the response body's length.
+        self.started = monotonic()
+        self.connect = 0.0
+        self.responded = -1.0
+        self.size = -1
+
+    def routed(self, route: Chains | None, flow: Flow | None) -> None:
+        """The router chose: the route's chains and body and message phases."""
+        self.route = route
+        self.flow = flow
+        self.passes_response = flow is not None and bool(flow.response_body)
 
 
 def reply_fields(reply: Reply) -> list[tuple[bytes, bytes]]:

@@ -33,7 +33,9 @@ response head has gone to the client an error can only close the connection.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
+from time import monotonic
 
 import trio
 
@@ -63,6 +65,7 @@ from trilb.l7.stream import Peer, Stream
 from trilb.l7.upstream import UpstreamPool
 from trilb.l7.wshandshake import UPGRADE_FIELDS
 from trilb.messages import Framing, RequestHead, ResponseHead
+from trilb.obs.accesslog import AccessLog, HttpRecord, http_line
 from trilb.obs.counters import F_1XX, frontend_counts
 from trilb.plugin.api import Context, Plugin, Reply, Request
 from trilb.plugin.chains import build
@@ -168,6 +171,7 @@ class HttpBackend:
             if not fresh and (stream := pool.take(slot)) is not None:
                 return stream, slot, True
             if not pool.full(slot):
+                started = monotonic()
                 try:
                     stream = await pool.open(slot)
                 except UpstreamError as exc:
@@ -176,6 +180,8 @@ class HttpBackend:
                     failure = exc
                 else:
                     self.state.succeeded(slot)
+                    if head.plugins is not None:  # (for the access log)
+                        head.plugins.connect = monotonic() - started
                     return stream, slot, False
             slot = None
         raise self._no_server(failure)
@@ -242,12 +248,19 @@ class Proxy:
         self.draining = False
         # The frontend's counters (obs/counters.py; the frontend shares its own).
         self.counts = frontend_counts()
+        # The worker's access log, if any: every request then takes the plugin path,
+        # whose Run carries what the line needs.
+        self.access: AccessLog | None = None
         self.router = Router.compile(config.routes, config.default_backend)
         # Without routes every request goes to the default backend: no match to run.
         self.only = None if config.routes else backends.get(config.default_backend)
         # X-Forwarded-Proto: what the client spoke to us.
         self.scheme = b"https" if config.tls is not None else b"http"
         self.scheme_name = self.scheme.decode()  # (the plugins' Context.scheme)
+
+    def set_access_log(self, access: AccessLog) -> None:
+        self.access = access
+        self.has_plugins = True
 
     def count(self, status: int) -> None:
         """A response of ``status`` went to a client."""
@@ -287,7 +300,8 @@ class Proxy:
         """Whether a plugin phase applies to ``head`` (call only when ``has_plugins``): the
         frontend's plugins, or its route's. A request whose route has none stays on the
         paths without plugins."""
-        return self.chains is not None or self.router.match(head).index in self.route_chains
+        return (self.chains is not None or self.access is not None
+                or self.router.match(head).index in self.route_chains)  # fmt: skip
 
     def wants_messages(self, head: RequestHead) -> bool:
         """Whether the WebSocket ``head`` asks for is relayed message by message: for
@@ -313,11 +327,13 @@ class Proxy:
         """
         ctx = Context(client_ip.decode("latin-1"), self.scheme_name, self.config.name)
         request = Request(head)
+        # (Made first: a frontend plugin's Reply still gets its done phases and log line.)
+        run = head.plugins = Run(ctx, None)
         wanted = run_request(self.chains.request, ctx, request) if self.chains else None
         route = self.router.match(head)
         ctx.backend = route.backend
         chains = self.route_chains.get(route.index)
-        head.plugins = Run(ctx, chains, self.flows.get(route.index))
+        run.routed(chains, self.flows.get(route.index))
         if chains is not None:
             wanted = run_request(chains.request, ctx, request) or wanted
         backend = self.backends[route.backend]
@@ -336,6 +352,10 @@ class Proxy:
           PluginReply: a plugin failed (500).
         """
         run = head.plugins
+        run.responded = monotonic()
+        framing = rhead.framing  # (a streamed body's length is not known: -1)
+        run.size = (rhead.content_length or 0 if framing is Framing.LENGTH
+                    else 0 if framing is Framing.NONE else -1)  # fmt: skip
         if run.route is not None:
             run_response(run.route.response, run.ctx, rhead)
         if self.chains is not None:
@@ -354,6 +374,22 @@ class Proxy:
             run_done(self.chains.done, run.ctx)
         if run.route is not None:
             run_done(run.route.done, run.ctx)
+        if self.access is not None:
+            self._log(head, run)
+
+    def _log(self, head: RequestHead, run: Run) -> None:
+        ctx = run.ctx
+        now = monotonic()
+        record = HttpRecord(
+            self.config.name, ctx.client_ip, head.method.decode("latin-1"),
+            head.target.decode("latin-1"), head.version.decode("latin-1"), ctx.status,
+            ctx.backend, ctx.server or "", run.connect,
+            run.responded - run.started if run.responded >= 0 else -1.0,
+            now - run.started, run.size if run.responded >= 0 else -1,
+            " ".join(f"{k}={v}" for k, v in ctx.notes.items()),
+        )  # fmt: skip
+        assert self.access is not None
+        self.access.add(http_line(record, time.time(), self.access.json))
 
     async def _exchange_plugins(
         self,

@@ -31,6 +31,7 @@ from trilb.l7.client import CLOSED, IDLE, TASK, ClientConnection
 from trilb.l7.phases import PluginReply, reply_wire
 from trilb.l7.proxy import HttpBackend, Proxy, status_for
 from trilb.l7.wsrelay import Tunnels
+from trilb.obs.accesslog import AccessLog
 from trilb.plugin.api import Plugin
 from trilb.tls import ServerTls
 
@@ -64,6 +65,9 @@ class HttpFrontend(Acceptor):
         self._listeners: list[socket.socket] = []
         # Listeners not watched for now (maxconn reached, or out of descriptors).
         self._paused: list[socket.socket] = []
+
+    def set_access_log(self, access: AccessLog) -> None:
+        self.proxy.set_access_log(access)
 
     def drain(self) -> None:
         """Stop keeping connections alive: idle ones close now, busy ones after their

@@ -199,6 +199,10 @@ class Arbiter:
             self.handle_stop(signal.Signals(sig).name)
         elif sig == signal.SIGHUP:
             self.handle_reload()
+        elif sig == signal.SIGUSR1:  # logrotate moved the access log: workers reopen it
+            for child in self.children.values():
+                if child.slot != CONTROL:
+                    _kill(child.pid, signal.SIGUSR1)
 
     def handle_reload(self) -> bool:
         """Re-read the config; start a new generation only if it is valid."""

@@ -13,7 +13,7 @@ import os
 import signal
 
 # The master acts on these; everything else keeps its default disposition.
-HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD)
+HANDLED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP, signal.SIGCHLD, signal.SIGUSR1)
 
 
 def _ignore(signum: int, frame: object) -> None:
@@ -54,6 +54,8 @@ def reset_in_child(pipe: SignalPipe) -> None:
 
     SIGINT and SIGHUP are ignored: a Ctrl-C or a closed terminal reaches the whole
     process group, and the master alone decides how workers stop (it sends SIGTERM).
+    SIGUSR1 (reopen the access log, which the master passes on) and SIGUSR2 (a control
+    process's generation drains) are ignored until the child's event loop takes them.
     """
     signal.set_wakeup_fd(-1)
     os.close(pipe.read_fd)
@@ -62,3 +64,5 @@ def reset_in_child(pipe: SignalPipe) -> None:
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR1, signal.SIG_IGN)
+    signal.signal(signal.SIGUSR2, signal.SIG_IGN)

@@ -82,11 +82,13 @@ class Context:
     ``client_ip``, ``scheme`` ("http" or "https"), ``frontend`` (its name) are set when
     the request arrives, ``backend`` once it is routed, ``server`` once a server is
     chosen (None if none was), ``status`` once a response is known. ``vars`` is the
-    plugins' own: use keys named after your plugin.
+    plugins' own: use keys named after your plugin. ``notes`` is what a plugin wants in
+    the request's access log line (``ctx.notes["waf"] = "block 942100"``): keep values
+    short, without spaces.
     """
 
-    __slots__ = ("backend", "client_ip", "frontend", "pinned_missed", "scheme", "server",
-                 "status", "vars")  # fmt: skip
+    __slots__ = ("backend", "client_ip", "frontend", "notes", "pinned_missed", "scheme",
+                 "server", "status", "vars")  # fmt: skip
 
     def __init__(self, client_ip: str, scheme: str, frontend: str) -> None:
         self.client_ip = client_ip
@@ -98,6 +100,7 @@ class Context:
         # A UseServer named a server that was not available; another one was picked.
         self.pinned_missed = False
         self.vars: dict[str, Any] = {}
+        self.notes: dict[str, str] = {}
 
 
 class Message:

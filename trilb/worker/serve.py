@@ -27,6 +27,7 @@ from trilb.l4.tcp import TcpFrontend
 from trilb.l4.udp import UdpFrontend
 from trilb.l7.proxy import HttpBackend
 from trilb.l7.server import HttpFrontend
+from trilb.obs.accesslog import AccessLog
 from trilb.tls import ServerTls, server_tls
 from trilb.worker.publish import Publisher
 
@@ -56,7 +57,14 @@ async def serve_worker(
         publish = Publisher(shared, slot, _backend_states(frontends), frontends)
         publish()  # (before the first request too)
         sweeper.chores.append(publish)
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+    access = None
+    if config.access_log is not None:
+        access = AccessLog(config.access_log)
+        for fe in frontends:
+            if not isinstance(fe, UdpFrontend):
+                fe.set_access_log(access)
+        sweeper.chores.append(access.flush)
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGUSR1) as signals:
         async with trio.open_nursery() as handlers:
             handlers.start_soon(sweeper.serve)
             handlers.start_soon(reactor.serve)
@@ -73,8 +81,11 @@ async def serve_worker(
                         else:
                             accepting.start_soon(fe.serve, sock)
                 _notify_ready(ready_fd)
-                async for _ in signals:
-                    break
+                async for sig in signals:
+                    if sig == signal.SIGTERM:
+                        break
+                    if access is not None:
+                        access.reopen()
                 accepting.cancel_scope.cancel()
                 for fe in frontends:
                     if isinstance(fe, HttpFrontend | UdpFrontend):
@@ -96,6 +107,8 @@ async def serve_worker(
                     fe.close_all()
             handlers.cancel_scope.cancel()
     pools.close()
+    if access is not None:
+        access.close()
 
 
 def _take_queued(fe: Acceptor, sock: socket.socket) -> None:

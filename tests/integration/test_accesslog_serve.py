@@ -1,0 +1,168 @@
+"""Access logs of a running trilb: a line per HTTP request (HTTP/1.1 on the reactor's
+path and a task's, HTTP/2, trilb's own errors, a WAF block with its rule id) and per
+TCP connection, as JSON and as text; SIGUSR1 after a rename starts a new file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.conftest import Backend, HttpOrigin, Trilb, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def lines(path: Path, count: int, limit: float = 5.0) -> list[str]:
+    """The file's lines once it has ``count`` (a batch is written within a tick)."""
+    deadline = time.monotonic() + limit
+    while True:
+        text = path.read_text() if path.exists() else ""
+        found = text.splitlines()
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.05)
+
+
+def get(url: str, data: bytes | None = None) -> int:
+    try:
+        with urllib.request.urlopen(url, data=data, timeout=5) as response:
+            response.read()
+            return int(response.status)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
+def test_http_requests_are_logged_as_json(
+    trilb_factory: Callable[..., Trilb], tmp_path: Path
+) -> None:
+    port, dead = free_port(), free_port()
+    origin = HttpOrigin("one")
+    log = tmp_path / "logs" / "access.json"
+    log.parent.mkdir()
+    trilb_factory(
+        f"""
+[access_log]
+path = "logs/access.json"
+format = "json"
+
+[frontends.web]
+mode = "http"
+bind = "127.0.0.1:{port}"
+default_backend = "app"
+plugins = ["waf"]
+
+[[frontends.web.routes]]
+path_prefix = "/gone/"
+backend = "dead"
+
+[backends.app]
+servers = ["{origin.address}"]
+
+[backends.dead]
+servers = ["127.0.0.1:{dead}"]
+
+[plugins.waf]
+""",
+        workers=1,
+    )
+    assert get(f"http://127.0.0.1:{port}/a?x=1") == 200
+    assert get(f"http://127.0.0.1:{port}/b", data=b"posted") == 200  # a body: a task's path
+    assert get(f"http://127.0.0.1:{port}/gone/x") == 502  # (connect refused)
+    assert get(f"http://127.0.0.1:{port}/?q=1%27%20OR%201=1--") == 403
+    h2 = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_version}",
+                         "--http2-prior-knowledge", f"http://127.0.0.1:{port}/h2"],
+                        capture_output=True, text=True, timeout=15)  # fmt: skip
+    assert h2.stdout == "2"
+    records = [json.loads(line) for line in lines(log, 5)]
+    by_target = {r["target"]: r for r in records}
+    first = by_target["/a?x=1"]
+    assert (first["method"], first["status"], first["backend"], first["server"]) == (
+        "GET",
+        200,
+        "app",
+        origin.address,
+    )
+    assert first["client"] == "127.0.0.1" and first["frontend"] == "web"
+    assert first["bytes"] == 3 and 0 <= first["first_byte_ms"] <= first["total_ms"] < 5000
+    assert first["connect_ms"] >= 0 and first["version"] == "1.1"
+    assert by_target["/b"]["method"] == "POST" and by_target["/b"]["status"] == 200
+    gone = by_target["/gone/x"]
+    assert (gone["status"], gone["backend"], gone["server"], gone["first_byte_ms"]) == (
+        502,
+        "dead",
+        None,
+        -1,
+    )
+    blocked = by_target["/?q=1%27%20OR%201=1--"]
+    assert blocked["status"] == 403 and blocked["notes"].startswith("waf=block:")
+    assert blocked["server"] is None  # no backend saw it
+    assert by_target["/h2"]["version"] == "2" and by_target["/h2"]["status"] == 200
+    origin.stop()
+
+
+def test_tcp_connections_are_logged_as_text_and_sigusr1_reopens(
+    trilb_factory: Callable[..., Trilb], backends: list[Backend], tmp_path: Path
+) -> None:
+    port = free_port()
+    log = tmp_path / "access.log"
+    trilb = trilb_factory(
+        f"""
+[access_log]
+path = "{log}"
+
+[frontends.db]
+mode = "tcp"
+bind = "127.0.0.1:{port}"
+default_backend = "pool"
+
+[backends.pool]
+servers = ["{backends[0].address}"]
+""",
+        workers=2,
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        assert conn.recv(16) == b"A\n"
+        conn.sendall(b"12345")
+        assert conn.recv(16) == b"12345"
+    (line,) = lines(log, 1)
+    assert f" db pool/{backends[0].address} " in line and line.endswith(" 5/7 closed")
+    assert line.startswith("127.0.0.1:")
+    os.rename(log, tmp_path / "access.log.1")
+    trilb.signal(signal.SIGUSR1)  # the master passes it to its workers
+    time.sleep(0.5)
+    for _ in range(4):  # (over both workers)
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+            assert conn.recv(16) == b"A\n"
+    assert len(lines(log, 4)) == 4
+    assert len((tmp_path / "access.log.1").read_text().splitlines()) == 1
+
+
+def test_a_bad_access_log_path_is_a_config_error(tmp_path: Path) -> None:
+    config = tmp_path / "bad.toml"
+    config.write_text("""
+[access_log]
+path = "/no/such/dir/access.log"
+
+[frontends.w]
+mode = "tcp"
+bind = "127.0.0.1:1"
+default_backend = "b"
+
+[backends.b]
+servers = ["127.0.0.1:2"]
+""")
+    done: Any = subprocess.run([sys.executable, "-m", "trilb", "check", "-c", str(config)],
+                               capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode != 0 and "access_log.path" in done.stderr

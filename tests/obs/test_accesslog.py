@@ -1,0 +1,68 @@
+"""Access log lines (obs/accesslog.py): the text and JSON shapes, escaping, batching
+and reopening, on a real file but without a running trilb."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from trilb.config.schema import AccessLog as Config
+from trilb.obs.accesslog import FLUSH_AT, AccessLog, HttpRecord, http_line, tcp_line
+
+NOW = 1795723501.25  # 2026-11-26T20:05:01.250 UTC
+
+
+def record(**changes: object) -> HttpRecord:
+    fields: dict[str, object] = dict(
+        frontend="web", client="10.0.0.7", method="GET", target="/a?b=1", version="1.1",
+        status=200, backend="app", server="web1", connect=0.0021, first_byte=0.0153,
+        total=0.0209, size=512, notes="",
+    )  # fmt: skip
+    fields.update(changes)
+    return HttpRecord(**fields)  # type: ignore[arg-type]
+
+
+def test_the_text_line_has_haproxys_shape() -> None:
+    line = http_line(record(), NOW, as_json=False)
+    assert line == ('10.0.0.7 [26/Nov/2026:20:05:01.250] web app/web1 2/15/20 200 512 - '
+                    '"GET /a?b=1 HTTP/1.1"')  # fmt: skip
+    # No server, no response head, a streamed body, a plugin's note, an odd target.
+    line = http_line(record(server="", first_byte=-1, size=-1, notes="waf=block:942100",
+                            target='/x"y\n', status=403), NOW, as_json=False)  # fmt: skip
+    assert ' app/- 2/-1/20 403 - waf=block:942100 "GET /x\\x22y\\x0a HTTP/1.1"' in line
+
+
+def test_the_json_line_is_one_object() -> None:
+    data = json.loads(http_line(record(size=-1, server=""), NOW, as_json=True))
+    assert data == {
+        "time": NOW, "type": "http", "frontend": "web", "client": "10.0.0.7",
+        "method": "GET", "target": "/a?b=1", "version": "1.1", "status": 200,
+        "backend": "app", "server": None, "connect_ms": 2, "first_byte_ms": 15,
+        "total_ms": 20, "bytes": None, "notes": None,
+    }  # fmt: skip
+    tcp = json.loads(tcp_line("db", "10.0.0.8:4000", "pg", "pg1", 10, 20, 1.5, "closed",
+                              NOW, as_json=True))  # fmt: skip
+    assert (tcp["bytes_up"], tcp["bytes_down"], tcp["total_ms"]) == (10, 20, 1500)
+    assert tcp["end"] == "closed"
+    assert tcp_line("db", "c:1", "pg", "pg1", 1, 2, 0.25, "idle", NOW, as_json=False) == (
+        "c:1 [26/Nov/2026:20:05:01.250] db pg/pg1 250 1/2 idle"
+    )
+
+
+def test_lines_are_batched_and_a_reopen_follows_a_rename(tmp_path: Path) -> None:
+    path = tmp_path / "access.log"
+    writer = AccessLog(Config(path=str(path)))
+    writer.add("one")
+    assert path.read_text() == ""  # (batched until the tick's flush)
+    writer.flush()
+    assert path.read_text() == "one\n"
+    os.rename(path, tmp_path / "access.log.1")  # logrotate
+    writer.add("two")
+    writer.flush()  # still the old file, as with any daemon before its signal
+    writer.reopen()
+    writer.add("three")
+    writer.add("x" * FLUSH_AT)  # a full batch goes out at once
+    assert (tmp_path / "access.log.1").read_text() == "one\ntwo\n"
+    assert path.read_text().startswith("three\nxxx")
+    writer.close()
