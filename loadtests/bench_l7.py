@@ -172,7 +172,12 @@ PLUGIN_TABLES = {
 
 
 def trilb_config(
-    port: int, origin: int, workers: int, tls: Certs | None = None, plugins: str = ""
+    port: int,
+    origin: int,
+    workers: int,
+    tls: Certs | None = None,
+    plugins: str = "",
+    access_log: Path | None = None,
 ) -> str:
     cert = f'{{ cert = "{tls.cert}", key = "{tls.key}" }}' if tls else ""
     tls_line = f"tls = {{ certs = [{cert}] }}\n" if tls else ""
@@ -182,8 +187,9 @@ def trilb_config(
         listed += '\n[[frontends.bench.routes]]\npath_prefix = "/offpath/"\nbackend = "origin"\n'
         listed += 'plugins = ["headers"]\n'
         names = ["headers"]
+    logged = f'[access_log]\npath = "{access_log}"\n\n' if access_log else ""
     return (
-        f'[global]\nworkers = {workers}\ngrace = "2s"\n\n'
+        f'[global]\nworkers = {workers}\ngrace = "2s"\n\n{logged}'
         f'[frontends.bench]\nmode = "http"\nbind = "127.0.0.1:{port}"\n'
         f'default_backend = "origin"\n{tls_line}{listed}\n'
         f'[backends.origin]\nservers = ["127.0.0.1:{origin}"]\n\n'
@@ -253,13 +259,15 @@ def start_proxy(
     origin: int,
     tls: Certs | None = None,
     plugins: str = "",
+    access_log: bool = False,
 ) -> Server:
     port = free_port()
     env = dict(os.environ)
     log = run_dir / f"{proxy}-w{workers}.log"
     if proxy == "trilb":
         conf = tmp / f"trilb-w{workers}.toml"
-        conf.write_text(trilb_config(port, origin, workers, tls, plugins))
+        logged = run_dir / f"trilb-w{workers}-access.log" if access_log else None
+        conf.write_text(trilb_config(port, origin, workers, tls, plugins, logged))
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
         argv = [sys.executable, "-m", "trilb", "serve", "-c", str(conf)]
     elif proxy == "haproxy":
@@ -338,7 +346,14 @@ def run_all(args: argparse.Namespace, tmp: Path, run_dir: Path, origin: Server) 
     runs = run_matrix(
         [Row(p, w) for _ in range(args.rounds) for w in args.workers for p in args.only],
         lambda row: start_proxy(
-            row.proxy, row.workers, tmp, run_dir, origin.port, args.certs, args.plugins
+            row.proxy,
+            row.workers,
+            tmp,
+            run_dir,
+            origin.port,
+            args.certs,
+            args.plugins,
+            args.access_log,
         ),
         lambda row, server: measure(
             row, server, args.duration, args.certs is not None, args.post_script
@@ -432,6 +447,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="",
         help=f"trilb runs these first-party plugins: {list(PLUGIN_TABLES)}, or 'offpath'",
     )
+    parser.add_argument(
+        "--access-log", action="store_true",
+        help="trilb writes a text access log (into the run's folder); the others log nothing",
+    )  # fmt: skip
     parser.add_argument(
         "--post", type=int, default=0, metavar="BYTES",
         help="requests are POSTs with a JSON body of BYTES (the origin drops it)",

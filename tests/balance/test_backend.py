@@ -116,3 +116,15 @@ def test_operator_states_and_weights_reach_the_slots() -> None:
     assert not b.up
     s.restore(5.0)
     assert b.up and a.counts[S_FAILURES] == 0 and b.counts[S_FAILURES] == 1
+
+
+def test_5xx_answers_count_as_failures_and_others_as_successes() -> None:
+    s = state(eject_after=2, eject_for=5.0)
+    a, _ = s.slots
+    s.observed(a, 503, 0.0)
+    s.observed(a, 200, 0.0)  # a success in between: the count starts again
+    s.observed(a, 500, 0.0)
+    assert a.up
+    s.observed(a, 502, 1.0)
+    assert not a.up and s.ejected == {0: 6.0}
+    assert a.counts[S_FAILURES] == 0  # (the failures counter is for connects)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.integration.conftest import Backend, Trilb, free_port, tcp_config
+from tests.integration.conftest import Backend, HttpOrigin, Trilb, free_port, tcp_config
 from tests.integration.test_plugins_serve import echoes
 
 pytestmark = pytest.mark.slow
@@ -62,3 +62,57 @@ pool_max_idle = 0
             assert client.get(f"http://127.0.0.1:{port}/").json()["server"] == "one"
     trilb.wait_log(f"server 127.0.0.1:{dead} out for 30s: 1 failure in a row", 5)
     assert trilb.log().count(" out for 30s") == 1
+
+
+class FailingOrigin(HttpOrigin):
+    """Answers 500 while ``failing``, else 200 with its name."""
+
+    def __init__(self, name: str) -> None:
+        self.failing = True
+        super().__init__(name)
+
+    def serve(self, conn: socket.socket) -> None:
+        data = b""
+        while True:
+            while b"\r\n\r\n" not in data:
+                more = conn.recv(65536)
+                if not more:
+                    return
+                data += more
+            _, _, data = data.partition(b"\r\n\r\n")
+            status = b"500 Internal Server Error" if self.failing else b"200 OK"
+            conn.sendall(b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n%s"
+                         % (status, len(self.name), self.name.encode()))  # fmt: skip
+
+
+def test_5xx_answers_eject_a_server_with_eject_on_5xx(trilb_factory: Factory) -> None:
+    bad, good = FailingOrigin("bad"), HttpOrigin("good")
+    port = free_port()
+    trilb = trilb_factory(f"""
+[frontends.web]
+mode = "http"
+bind = "127.0.0.1:{port}"
+default_backend = "app"
+
+[backends.app]
+servers = ["{bad.address}", "{good.address}"]
+eject_after = 2
+eject_for = "1s"
+eject_on_5xx = true
+""", workers=1)  # fmt: skip
+    try:
+        with httpx.Client() as client:
+            # Round robin: the bad server answers 500 twice (the client sees them: a 5xx
+            # is an answer, not retried), then it is out and every request gets "good".
+            statuses = [client.get(f"http://127.0.0.1:{port}/").status_code for _ in range(4)]
+            assert statuses.count(500) == 2
+            trilb.wait_log(f"server {bad.address} out for 1s: 2 failures in a row, the last: "
+                           "HTTP 500", 5)  # fmt: skip
+            assert {client.get(f"http://127.0.0.1:{port}/").text for _ in range(6)} == {"good"}
+            bad.failing = False  # recovered: after eject_for it is tried and stays
+            trilb.wait_log(f"server {bad.address} back in the balancing", 5)
+            texts = [client.get(f"http://127.0.0.1:{port}/").text for _ in range(6)]
+            assert texts.count("bad") == 3
+    finally:
+        bad.stop()
+        good.stop()

@@ -66,10 +66,20 @@ class BackendState:
 
     def failed(self, slot: ServerSlot, now: float, why: str) -> None:
         """A connection to ``slot`` failed (``why``, for the log)."""
+        slot.counts[S_FAILURES] += 1
+        self._failure(slot, now, why)
+
+    def observed(self, slot: ServerSlot, status: int, now: float) -> None:
+        """``slot`` answered with ``status`` (with ``eject_on_5xx``): a 5xx is a failure."""
+        if status >= 500:
+            self._failure(slot, now, f"HTTP {status}")
+        elif self.failures[slot.index]:
+            self.failures[slot.index] = 0
+
+    def _failure(self, slot: ServerSlot, now: float, why: str) -> None:
         after = self.config.eject_after
         if not after:
             return
-        slot.counts[S_FAILURES] += 1
         count = self.failures[slot.index] = self.failures[slot.index] + 1
         if count >= after:
             self.eject(slot, now, self.config.eject_for, f"{count} failure"

@@ -298,6 +298,7 @@ def _parse_backend(name: str, t: Table, base: str) -> Backend:
     t.take("health", parse_health)
     t.take("eject_after", parse_int(0, 1000))
     t.take("eject_for", parse_timeout)
+    t.take("eject_on_5xx", parse_bool)
     t.take("connect_timeout", parse_timeout)
     t.take("retries", parse_int(0, 100))
     t.take("response_timeout", parse_timeout)

@@ -133,6 +133,9 @@ class Backend:
     # max_fails / fail_timeout (1 and 10 s by default), Envoy's outlier detection.
     eject_after: int = 3
     eject_for: float = 10.0
+    # http: a 5xx response counts as a failure too, and any other as a success (HAProxy's
+    # observe layer7, nginx's proxy_next_upstream http_5xx counted by max_fails).
+    eject_on_5xx: bool = False
     # Active health checks (None: none; servers are then up unless ejected).
     health: Health | None = None
 

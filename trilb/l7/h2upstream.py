@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections import deque
+from collections.abc import Callable
 from time import monotonic
 from typing import TYPE_CHECKING
 
@@ -224,6 +225,8 @@ class H2Client:
                 status = next((v for n, v in event.headers if n == b":status"), b"")
                 if status.isdigit() and 100 <= int(status) <= 599:
                     tally(self.slot.counts, int(status), monotonic() - exchange.started)
+                    if self.pool.observe is not None:
+                        self.pool.observe(self.slot, int(status))
                 exchange._wake()
         elif isinstance(event, h2.events.DataReceived):
             exchange = self.exchanges.get(event.stream_id)
@@ -335,6 +338,8 @@ class H2Pool:
         self.tls = client_context(config.tls, alpn=["h2"]) if config.tls else None
         self.sni = [sni_name(config.tls, s.spec) if config.tls else None for s in config.servers]
         self.scheme = b"https" if config.tls else b"http"
+        # Told each final status of each server (the backend's eject_on_5xx), if set.
+        self.observe: Callable[[ServerSlot, int], None] | None = None
 
     async def open(self, slot: ServerSlot, fields: Fields, end_stream: bool) -> Exchange:
         """A stream to ``slot``'s server, on a connection with room or a new one.

@@ -16,6 +16,7 @@ hands out bytes it has checked, so nothing past a framing error is ever forwarde
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import partial
 from time import monotonic
 from typing import Final
@@ -196,7 +197,7 @@ class ResponseParser(HeadParser):
       max_headers: the most header fields accepted.
     """
 
-    __slots__ = ("counts", "method", "sent")
+    __slots__ = ("counts", "method", "observe", "sent")
     _kind = "response"
     _status = 502
     _line_status = 502
@@ -209,9 +210,12 @@ class ResponseParser(HeadParser):
         max_headers_size: int = 65536,
         max_headers: int = 100,
         counts: list[int] | None = None,
+        observe: Callable[[int], None] | None = None,
     ) -> None:
         self.method = method
         self.counts = counts
+        # Told each final status (the passive check of eject_on_5xx), if set.
+        self.observe = observe
         self.sent = 0.0
         super().__init__(max_line, max_headers_size, max_headers)
 
@@ -236,6 +240,8 @@ class ResponseParser(HeadParser):
         counts = self.counts
         if counts is not None and (head.status >= 200 or head.status == 101):
             tally(counts, head.status, monotonic() - self.sent)
+            if self.observe is not None:
+                self.observe(head.status)
         reuse = head.keep_alive and head.framing is Framing.NONE
         if head.keep_alive and head.framing is Framing.LENGTH:
             # The whole body is here (a small response): llhttp takes it, without a

@@ -127,6 +127,13 @@ class HttpBackend:
         if config.protocol == "h2":
             self.h2 = H2Pool(config, self.state.slots, sweeper)
             sweeper.chores.append(self.h2.expire)
+        if config.eject_on_5xx and config.eject_after:  # each final status, to the state
+            self.pool.observe = self._observed
+            if self.h2 is not None:
+                self.h2.observe = self._observed
+
+    def _observed(self, slot: ServerSlot, status: int) -> None:
+        self.state.observed(slot, status, trio.current_time())
 
     def pooled(
         self, head: RequestHead, pinned: ServerSlot | None = None

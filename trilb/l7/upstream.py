@@ -12,6 +12,9 @@ the proxy may retry. It does not choose servers or speak HTTP.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
+
 from trilb.balance.algorithms import ServerSlot
 from trilb.config.schema import Backend
 from trilb.l4.connect import open_tcp, start_tls
@@ -42,6 +45,8 @@ class UpstreamPool:
         # TLS to the servers: one context, and the SNI name of each server.
         self.tls = client_context(config.tls) if config.tls is not None else None
         self.sni = [sni_name(config.tls, s.spec) if config.tls else None for s in config.servers]
+        # Told each final status of each server (the backend's eject_on_5xx), if set.
+        self.observe: Callable[[ServerSlot, int], None] | None = None
 
     def full(self, slot: ServerSlot) -> bool:
         """No connection can be had: none idle, and a new one would pass the cap."""
@@ -77,7 +82,8 @@ class UpstreamPool:
                                    self.sweeper)  # fmt: skip
         self.servers[slot.index].busy += 1
         stream = Stream(sock, self.sweeper, upstream=True, name=slot.name)
-        stream.parser = ResponseParser(counts=slot.counts)
+        observe = None if self.observe is None else partial(self.observe, slot)
+        stream.parser = ResponseParser(counts=slot.counts, observe=observe)
         return stream
 
     def release(self, slot: ServerSlot, stream: Stream, reusable: bool) -> None:
