@@ -27,10 +27,10 @@ class ThreadedServer:
     """A loopback listening socket (port 0, kept) whose connections each get a thread
     running ``serve``; the base of the test backends."""
 
-    def __init__(self, host: str = "127.0.0.1") -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.host = host
         self.listener = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
-        self.listener.bind((host, 0))
+        self.listener.bind((host, port))
         self.listener.listen(512)
         self.port: int = self.listener.getsockname()[1]
         self.connections = 0
@@ -74,9 +74,9 @@ class ThreadedServer:
 class Backend(ThreadedServer):
     """A greeting echo server: sends ``<name>\\n`` then echoes every byte until EOF."""
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, host: str = "127.0.0.1", port: int = 0) -> None:
         self.name = name
-        super().__init__()
+        super().__init__(host, port)
 
     def serve(self, conn: socket.socket) -> None:
         buf = bytearray(1 << 20)

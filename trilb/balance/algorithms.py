@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from trilb.balance.hashing import HashRing
+from trilb.config.schema import Address
 from trilb.obs.counters import server_counts
 
 # The balance kinds that hash a caller-supplied key; "header:" and "cookie:" need a NAME.
@@ -38,6 +39,9 @@ class ServerSlot:
     active: int = 0  # current connections held by this worker (caller increments/decrements)
     # This worker's counters of the server (obs/counters.py), published once a tick.
     counts: list[int] = field(default_factory=server_counts)
+    # Where to connect: the configured address, or a dns: slot's current one (None:
+    # none yet, and the slot is not up).
+    address: Address | None = None
 
 
 class Balancer(Protocol):

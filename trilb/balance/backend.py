@@ -18,11 +18,11 @@ from __future__ import annotations
 import logging
 import random
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from trilb.balance.algorithms import Balancer, ServerSlot, make_balancer
 from trilb.config.schema import Backend
-from trilb.control.shared import DRAIN, MAINT, READY, UP
+from trilb.control.shared import ADDRESS_SIZE, DRAIN, MAINT, READY, UP, decode_address
 from trilb.obs.counters import S_FAILURES
 
 log = logging.getLogger(__name__)
@@ -33,9 +33,13 @@ class BackendState:
 
     def __init__(self, config: Backend, rng: random.Random | None = None) -> None:
         self.config = config
-        self.slots = [
-            ServerSlot(index=i, name=s.name, weight=s.weight) for i, s in enumerate(config.servers)
-        ]
+        self.slots = [ServerSlot(index=i, name=s.name, weight=s.weight,
+                                 address=None if s.dns else s.address)
+                      for i, s in enumerate(config.servers)]  # fmt: skip
+        # The address records of its dns: slots (control/shared.py), when it has some;
+        # ``moved`` is told of a slot whose address changed (its pooled connections go).
+        self.addresses = b"" if any(s.dns for s in config.servers) else None
+        self.moved: Callable[[ServerSlot], None] | None = None
         self.balancer: Balancer = make_balancer(config.balance, self.slots, rng)
         # Only source hashing needs the client address as a key; others skip building it.
         self.hashes_source = config.balance == "source"
@@ -48,20 +52,41 @@ class BackendState:
         self.admin = bytes([READY]) * len(self.slots)
         self.weights = [s.weight for s in config.servers]
 
-    def sync(self, health: bytes, admin: bytes, weights: list[int]) -> None:
+    def sync(
+        self, health: bytes, admin: bytes, weights: list[int], addresses: bytes | None = None
+    ) -> None:
         """Take the control process's view: a server is in the balancing when its check
-        says up, it is not in maintenance and no passive check has ejected it; a drained
-        one keeps its slot with a weight of 0, so nothing new is sent to it."""
-        if health == self.health and admin == self.admin and weights == self.weights:
+        says up, it is not in maintenance, no passive check has ejected it and it has an
+        address; a drained one keeps its slot with a weight of 0, so nothing new is sent
+        to it. ``addresses``: the records of a backend with dns: slots."""
+        if addresses is not None and addresses != self.addresses:
+            self._readdress(addresses)
+        elif health == self.health and admin == self.admin and weights == self.weights:
             return
         self.health, self.admin, self.weights = health, admin, weights
         for slot in self.slots:
             self._refresh(slot)
 
+    def _readdress(self, addresses: bytes) -> None:
+        old = self.addresses or b""
+        for slot in self.slots:
+            if not self.config.servers[slot.index].dns:
+                continue
+            at = slot.index * ADDRESS_SIZE
+            record = addresses[at : at + ADDRESS_SIZE]
+            if record != old[at : at + ADDRESS_SIZE]:
+                slot.address = decode_address(record)
+                self.failures[slot.index] = 0
+                self.ejected.pop(slot.index, None)  # (a new server: a clean slate)
+                if self.moved is not None:
+                    self.moved(slot)
+        self.addresses = addresses
+
     def _refresh(self, slot: ServerSlot) -> None:
         i = slot.index
         state = self.admin[i]
-        slot.up = self.health[i] == UP and state != MAINT and i not in self.ejected
+        slot.up = (self.health[i] == UP and state != MAINT and i not in self.ejected
+                   and slot.address is not None)  # fmt: skip
         slot.weight = 0 if state == DRAIN else self.weights[i]
 
     def failed(self, slot: ServerSlot, now: float, why: str) -> None:

@@ -26,6 +26,7 @@ from trilb.config.limits import parse_limits, parse_networks
 from trilb.config.plugins import check_plugin_references, parse_plugin, parse_plugin_list
 from trilb.config.schema import (
     ALPN_PROTOCOLS,
+    DNS_SLOTS,
     MAX_WEIGHT,
     MODES,
     AccessLog,
@@ -33,6 +34,7 @@ from trilb.config.schema import (
     Admin,
     Backend,
     Config,
+    Dns,
     Frontend,
     Global,
     Server,
@@ -49,6 +51,7 @@ from trilb.config.values import (
     parse_name,
     parse_timeout,
 )
+from trilb.control.dns import A, build_query
 from trilb.errors import ConfigError
 
 T = TypeVar("T")
@@ -116,6 +119,7 @@ def parse_config(raw: dict[str, Any], source: str = "<string>") -> Config:
     base = os.getcwd() if source == "<string>" else os.path.dirname(os.path.abspath(source))
     admin = _parse_admin(top.take("admin", Table), base)
     access_log = _parse_access_log(top.take("access_log", Table), base)
+    dns = _parse_dns(top.take("dns", Table))
     plugins = _parse_tables(top.take("plugins", Table), parse_plugin)
     backends = _parse_tables(top.take("backends", Table), partial(_parse_backend, base=base))
     frontends = _parse_tables(top.take("frontends", Table), partial(_parse_frontend, base=base))
@@ -131,6 +135,7 @@ def parse_config(raw: dict[str, Any], source: str = "<string>") -> Config:
         global_=glob,
         admin=admin,
         access_log=access_log,
+        dns=dns,
         frontends=MappingProxyType(frontends),
         backends=MappingProxyType(backends),
         plugins=MappingProxyType(plugins),
@@ -299,23 +304,24 @@ def _parse_backend(name: str, t: Table, base: str) -> Backend:
     t.take("eject_after", parse_int(0, 1000))
     t.take("eject_for", parse_timeout)
     t.take("eject_on_5xx", parse_bool)
+    slots = t.take("dns_slots", parse_int(1, 256)) or DNS_SLOTS
     t.take("connect_timeout", parse_timeout)
     t.take("retries", parse_int(0, 100))
     t.take("response_timeout", parse_timeout)
     t.take("pool_max_idle", parse_int(0, 100_000))
     t.take("pool_idle_timeout", parse_timeout)
     t.take("pool_max_per_server", parse_int(0, 10_000_000))
-    servers = t.take("servers", _servers)
+    servers = t.take("servers", partial(_servers, slots=slots))
     if not servers:
         raise ConfigError(t.key("servers"), "required: a non-empty list of servers")
     del t.values["servers"]
     return t.build(Backend, name=name, servers=servers)
 
 
-def _servers(value: object, path: str) -> tuple[Server, ...]:
+def _servers(value: object, path: str, slots: int) -> tuple[Server, ...]:
     if not isinstance(value, list):
         raise ConfigError(path, f"expected a list of servers, got {value!r}")
-    servers = tuple(_server(v, f"{path}[{i}]") for i, v in enumerate(value))
+    servers = tuple(s for i, v in enumerate(value) for s in _server(v, f"{path}[{i}]", slots))
     seen: dict[str, int] = {}
     for i, s in enumerate(servers):
         if s.name in seen:
@@ -326,13 +332,16 @@ def _servers(value: object, path: str) -> tuple[Server, ...]:
     return servers
 
 
-def _server(value: object, path: str) -> Server:
+def _server(value: object, path: str, slots: int) -> list[Server]:
+    """One server, or a ``dns:NAME:PORT`` entry's ``slots`` servers."""
     if isinstance(value, str):
         value = {"address": value}
     t = Table(value, path)
     spec = t.take("address", parse_name)
     if spec is None:
         raise ConfigError(t.key("address"), 'required: "host:port"')
+    if spec.startswith("dns:"):
+        return _dns_slots(t, spec, slots)
     address = parse_address(spec, t.key("address"), resolve=True)
     if address.port == 0:
         raise ConfigError(t.key("address"), f"a server needs a port other than 0: {spec!r}")
@@ -340,7 +349,49 @@ def _server(value: object, path: str) -> Server:
     t.take("name", parse_name)
     t.values.pop("address")
     t.values.setdefault("name", spec)
-    return t.build(Server, address=address, spec=spec)
+    return [t.build(Server, address=address, spec=spec)]
+
+
+def _dns_slots(t: Table, spec: str, slots: int) -> list[Server]:
+    """``dns:NAME:PORT``: ``slots`` servers named NAME-1.. (or the given name), whose
+    addresses the control process fills from NAME's A and AAAA records."""
+    name, _, port = spec[4:].rpartition(":")
+    if not name or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(t.key("address"), f'expected "dns:NAME:PORT", got {spec!r}')
+    try:
+        build_query(name, A, 0)
+    except ValueError as exc:
+        raise ConfigError(t.key("address"), f"{spec!r}: {exc}") from None
+    weight = t.take("weight", parse_int(0, MAX_WEIGHT))
+    base = t.take("name", parse_name) or name.rstrip(".")
+    t.finish()
+    empty = Address("0.0.0.0", int(port))
+    # (The spec without "dns:": the name a TLS backend sends as SNI, as for "host:port".)
+    return [Server(f"{base}-{i + 1}", empty, spec[4:], 1 if weight is None else weight,
+                   dns=name.rstrip(".").lower()) for i in range(slots)]  # fmt: skip
+
+
+def _parse_dns(t: Table | None) -> Dns:
+    if t is None:
+        return Dns()
+    t.take("nameservers", _nameservers)
+    t.take("interval", parse_timeout)
+    t.take("timeout", parse_timeout)
+    return t.build(Dns)
+
+
+def _nameservers(value: object, path: str) -> tuple[Address, ...]:
+    """A list of "ip" or "ip:port" (53 by default)."""
+    if not isinstance(value, list) or not value:
+        raise ConfigError(path, f'expected a non-empty list of "ip:port", got {value!r}')
+    out = []
+    for i, item in enumerate(value):
+        if not isinstance(item, str):
+            raise ConfigError(f"{path}[{i}]", f'expected "ip:port", got {item!r}')
+        bare = item.count(":") != 1 and not item.startswith("[")  # (IPv4 or bare IPv6)
+        text = (f"[{item}]:53" if ":" in item else f"{item}:53") if bare else item
+        out.append(parse_address(text, f"{path}[{i}]"))
+    return tuple(out)
 
 
 def _check_binds(frontends: dict[str, Frontend]) -> None:

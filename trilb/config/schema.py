@@ -30,6 +30,7 @@ BALANCE_PREFIXES = ("header:", "cookie:")
 # Why 256: a big enough range for relative weights (HAProxy allows 0..256); weight 0
 # means "no new traffic" so an operator can park a server without removing it.
 MAX_WEIGHT = 256
+DNS_SLOTS = 8
 
 
 def is_l7_balance(kind: str) -> bool:
@@ -87,12 +88,25 @@ class AccessLog:
 
 
 @dataclass(frozen=True, slots=True)
+class Dns:
+    """How ``dns:NAME:PORT`` servers are re-resolved (by the control process)."""
+
+    # "ip:port" of the DNS servers asked, in turn; empty: /etc/resolv.conf's.
+    nameservers: tuple[Address, ...] = ()
+    interval: float = 10.0
+    timeout: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class Server:
     name: str
     address: Address
     # The hostname or literal the config gave, kept for messages and re-resolution.
     spec: str
     weight: int = 1
+    # A slot of a ``dns:NAME:PORT`` entry: NAME, re-resolved at [dns] interval; its
+    # address (the unspecified one, with PORT) comes from the answers ("": a fixed one).
+    dns: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,6 +150,9 @@ class Backend:
     # http: a 5xx response counts as a failure too, and any other as a success (HAProxy's
     # observe layer7, nginx's proxy_next_upstream http_5xx counted by max_fails).
     eject_on_5xx: bool = False
+    # The slots each ``dns:NAME:PORT`` server entry becomes (HAProxy's server-template):
+    # the most addresses one name may give.
+    dns_slots: int = DNS_SLOTS
     # Active health checks (None: none; servers are then up unless ejected).
     health: Health | None = None
 
@@ -354,6 +371,7 @@ class Config:
     admin: Admin = field(default_factory=Admin)
     # One line per HTTP request and per TCP connection (None: no access log).
     access_log: AccessLog | None = None
+    dns: Dns = field(default_factory=Dns)
     frontends: Mapping[str, Frontend] = field(default_factory=lambda: MappingProxyType({}))
     backends: Mapping[str, Backend] = field(default_factory=lambda: MappingProxyType({}))
     plugins: Mapping[str, PluginSpec] = field(default_factory=lambda: MappingProxyType({}))

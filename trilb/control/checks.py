@@ -12,7 +12,7 @@ import ssl
 
 import trio
 
-from trilb.config.schema import Backend, Health, Server
+from trilb.config.schema import Address, Backend, Health, Server
 from trilb.tls import sni_name
 
 _MAX_STATUS_LINE = 1024
@@ -48,14 +48,16 @@ def jittered(interval: float, rng: random.Random) -> float:
     return interval * rng.uniform(0.9, 1.1)
 
 
-async def probe(backend: Backend, server: Server, tls: ssl.SSLContext | None) -> str | None:
-    """Run the backend's check on ``server`` within its timeout; None when it passed,
-    else why not."""
+async def probe(
+    backend: Backend, server: Server, tls: ssl.SSLContext | None, address: Address | None = None
+) -> str | None:
+    """Run the backend's check on ``server`` (at ``address``: a dns: slot's current one)
+    within its timeout; None when it passed, else why not."""
     health = backend.health
     assert health is not None
     with trio.move_on_after(health.timeout):
         try:
-            return await _probe(health, server, tls, backend)
+            return await _probe(health, server, tls, backend, address or server.address)
         except (OSError, trio.BrokenResourceError) as exc:
             # trio wraps a TLS failure: the log line says the certificate error itself.
             cause = exc.__cause__ or exc
@@ -64,9 +66,8 @@ async def probe(backend: Backend, server: Server, tls: ssl.SSLContext | None) ->
 
 
 async def _probe(
-    health: Health, server: Server, tls: ssl.SSLContext | None, backend: Backend
+    health: Health, server: Server, tls: ssl.SSLContext | None, backend: Backend, address: Address
 ) -> str | None:
-    address = server.address
     stream: trio.abc.Stream = await trio.open_tcp_stream(address.host, address.port)
     async with stream:
         if health.type == "tcp":

@@ -35,7 +35,7 @@ _SIZES = {A: 4, AAAA: 16}  # rdata length of each address type
 # misconfiguration, and the bound keeps a hostile answer cheap.
 MAX_CNAME_CHAIN = 8
 # The flags of a query: recursion desired, everything else zero. No EDNS: 512 bytes hold
-# about 29 A or 17 AAAA records, and a larger set comes back truncated and goes over TCP.
+# about 29 A or 16 AAAA records, and a larger set comes back truncated and goes over TCP.
 _RD = 0x0100
 _QR = 0x8000
 _TC = 0x0200
@@ -44,7 +44,7 @@ _HEADER = struct.Struct("!HHHHHH")
 _RR = struct.Struct("!HHIH")  # type, class, ttl, rdlength (after the owner name)
 _LABEL = re.compile(r"[A-Za-z0-9_-]{1,63}")  # underscore: SRV-style names (_http._tcp)
 
-Name = tuple[bytes, ...]  # lowercased labels: DNS compares names ASCII case-insensitively
+_Name = tuple[bytes, ...]  # lowercased labels: DNS compares names ASCII case-insensitively
 
 
 class DnsError(TrilbError):
@@ -65,7 +65,7 @@ class Answer:
 
 
 class _Record(NamedTuple):
-    name: Name
+    name: _Name
     rtype: int
     rclass: int
     ttl: int
@@ -191,7 +191,7 @@ def _check_qtype(qtype: int) -> None:
         raise ValueError(f"dns query type {qtype} is neither A (1) nor AAAA (28)")
 
 
-def _read_name(data: bytes, offset: int) -> tuple[Name, int]:
+def _read_name(data: bytes, offset: int) -> tuple[_Name, int]:
     """The name at ``offset`` and the offset after it (after its first pointer)."""
     labels: list[bytes] = []
     size = 1  # bytes of the name uncompressed, its final zero included
@@ -242,9 +242,9 @@ def _read_records(data: bytes, offset: int, count: int) -> tuple[list[_Record], 
     return records, offset
 
 
-def _follow_cnames(data: bytes, answers: list[_Record], name: Name) -> tuple[Name, list[int]]:
+def _follow_cnames(data: bytes, answers: list[_Record], name: _Name) -> tuple[_Name, list[int]]:
     """The last name of the CNAME chain from ``name``, and the TTLs of its links."""
-    cnames: dict[Name, tuple[Name, int]] = {}
+    cnames: dict[_Name, tuple[_Name, int]] = {}
     for rr in answers:
         if rr.rclass == _IN and rr.rtype == _CNAME:
             if rr.name in cnames:
@@ -280,5 +280,5 @@ def _negative_ttl(data: bytes, authority: list[_Record]) -> int:
     return 0
 
 
-def _text(name: Name) -> str:
+def _text(name: _Name) -> str:
     return ".".join(label.decode("ascii", "replace") for label in name) or "."

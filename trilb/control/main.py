@@ -23,8 +23,9 @@ import time
 
 import trio
 
-from trilb.config.schema import Backend, Config, Server
+from trilb.config.schema import Address, Backend, Config, Server
 from trilb.control.checks import CheckState, jittered, probe
+from trilb.control.resolve import keep_resolved
 from trilb.control.shared import UP, SharedState
 from trilb.obs.admin import AdminServer
 from trilb.obs.logging import setup_logging
@@ -63,6 +64,13 @@ async def _serve(
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGUSR2) as signals:
         async with trio.open_nursery() as nursery:
             for backend in config.backends.values():
+                entries: dict[str, list[int]] = {}  # dns: entry -> its slots
+                for index, server in enumerate(backend.servers):
+                    if server.dns:
+                        entries.setdefault(server.spec, []).append(index)
+                for slots in entries.values():
+                    name = backend.servers[slots[0]].dns
+                    nursery.start_soon(keep_resolved, config, backend, name, slots, shared)
                 if backend.health is None:
                     continue
                 tls = client_context(backend.tls) if backend.tls is not None else None
@@ -108,8 +116,18 @@ async def _check_loop(
     state.up = shared.server_state(backend.name)[0][index] == UP
     rng = random.Random()
     await trio.sleep(rng.uniform(0, health.interval))  # spread the first checks
+    address: Address | None = server.address
     while True:
-        why = await probe(backend, server, tls)
+        if server.dns:  # a dns: slot: checked at its current address, if it has one
+            now_at = shared.address(backend.name, index)
+            if now_at != address:
+                state = CheckState(health)  # another server: judged afresh (it starts up)
+                address = now_at
+            if address is None:
+                checks.pop((backend.name, index), None)
+                await trio.sleep(jittered(health.interval, rng))
+                continue
+        why = await probe(backend, server, tls, address)
         checks[(backend.name, index)] = Check(why is None, why or "passed", time.monotonic())
         if state.record(why is None):
             shared.set_health(backend.name, index, state.up)

@@ -4,21 +4,26 @@ master makes before forking.
 
 Layout, from the generation's config (so a reload that changes the servers never mixes
 layouts): one health byte per server (1: up), one admin byte per server (ready, drain,
-maint), one u32 weight per server, then one block of u64 counters per worker slot: each
-server's (obs/counters.py ``SERVER_COUNTERS``), then each frontend's.
+maint), one u32 weight per server, one address record per server (``ADDRESS_SIZE``
+bytes: a ``dns:`` server's current address, written by the control process's
+resolver), then one block of u64 counters per worker slot: each server's
+(obs/counters.py ``SERVER_COUNTERS``), then each frontend's.
 
-Every field has one writer: the control process writes health (its checks) and the
-admin bytes and weights (the admin API); a worker writes only its own counter block.
-Readers take the values once a tick without a lock: a byte or an aligned word is
-written whole, and a counter read mid-update is a tick stale at worst. Pure mmap: the
+Every field has one writer: the control process writes health (its checks), the
+admin bytes and weights (the admin API) and the addresses (its resolver); a worker
+writes only its own counter block. Readers take the values once a tick without a lock:
+a byte or an aligned word is written whole, and a counter read mid-update is a tick
+stale at worst. An address record (20 bytes) is written empty first, then its address,
+then its family byte, so a reader sees either no address or a whole one. Pure mmap: the
 master imports it, never trio.
 """
 
 from __future__ import annotations
 
 import mmap
+import socket
 
-from trilb.config.schema import Config
+from trilb.config.schema import Address, Config
 from trilb.obs.counters import FRONTEND_COUNTERS, SERVER_COUNTERS
 
 UP = 1
@@ -29,6 +34,26 @@ READY = 0
 DRAIN = 1
 MAINT = 2
 ADMIN_STATES = ("ready", "drain", "maint")
+# An address record: family (0: none, 4, 6), a pad byte, port (big endian), 16 bytes.
+ADDRESS_SIZE = 20
+
+
+def encode_address(address: Address | None) -> bytes:
+    if address is None:
+        return bytes(ADDRESS_SIZE)
+    six = ":" in address.host
+    packed = socket.inet_pton(socket.AF_INET6 if six else socket.AF_INET, address.host)
+    return bytes([6 if six else 4, 0]) + address.port.to_bytes(2, "big") + packed.ljust(16, b"\0")
+
+
+def decode_address(record: bytes) -> Address | None:
+    family = record[0]
+    if family not in (4, 6):
+        return None
+    port = int.from_bytes(record[2:4], "big")
+    if family == 4:
+        return Address(socket.inet_ntop(socket.AF_INET, record[4:8]), port)
+    return Address(socket.inet_ntop(socket.AF_INET6, record[4:20]), port)
 
 
 def _align(n: int) -> int:
@@ -52,7 +77,8 @@ class SharedState:
         self.workers = workers
         self.block = servers * SERVER_COUNTERS + len(self.frontends) * FRONTEND_COUNTERS
         weights_at = _align(2 * servers)
-        counters_at = _align(weights_at + 4 * servers)
+        addresses_at = _align(weights_at + 4 * servers)
+        counters_at = _align(addresses_at + ADDRESS_SIZE * servers)
         size = counters_at + 8 * self.block * workers
         # MAP_SHARED | MAP_ANONYMOUS: forked children see the same pages.
         self.buf = mmap.mmap(-1, max(size, 8))
@@ -60,13 +86,16 @@ class SharedState:
         self.health = view[:servers]
         self.admin = view[servers : 2 * servers]
         self.weights = view[weights_at : weights_at + 4 * servers].cast("I")
+        self.addresses = view[addresses_at : addresses_at + ADDRESS_SIZE * servers]
         self.counters = view[counters_at:size].cast("Q")
-        self._views = [view, self.health, self.admin, self.weights, self.counters]
+        self._views = [view, self.health, self.admin, self.weights, self.addresses, self.counters]
         self.health[:] = bytes([UP]) * servers  # servers start up, as HAProxy's do
         for backend in config.backends.values():
             start = self.first[backend.name]
             for i, server in enumerate(backend.servers):
                 self.weights[start + i] = server.weight
+                if not server.dns:  # (a dns: slot has none until its name resolves)
+                    self.set_address(backend.name, i, server.address)
 
     def inherit(self, old: SharedState, old_config: Config, config: Config) -> None:
         """Take ``old``'s verdicts, operator states and weights for each backend whose
@@ -84,6 +113,9 @@ class SharedState:
             self.health[start : start + n] = old.health[was : was + n]
             self.admin[start : start + n] = old.admin[was : was + n]
             self.weights[start : start + n] = old.weights[was : was + n]
+            size = ADDRESS_SIZE
+            self.addresses[start * size : (start + n) * size] = \
+                old.addresses[was * size : (was + n) * size]  # fmt: skip
 
     # --- per server --------------------------------------------------------------
 
@@ -95,6 +127,22 @@ class SharedState:
 
     def set_weight(self, backend: str, index: int, weight: int) -> None:
         self.weights[self.first[backend] + index] = weight
+
+    def set_address(self, backend: str, index: int, address: Address | None) -> None:
+        at = (self.first[backend] + index) * ADDRESS_SIZE
+        record = encode_address(address)
+        self.addresses[at : at + ADDRESS_SIZE] = bytes(ADDRESS_SIZE)
+        self.addresses[at + 1 : at + ADDRESS_SIZE] = record[1:]
+        self.addresses[at] = record[0]
+
+    def address(self, backend: str, index: int) -> Address | None:
+        at = (self.first[backend] + index) * ADDRESS_SIZE
+        return decode_address(bytes(self.addresses[at : at + ADDRESS_SIZE]))
+
+    def backend_addresses(self, backend: str) -> bytes:
+        """``backend``'s address records, one after the other."""
+        start = self.first[backend] * ADDRESS_SIZE
+        return bytes(self.addresses[start : start + self.counts[backend] * ADDRESS_SIZE])
 
     def server_state(self, backend: str) -> tuple[bytes, bytes, list[int]]:
         """``backend``'s servers: health bytes, admin bytes, weights."""

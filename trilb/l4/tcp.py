@@ -199,7 +199,8 @@ class _Connect:
     def next(self) -> None:
         fe = self.fe
         for slot in self.attempts:
-            address = fe.backend.config.servers[slot.index].address
+            address = slot.address
+            assert address is not None, "a slot without an address is never up"
             try:
                 sock = socket.socket(address.family, socket.SOCK_STREAM)
             except OSError as exc:

@@ -173,7 +173,8 @@ class UdpFrontend:
         backend = self.backend
         key = source_key(ip) if backend.hashes_source else None
         for slot in backend.attempts(key):
-            server = backend.config.servers[slot.index].address
+            server = slot.address
+            assert server is not None, "a slot without an address is never up"
             try:
                 sock = socket.socket(server.family, socket.SOCK_DGRAM)
             except OSError as exc:  # out of descriptors: another server would not do better

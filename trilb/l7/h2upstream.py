@@ -358,7 +358,8 @@ class H2Pool:
 
         assert self.nursery is not None, "the worker gives every backend its nursery"
         timeout = self.config.connect_timeout
-        sock = await open_tcp(self.config.servers[slot.index].address, timeout, self.sweeper)
+        assert slot.address is not None, "a slot without an address is never up"
+        sock = await open_tcp(slot.address, timeout, self.sweeper)
         if self.tls is not None:
             tls = await start_tls(sock, self.tls, self.sni[slot.index], slot.name, timeout,
                                   self.sweeper)  # fmt: skip
@@ -382,6 +383,14 @@ class H2Pool:
         conns = self.conns[conn.slot.index]
         if conn in conns:
             conns.remove(conn)
+
+    def moved(self, slot: ServerSlot) -> None:
+        """``slot`` has a new address (dns:): no new stream goes to the old one; its
+        idle connections close now, busy ones once idle (``expire``)."""
+        for conn in list(self.conns[slot.index]):
+            conn.going_away = True
+            if not conn.exchanges:
+                conn.close("the server's address changed")
 
     def expire(self, now: float) -> None:
         """Close connections with no stream for longer than pool_idle_timeout."""

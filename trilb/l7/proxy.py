@@ -127,10 +127,17 @@ class HttpBackend:
         if config.protocol == "h2":
             self.h2 = H2Pool(config, self.state.slots, sweeper)
             sweeper.chores.append(self.h2.expire)
+        self.state.moved = self._moved
         if config.eject_on_5xx and config.eject_after:  # each final status, to the state
             self.pool.observe = self._observed
             if self.h2 is not None:
                 self.h2.observe = self._observed
+
+    def _moved(self, slot: ServerSlot) -> None:
+        """A dns: slot has a new address: its connections to the old one go."""
+        self.pool.moved(slot)
+        if self.h2 is not None:
+            self.h2.moved(slot)
 
     def _observed(self, slot: ServerSlot, status: int) -> None:
         self.state.observed(slot, status, trio.current_time())

@@ -74,7 +74,8 @@ class UpstreamPool:
         Raises:
           UpstreamError: the connect failed (retryable: nothing was sent).
         """
-        address = self.config.servers[slot.index].address
+        address = slot.address
+        assert address is not None, "a slot without an address is never up"
         timeout = self.config.connect_timeout
         sock = await open_tcp(address, timeout, self.sweeper)
         if self.tls is not None:
@@ -109,6 +110,13 @@ class UpstreamPool:
                     else:
                         keep.append((stream, since))
                 pool.idle = keep
+
+    def moved(self, slot: ServerSlot) -> None:
+        """``slot`` has a new address (dns:): its idle connections go to the old one."""
+        pool = self.servers[slot.index]
+        for stream, _ in pool.idle:
+            stream.close()
+        pool.idle.clear()
 
     def close(self) -> None:
         for pool in self.servers:

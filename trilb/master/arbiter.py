@@ -369,7 +369,9 @@ class Arbiter:
     def _new_generation(self, config: Config, slots: int, tls: dict[str, ServerTls]) -> None:
         number = self.generations[-1].number + 1 if self.generations else 1
         gen = Generation(number, config, slots, time.monotonic(), tls)
-        if config.admin.requested or any(b.health is not None for b in config.backends.values()):
+        if config.admin.requested or any(
+            b.health is not None or any(s.dns for s in b.servers) for b in config.backends.values()
+        ):
             gen.shared = SharedState(config, slots)  # (before any fork: every child maps it)
             if self.generations and self.current.shared is not None:
                 # A reload keeps what the checks and the operator said of the servers

@@ -13,7 +13,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
-from trilb.config.schema import Config
+from trilb.config.schema import Address, Config, Server
 from trilb.control.shared import ADMIN_STATES, DRAIN, MAINT, UP, SharedState
 from trilb.obs.counters import (
     CLASSES,
@@ -24,7 +24,6 @@ from trilb.obs.counters import (
     F_CONNECTIONS,
     F_REFUSED,
     FRONTEND_COUNTERS,
-    LATENCY_BOUNDS,
     S_1XX,
     S_ACTIVE,
     S_BUCKETS,
@@ -172,7 +171,8 @@ def _backend(
         p50, p99 = quantile(buckets, 0.5), quantile(buckets, 0.99)
         servers.append({
             "name": server.name,
-            "address": str(server.address),
+            # A dns: slot's current address (None: its name gave it none).
+            "address": str(addr) if (addr := _address(shared, name, i, server)) else None,
             "state": state_name(health[i], admin[i], checked),
             "admin": ADMIN_STATES[admin[i]],
             "health": ("up" if health[i] == UP else "down") if checked else None,
@@ -199,5 +199,5 @@ def _backend(
     }
 
 
-def latency_bounds() -> tuple[float, ...]:
-    return LATENCY_BOUNDS
+def _address(shared: SharedState, backend: str, index: int, server: Server) -> Address | None:
+    return shared.address(backend, index) if server.dns else server.address

@@ -67,7 +67,9 @@ class Publisher:
     def __call__(self, now: float = 0.0) -> None:
         shared, block = self.shared, self.block
         for state in self.states:
-            state.sync(*shared.server_state(state.config.name))
+            name = state.config.name
+            addresses = None if state.addresses is None else shared.backend_addresses(name)
+            state.sync(*shared.server_state(name), addresses)
         sums: dict[int, list[int]] = {}
         for state in self.states:
             name = state.config.name
