@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,39 @@ def test_the_systemd_unit_matches_the_command_line() -> None:
     assert unit["ExecReload"][1] == "/bin/kill -HUP $MAINPID"
     assert unit["KillSignal"] == ["SIGTERM"]
     assert float(unit["TimeoutStopSec"][0]) > Global().grace  # the drain fits in the stop
+
+
+HAPROXY = shutil.which("haproxy") or shutil.which("haproxy", path="/usr/sbin")
+NGINX = shutil.which("nginx") or shutil.which("nginx", path="/usr/sbin")
+STREAM_MODULE = Path("/usr/lib/nginx/modules/ngx_stream_module.so")
+
+
+@pytest.mark.skipif(HAPROXY is None, reason="needs haproxy (make tools installs it)")
+@pytest.mark.parametrize("path", sorted(CONTRIB.glob("haproxy-*.cfg")), ids=lambda p: p.name)
+def test_the_haproxy_twin_is_valid(path: Path) -> None:
+    """The HAProxy version of each setup, checked by HAProxy itself."""
+    assert HAPROXY is not None
+    done = subprocess.run([HAPROXY, "-c", "-f", str(path)], capture_output=True, text=True,
+                          timeout=30)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.mark.skipif(NGINX is None, reason="needs nginx (make tools installs it)")
+@pytest.mark.parametrize("path", sorted(CONTRIB.glob("nginx-*.conf")), ids=lambda p: p.name)
+def test_the_nginx_twin_is_valid(path: Path, tmp_path: Path) -> None:
+    """The nginx version of each setup, checked by nginx itself (the stream module is
+    loaded the way Debian ships it)."""
+    assert NGINX is not None
+    extra = f"load_module {STREAM_MODULE}; " if "stream {" in path.read_text() else ""
+    done = subprocess.run(
+        [NGINX, "-t", "-p", str(tmp_path), "-c", str(path), "-g",
+         f"{extra}pid {tmp_path}/nginx.pid; error_log {tmp_path}/error.log;"],
+        capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def test_every_trilb_setup_has_its_haproxy_and_nginx_twins() -> None:
+    for path in CONTRIB.glob("*.toml"):
+        assert (CONTRIB / f"haproxy-{path.stem}.cfg").exists(), path
+        assert (CONTRIB / f"nginx-{path.stem}.conf").exists(), path
