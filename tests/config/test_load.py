@@ -257,6 +257,61 @@ ERRORS = [
         "unknown key",
         id="server-unknown",
     ),
+    # the admin endpoint: a token is required off loopback, and must look like one
+    pytest.param(
+        '[admin]\nbind = "0.0.0.0:8404"\n' + FRONTEND + BACKEND,
+        "admin.token",
+        "required when admin.bind (0.0.0.0:8404) is not a loopback",
+        id="admin-open",
+    ),
+    pytest.param(
+        '[admin]\ntoken = "short"\n' + FRONTEND + BACKEND,
+        "admin.token",
+        "16 to 512",
+        id="admin-short-token",
+    ),
+    pytest.param(
+        '[admin]\ntoken = "with a space inside it"\n' + FRONTEND + BACKEND,
+        "admin.token",
+        "visible ASCII",
+        id="admin-token-space",
+    ),
+    pytest.param(
+        '[admin]\ntoken_file = "missing.token"\n' + FRONTEND + BACKEND,
+        "admin.token_file",
+        "cannot read",
+        id="admin-token-file",
+    ),
+    pytest.param(
+        '[access_log]\nformat = "xml"\n' + FRONTEND + BACKEND,
+        "access_log.format",
+        '"text" | "json"',
+        id="access-log-format",
+    ),
+    pytest.param(
+        '[access_log]\npath = "/no/such/dir/a.log"\n' + FRONTEND + BACKEND,
+        "access_log.path",
+        "no directory",
+        id="access-log-dir",
+    ),
+    pytest.param(
+        '[dns]\nnameservers = ["resolver.local"]\n' + FRONTEND + BACKEND,
+        "dns.nameservers[0]",
+        "",
+        id="dns-nameserver-name",
+    ),
+    pytest.param(
+        FRONTEND + be('["dns:pg.local"]'),
+        "backends.pg.servers[0].address",
+        'expected "dns:NAME:PORT"',
+        id="dns-no-port",
+    ),
+    pytest.param(
+        FRONTEND + be('["dns:pg.local:5432"]', "dns_slots = 0\n"),
+        "backends.pg.dns_slots",
+        "",
+        id="dns-slots-zero",
+    ),
     # keys of the contract that later versions implement
     pytest.param(
         FRONTEND + BACKEND + "[plugins.nosuch]\n", "plugins.nosuch", 'unknown plugin type "nosuch"'
