@@ -586,6 +586,22 @@ class ClientConnection:
         self.answer(500)
         self.close()
 
+    def drain(self) -> None:
+        """The worker drains while this connection is idle: read what the client sent
+        since the reactor last looked. A request that arrived is served (the drain makes
+        its response say ``Connection: close``); with nothing there the connection closes
+        now, FIN first: a request that crosses the close then meets EOF at the client,
+        the keep-alive race it may retry (RFC 9112 9.3.1), never a bare reset."""
+        self._on_client(_IN)
+        if self.state != IDLE:
+            return
+        if not self.tls:  # (TLS ends with close_notify, in Stream.close)
+            try:
+                self.sock.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass  # gone already: close() below is all there is to do
+        self.close()
+
     def close(self) -> None:
         if self.state == CLOSED:
             return

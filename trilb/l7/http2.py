@@ -117,6 +117,8 @@ class H2Server:
         # A drain's GOAWAY (sent before h2's bytes), and the last stream it accepts.
         self.goaway = b""
         self.last_stream = 2**31 - 1
+        # The server preface (SETTINGS) is out: a GOAWAY may go before h2's bytes now.
+        self.greeted = False
 
     async def serve(self, first: bytes) -> None:
         """Run the connection until the client closes, misbehaves or goes idle."""
@@ -315,8 +317,13 @@ class H2Server:
         async with self.send_lock:
             data = self.h2.data_to_send()
             if self.goaway:
-                data, self.goaway = data + self.goaway, b""
+                # Ahead of what h2 queued since the drain (a REFUSED_STREAM for a stream
+                # opened after it must not reach the client first: clients retry a stream
+                # above the GOAWAY's last id), but never ahead of the server preface.
+                data = self.goaway + data if self.greeted else data + self.goaway
+                self.goaway = b""
             if data:
+                self.greeted = True
                 self.writing = True
                 sent = self.client.send_nowait(data)
                 if sent < len(data):

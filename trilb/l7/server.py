@@ -71,14 +71,18 @@ class HttpFrontend(Acceptor):
 
     def drain(self) -> None:
         """Stop keeping connections alive: idle ones close now, busy ones after their
-        current response (which says ``Connection: close``)."""
+        current response (which says ``Connection: close``). WebSockets go on until
+        ``close_websockets``, near the grace deadline."""
         self.draining = self.proxy.draining = True
-        self.tunnels.drain()
         for conn in list(self.conns):
             if conn.state == IDLE:
-                conn.close()
+                conn.drain()  # (a request already received is answered first)
             elif conn.h2 is not None:
                 conn.h2.drain()  # GOAWAY: its streams in flight finish
+
+    def close_websockets(self) -> None:
+        """Close 1001 to every WebSocket (and to any opened from now on)."""
+        self.tunnels.drain()
 
     def close_all(self) -> None:
         """The grace period is over: close what the reactor still serves (tasks end

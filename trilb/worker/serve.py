@@ -27,6 +27,7 @@ from trilb.l4.tcp import TcpFrontend
 from trilb.l4.udp import UdpFrontend
 from trilb.l7.proxy import HttpBackend
 from trilb.l7.server import HttpFrontend
+from trilb.l7.wsrelay import CLOSE_TIMEOUT
 from trilb.obs.accesslog import AccessLog
 from trilb.tls import ServerTls, server_tls
 from trilb.worker.publish import Publisher
@@ -179,8 +180,17 @@ def _backend_states(frontends: list[Frontend]) -> list[BackendState]:
 
 
 async def _drain(frontends: list[Frontend], grace: float) -> None:
+    # WebSockets live on until the grace deadline, less the time their Close handshake
+    # may take: then 1001 to both sides (a reload's old generation ends on time).
+    websockets_at = trio.current_time() + max(grace - CLOSE_TIMEOUT - 0.5, 0.0)
+    websockets_open = True
     with trio.move_on_after(grace) as scope:
         while any(fe.active for fe in frontends):
+            if websockets_open and trio.current_time() >= websockets_at:
+                websockets_open = False
+                for fe in frontends:
+                    if isinstance(fe, HttpFrontend):
+                        fe.close_websockets()
             await trio.sleep(0.05)
     if scope.cancelled_caught:
         left = sum(fe.active for fe in frontends)
