@@ -4,6 +4,7 @@ TCP connection, as JSON and as text; SIGUSR1 after a rename starts a new file.""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
@@ -61,11 +62,15 @@ format = "json"
 mode = "http"
 bind = "127.0.0.1:{port}"
 default_backend = "app"
-plugins = ["waf"]
 
 [[frontends.web.routes]]
 path_prefix = "/gone/"
 backend = "dead"
+
+[[frontends.web.routes]]
+path_prefix = "/guarded/"
+backend = "app"
+plugins = ["waf"]
 
 [backends.app]
 servers = ["{origin.address}"]
@@ -78,14 +83,19 @@ servers = ["127.0.0.1:{dead}"]
         workers=1,
     )
     assert get(f"http://127.0.0.1:{port}/a?x=1") == 200
+    keep = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    for n in range(3):  # keep-alive: the later ones take the reactor's pooled path
+        keep.request("GET", f"/ka/{n}")
+        assert keep.getresponse().read() == b"one"
+    keep.close()
     assert get(f"http://127.0.0.1:{port}/b", data=b"posted") == 200  # a body: a task's path
     assert get(f"http://127.0.0.1:{port}/gone/x") == 502  # (connect refused)
-    assert get(f"http://127.0.0.1:{port}/?q=1%27%20OR%201=1--") == 403
+    assert get(f"http://127.0.0.1:{port}/guarded/?q=1%27%20OR%201=1--") == 403
     h2 = subprocess.run(["curl", "-s", "-o", "/dev/null", "-w", "%{http_version}",
                          "--http2-prior-knowledge", f"http://127.0.0.1:{port}/h2"],
                         capture_output=True, text=True, timeout=15)  # fmt: skip
     assert h2.stdout == "2"
-    records = [json.loads(line) for line in lines(log, 5)]
+    records = [json.loads(line) for line in lines(log, 8)]
     by_target = {r["target"]: r for r in records}
     first = by_target["/a?x=1"]
     assert (first["method"], first["status"], first["backend"], first["server"]) == (
@@ -98,6 +108,9 @@ servers = ["127.0.0.1:{dead}"]
     assert first["bytes"] == 3 and 0 <= first["first_byte_ms"] <= first["total_ms"] < 5000
     assert first["connect_ms"] >= 0 and first["version"] == "1.1"
     assert by_target["/b"]["method"] == "POST" and by_target["/b"]["status"] == 200
+    for n in range(3):
+        assert by_target[f"/ka/{n}"]["status"] == 200, by_target[f"/ka/{n}"]
+        assert by_target[f"/ka/{n}"]["bytes"] == 3
     gone = by_target["/gone/x"]
     assert (gone["status"], gone["backend"], gone["server"], gone["first_byte_ms"]) == (
         502,
@@ -105,7 +118,7 @@ servers = ["127.0.0.1:{dead}"]
         None,
         -1,
     )
-    blocked = by_target["/?q=1%27%20OR%201=1--"]
+    blocked = by_target["/guarded/?q=1%27%20OR%201=1--"]
     assert blocked["status"] == 403 and blocked["notes"].startswith("waf=block:")
     assert blocked["server"] is None  # no backend saw it
     assert by_target["/h2"]["version"] == "2" and by_target["/h2"]["status"] == 200

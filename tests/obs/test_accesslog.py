@@ -38,8 +38,8 @@ def test_the_json_line_is_one_object() -> None:
     assert data == {
         "time": NOW, "type": "http", "frontend": "web", "client": "10.0.0.7",
         "method": "GET", "target": "/a?b=1", "version": "1.1", "status": 200,
-        "backend": "app", "server": None, "connect_ms": 2, "first_byte_ms": 15,
-        "total_ms": 20, "bytes": None, "notes": None,
+        "backend": "app", "server": None, "connect_ms": 2.1, "first_byte_ms": 15.3,
+        "total_ms": 20.9, "bytes": None, "notes": None,
     }  # fmt: skip
     tcp = json.loads(tcp_line("db", "10.0.0.8:4000", "pg", "pg1", 10, 20, 1.5, "closed",
                               NOW, as_json=True))  # fmt: skip

@@ -367,6 +367,7 @@ class Proxy:
         """
         run = head.plugins
         run.responded = monotonic()
+        run.ctx.status = rhead.status
         framing = rhead.framing  # (a streamed body's length is not known: -1)
         run.size = (rhead.content_length or 0 if framing is Framing.LENGTH
                     else 0 if framing is Framing.NONE else -1)  # fmt: skip

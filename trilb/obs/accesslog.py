@@ -55,6 +55,11 @@ def _ms(seconds: float) -> int:
     return -1 if seconds < 0 else int(seconds * 1000)
 
 
+def _ms_exact(seconds: float) -> float:
+    """Milliseconds to the microsecond (JSON: a proxy's times are often below 1 ms)."""
+    return -1 if seconds < 0 else round(seconds * 1000, 3)
+
+
 def http_line(r: HttpRecord, now: float, as_json: bool) -> str:
     """One line (no newline) for an HTTP exchange that ended at ``now`` (epoch)."""
     if as_json:
@@ -62,8 +67,8 @@ def http_line(r: HttpRecord, now: float, as_json: bool) -> str:
             "time": round(now, 3), "type": "http", "frontend": r.frontend,
             "client": r.client, "method": r.method, "target": r.target,
             "version": r.version, "status": r.status, "backend": r.backend,
-            "server": r.server or None, "connect_ms": _ms(r.connect),
-            "first_byte_ms": _ms(r.first_byte), "total_ms": _ms(r.total),
+            "server": r.server or None, "connect_ms": _ms_exact(r.connect),
+            "first_byte_ms": _ms_exact(r.first_byte), "total_ms": _ms_exact(r.total),
             "bytes": r.size if r.size >= 0 else None, "notes": r.notes or None,
         }, separators=(",", ":"))  # fmt: skip
     # HAProxy's httplog, abridged: client [date] frontend backend/server
@@ -83,7 +88,7 @@ def tcp_line(
         return json.dumps({
             "time": round(now, 3), "type": "tcp", "frontend": frontend, "client": client,
             "backend": backend, "server": server, "bytes_up": up, "bytes_down": down,
-            "total_ms": _ms(duration), "end": end,
+            "total_ms": _ms_exact(duration), "end": end,
         }, separators=(",", ":"))  # fmt: skip
     return (f"{client} [{_stamp(now)}] {frontend} {backend}/{server} {_ms(duration)} "
             f"{up}/{down} {end}")  # fmt: skip
