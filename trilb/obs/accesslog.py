@@ -43,12 +43,19 @@ class HttpRecord:
     notes: str  # the plugins' decisions (a WAF's rule ids), "" for none
 
 
+_second: list[object] = [-1, ""]  # the last second formatted, and its text
+
+
 def _stamp(now: float) -> str:
-    """HAProxy's date: 27/Nov/2026:20:05:01.123 (UTC)."""
-    t = time.gmtime(now)
-    ms = int((now % 1) * 1000)
-    return (f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{t.tm_hour:02d}:"
-            f"{t.tm_min:02d}:{t.tm_sec:02d}.{ms:03d}")  # fmt: skip
+    """HAProxy's date: 27/Nov/2026:20:05:01.123 (UTC); the part down to the second is
+    formatted once a second (a busy worker logs thousands of lines in one)."""
+    second = int(now)
+    if second != _second[0]:
+        t = time.gmtime(second)
+        _second[0] = second
+        _second[1] = (f"{t.tm_mday:02d}/{_MONTHS[t.tm_mon - 1]}/{t.tm_year}:{t.tm_hour:02d}:"
+                      f"{t.tm_min:02d}:{t.tm_sec:02d}")  # fmt: skip
+    return f"{_second[1]}.{int((now - second) * 1000):03d}"
 
 
 def _ms(seconds: float) -> int:
