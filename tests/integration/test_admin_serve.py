@@ -180,8 +180,13 @@ servers = ["{dead}"]
     assert value("trilb_frontend_responses_total", **web, code="2xx") == 40
     assert value("trilb_frontend_responses_total", **web, code="5xx") == 3
     assert value("trilb_frontend_connections_total", **web) == 14
+    # 30 + 10 heads of some 25 bytes in; each 200 is some 40 bytes out
+    assert 40 * 20 < value("trilb_frontend_received_bytes_total", **web) < 43 * 200
+    assert 40 * 30 < value("trilb_frontend_sent_bytes_total", **web) < 43 * 300
     per_server = [{"backend": "app", "server": o.address} for o in origins]
     assert sum(value("trilb_server_sessions_total", **lab) for lab in per_server) == 40
+    for name in ("trilb_server_sent_bytes_total", "trilb_server_received_bytes_total"):
+        assert sum(value(name, **lab) for lab in per_server) > 40 * 30  # (heads both ways)
     assert sum(value("trilb_server_response_seconds_count", **lab) for lab in per_server) == 40
     assert sum(value("trilb_server_responses_total", **lab, code="2xx")
                for lab in per_server) == 40  # fmt: skip

@@ -35,7 +35,16 @@ from trilb.l4.idle import IdleSweeper, Watched
 from trilb.l4.limits import SourceLimits
 from trilb.l4.pump import Traffic
 from trilb.l4.reactor import Reactor
-from trilb.obs.counters import F_CONNECTIONS, F_REFUSED, S_TOTAL, frontend_counts
+from trilb.obs.counters import (
+    F_BYTES_IN,
+    F_BYTES_OUT,
+    F_CONNECTIONS,
+    F_REFUSED,
+    S_BYTES_IN,
+    S_BYTES_OUT,
+    S_TOTAL,
+    frontend_counts,
+)
 from trilb.obs.logging import Throttle
 
 log = logging.getLogger(__name__)
@@ -149,8 +158,11 @@ class UdpFrontend:
             else:
                 flows.move_to_end(client)
             traffic = flow.traffic
-            traffic.up += len(data)
-            traffic.total += len(data)
+            n = len(data)
+            traffic.up += n
+            traffic.total += n
+            self.counts[F_BYTES_IN] += n
+            flow.slot.counts[S_BYTES_OUT] += n
             try:
                 flow.sock.send(data)
             except (BlockingIOError, InterruptedError):
@@ -211,7 +223,10 @@ class UdpFrontend:
             except OSError as exc:
                 self._failed(flow, exc)
                 return
-            traffic.total += len(data)
+            n = len(data)
+            traffic.total += n
+            flow.slot.counts[S_BYTES_IN] += n
+            self.counts[F_BYTES_OUT] += n
             try:
                 listener.sendto(data, client)
             except OSError:

@@ -47,6 +47,7 @@ from trilb.l7.proxy import IDEMPOTENT, HttpBackend, error_response, status_for
 from trilb.l7.stream import RECV_SIZE, WOULD_BLOCK, Stream
 from trilb.l7.websocket import proxy_websocket
 from trilb.messages import Framing, RequestHead, ResponseHead
+from trilb.obs.counters import F_BYTES_IN, F_BYTES_OUT
 from trilb.plugin.api import Context, Reply
 from trilb.plugin.chains import run_connect
 
@@ -104,6 +105,7 @@ class ClientConnection:
         self.ip = ip
         cfg = fe.config
         self.client = Stream(sock, fe.sweeper, upstream=False)
+        self.client.count_into(fe.counts, F_BYTES_IN, F_BYTES_OUT)
         self.client.timer.on_expire = self._client_timeout
         self.parser = RequestParser(cfg.max_request_line, cfg.max_header_size, cfg.max_headers)
         # A first request is expected at once (header_timeout), after the handshake.
@@ -190,6 +192,7 @@ class ClientConnection:
         while True:
             try:
                 data = sock.recv(RECV_SIZE)
+                self.client.took(len(data))
             except WOULD_BLOCK:
                 return
             except OSError:
@@ -323,6 +326,7 @@ class ClientConnection:
         while True:
             try:
                 data = upstream.sock.recv(RECV_SIZE)
+                upstream.took(len(data))
             except WOULD_BLOCK:
                 return
             except OSError as exc:

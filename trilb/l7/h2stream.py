@@ -249,6 +249,7 @@ class H2Stream:
         while True:
             try:
                 data = server.sock.recv(RECV_SIZE)
+                server.took(len(data))
             except WOULD_BLOCK:
                 return
             except OSError:

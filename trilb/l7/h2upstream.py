@@ -38,7 +38,7 @@ from trilb.l4.connect import open_tcp, start_tls
 from trilb.l7.forward import forward_request_fields
 from trilb.l7.h2write import FrameWriter
 from trilb.messages import RequestHead
-from trilb.obs.counters import tally
+from trilb.obs.counters import S_BYTES_IN, S_BYTES_OUT, tally
 from trilb.tls import client_context, sni_name
 
 if TYPE_CHECKING:
@@ -368,7 +368,9 @@ class H2Pool:
                 raise UpstreamError("tls", f"server {slot.name} does not speak h2 (ALPN)", True)
             sock = tls
         # From here nothing awaits: a cancelled caller cannot leave the socket unowned.
-        conn = H2Client(self, Stream(sock, self.sweeper, upstream=True, name=slot.name), slot)
+        stream = Stream(sock, self.sweeper, upstream=True, name=slot.name)
+        stream.count_into(slot.counts, S_BYTES_IN, S_BYTES_OUT)
+        conn = H2Client(self, stream, slot)
         conn.h2.initiate_connection()
         # The connection's window well above each stream's 64 KiB: one response its client
         # reads slowly does not stall the others on this connection.

@@ -64,8 +64,8 @@ class Stream:
     """One side of an exchange: the client's socket, or a backend connection."""
 
     __slots__ = ("_poller", "closed", "fd", "name", "on_idle_event", "parser", "phase", "quiet",
-                 "reactor", "responding", "sock", "sweeper", "timeout", "timer", "tls",
-                 "upstream", "wake")  # fmt: skip
+                 "reactor", "responding", "rx", "sock", "sweeper", "tally", "timeout", "timer",
+                 "tls", "tx", "upstream", "wake")  # fmt: skip
 
     def __init__(
         self, sock: socket.socket, sweeper: IdleSweeper, upstream: bool, name: str = ""
@@ -98,6 +98,24 @@ class Stream:
         # (pooled, or a task's), which ends the quiet.
         self.quiet = False
         self.on_idle_event: Callable[[int], None] = self._stirred
+        # The counters bytes read and written are added to (obs/counters.py: the
+        # frontend's for a client, the server's for a backend connection), at ``rx`` and
+        # ``tx``; the code that reads the socket itself adds with ``took``.
+        self.tally: list[int] | None = None
+        self.rx = self.tx = 0
+
+    def count_into(self, tally: list[int], rx: int, tx: int) -> None:
+        self.tally, self.rx, self.tx = tally, rx, tx
+
+    def took(self, n: int) -> None:
+        """``n`` bytes were read from the socket by its owner."""
+        if self.tally is not None:
+            self.tally[self.rx] += n
+
+    def gave(self, n: int) -> None:
+        """``n`` bytes were written to the socket by its owner."""
+        if self.tally is not None:
+            self.tally[self.tx] += n
 
     def arm(self, timeout: float, phase: str) -> None:
         """Start (or restart) this stream's deadline for the next waits, until ``disarm``."""
@@ -124,13 +142,17 @@ class Stream:
         sock = self.sock
         while True:
             try:
-                return sock.recv(size)
+                data = sock.recv(size)
             except WOULD_BLOCK as exc:
                 # (TLS: a read may need to write first, a key update's answer)
                 writing = isinstance(exc, ssl.SSLWantWriteError)
                 await self._wait(wait_writable if writing else wait_readable)
             except OSError as exc:
                 raise self._broken(exc) from None
+            else:
+                if self.tally is not None:
+                    self.tally[self.rx] += len(data)
+                return data
 
     async def recv_later(self, size: int = RECV_SIZE) -> bytes:
         """Like recv, for data that cannot be there yet (a response just asked for, the
@@ -144,11 +166,14 @@ class Stream:
         except trio.ClosedResourceError:
             raise self._timed_out() from None  # the sweeper's notify_closing
         try:
-            return self.sock.recv(size)
+            data = self.sock.recv(size)
         except WOULD_BLOCK:
             return await self.recv(size)  # woken with nothing to read after all
         except OSError as exc:
             raise self._broken(exc) from None
+        if self.tally is not None:
+            self.tally[self.rx] += len(data)
+        return data
 
     def send_nowait(self, data: bytes | bytearray | memoryview) -> int:
         """Send what the socket takes without waiting; returns how many bytes went.
@@ -158,11 +183,14 @@ class Stream:
         """
         self.responding = True
         try:
-            return self.sock.send(data)
+            sent = self.sock.send(data)
         except WOULD_BLOCK:
             return 0  # (TLS: the same bytes must be offered again, as send_rest does)
         except OSError as exc:
             raise self._broken(exc) from None
+        if self.tally is not None:
+            self.tally[self.tx] += sent
+        return sent
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
         sent = self.send_nowait(data)
@@ -176,11 +204,15 @@ class Stream:
             while sent < len(view):
                 await self._wait(wait_writable)
                 try:
-                    sent += sock.send(view[sent:])
+                    n = sock.send(view[sent:])
                 except WOULD_BLOCK:
                     pass
                 except OSError as exc:
                     raise self._broken(exc) from None
+                else:
+                    sent += n
+                    if self.tally is not None:
+                        self.tally[self.tx] += n
 
     def alive(self) -> bool:
         """For an idle pooled connection: still open, and nothing unsolicited queued.

@@ -21,6 +21,7 @@ from trilb.l4.connect import open_tcp, start_tls
 from trilb.l4.idle import IdleSweeper
 from trilb.l7.http1 import ResponseParser
 from trilb.l7.stream import Stream
+from trilb.obs.counters import S_BYTES_IN, S_BYTES_OUT
 from trilb.tls import client_context, sni_name
 
 
@@ -83,6 +84,7 @@ class UpstreamPool:
                                    self.sweeper)  # fmt: skip
         self.servers[slot.index].busy += 1
         stream = Stream(sock, self.sweeper, upstream=True, name=slot.name)
+        stream.count_into(slot.counts, S_BYTES_IN, S_BYTES_OUT)
         observe = None if self.observe is None else partial(self.observe, slot)
         stream.parser = ResponseParser(counts=slot.counts, observe=observe)
         return stream

@@ -152,6 +152,7 @@ class ReactorTunnel:
             if not data:
                 self._ended(way)
                 return
+            way.src.took(len(data))
             self._relay(way, data)
             if len(data) < RECV_SIZE and not hup:
                 break  # drained: the next bytes bring a new edge
@@ -172,6 +173,7 @@ class ReactorTunnel:
     def _send(self, way: _Way, data: bytes | memoryview) -> None:
         try:
             sent = way.dst.sock.send(data)
+            way.dst.gave(sent)
         except BlockingIOError:
             sent = 0
         except _ERRORS as exc:

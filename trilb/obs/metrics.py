@@ -13,6 +13,8 @@ from trilb.obs.counters import (
     CLASSES,
     F_1XX,
     F_ACTIVE,
+    F_BYTES_IN,
+    F_BYTES_OUT,
     F_CONNECTIONS,
     F_REFUSED,
     LATENCY_BOUNDS,
@@ -81,6 +83,11 @@ def exposition(config: Config, shared: SharedState, totals: list[int], generatio
         f.add("trilb_frontend_refused_total", "counter",
               "Connections (udp: new flows) refused by limits or a bad PROXY header.",
               "trilb_frontend_refused_total", lab, totals[at + F_REFUSED])  # fmt: skip
+        f.add("trilb_frontend_received_bytes_total", "counter",
+              "Bytes received from clients (as read: TLS records, HTTP/2 frames).",
+              "trilb_frontend_received_bytes_total", lab, totals[at + F_BYTES_IN])  # fmt: skip
+        f.add("trilb_frontend_sent_bytes_total", "counter", "Bytes sent to clients.",
+              "trilb_frontend_sent_bytes_total", lab, totals[at + F_BYTES_OUT])  # fmt: skip
         if fe.mode == "http":
             for i, code in enumerate(CLASSES):
                 f.add("trilb_frontend_responses_total", "counter",
@@ -113,9 +120,9 @@ def exposition(config: Config, shared: SharedState, totals: list[int], generatio
                   "Connects refused or timed out.",
                   "trilb_server_failures_total", lab, totals[at + S_FAILURES])  # fmt: skip
             f.add("trilb_server_received_bytes_total", "counter",
-                  "Bytes received from the server (tcp).",
+                  "Bytes received from the server.",
                   "trilb_server_received_bytes_total", lab, totals[at + S_BYTES_IN])  # fmt: skip
-            f.add("trilb_server_sent_bytes_total", "counter", "Bytes sent to the server (tcp).",
+            f.add("trilb_server_sent_bytes_total", "counter", "Bytes sent to the server.",
                   "trilb_server_sent_bytes_total", lab, totals[at + S_BYTES_OUT])  # fmt: skip
             for j, code in enumerate(CLASSES):
                 f.add("trilb_server_responses_total", "counter",

@@ -128,9 +128,8 @@ def _frontend(
         "refused": c[F_REFUSED],
         "requests": sum(responses),
         "responses": dict(zip(CLASSES, responses, strict=True)),
-        # Bytes are counted where no parser runs (L4 tcp) for now: null elsewhere.
-        "bytes_in": c[F_BYTES_IN] if fe.mode == "tcp" else None,
-        "bytes_out": c[F_BYTES_OUT] if fe.mode == "tcp" else None,
+        "bytes_in": c[F_BYTES_IN],
+        "bytes_out": c[F_BYTES_OUT],
     }
     if prev is not None and now > prev[0]:
         before = prev[1][at + F_1XX : at + F_1XX + 5]
@@ -158,7 +157,6 @@ def _backend(
         for fe in config.frontends.values()
         if name == fe.default_backend or any(r.backend == name for r in fe.routes)
     }
-    bytes_counted = "tcp" in modes
     servers = []
     for i, server in enumerate(backend.servers):
         at = shared.server_offset(name, i)
@@ -184,8 +182,8 @@ def _backend(
             "rate": _rate(now, c[S_TOTAL], prev, at + S_TOTAL),
             "responses": dict(zip(CLASSES, c[S_1XX : S_1XX + 5], strict=True)),
             "failures": c[S_FAILURES],
-            "bytes_in": c[S_BYTES_IN] if bytes_counted else None,
-            "bytes_out": c[S_BYTES_OUT] if bytes_counted else None,
+            "bytes_in": c[S_BYTES_IN],
+            "bytes_out": c[S_BYTES_OUT],
             "latency": {"p50": None if p50 is None else round(p50, 6),
                         "p99": None if p99 is None else round(p99, 6)},
         })  # fmt: skip
