@@ -36,6 +36,8 @@ def call(port: int, path: str, body: Any = None, token: str = "") -> tuple[int, 
                                      method="POST" if data is not None else "GET")  # fmt: skip
     if token:
         request.add_header("Authorization", f"Bearer {token}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
     try:
         with urllib.request.urlopen(request, timeout=5) as response:
             raw = response.read()

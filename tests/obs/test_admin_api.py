@@ -46,9 +46,14 @@ def make(token: str = "") -> tuple[AdminServer, SharedState]:
     return AdminServer(config, shared, 3, checks), shared
 
 
+HOST = {b"host": b"127.0.0.1:8404"}
+JSON = {**HOST, b"content-type": b"application/json"}
+
+
 def get(server: AdminServer, path: str, method: str = "GET", body: bytes = b"",
         headers: dict[bytes, bytes] | None = None) -> Any:  # fmt: skip
-    status, ctype, payload, _ = server.respond(method, path, headers or {}, body)
+    fields = dict(JSON if method == "POST" else HOST) if headers is None else headers
+    status, ctype, payload, _ = server.respond(method, path, fields, body)
     assert status == 200
     return json.loads(payload) if ctype == "application/json" else payload
 
@@ -108,6 +113,7 @@ def test_post_sets_state_and_weight_in_the_shared_mapping() -> None:
         ("GET", "/nope", b"", 404, "/stats"),
         ("DELETE", "/api/backends", b"", 405, "allowed"),
         ("POST", "/metrics", b"", 405, "allowed"),
+        ("POST", "/api/backends/app/servers/127.0.0.1:1", b"[" * 5000, 400, "not JSON"),
     ],
 )
 def test_bad_requests_get_a_clear_error_and_change_nothing(
@@ -116,7 +122,7 @@ def test_bad_requests_get_a_clear_error_and_change_nothing(
     server, shared = make()
     before = shared.server_state("app")
     with pytest.raises(Reply) as caught:
-        server.respond(method, path, {}, body)
+        server.respond(method, path, JSON, body)
     assert caught.value.status == status and says in str(caught.value)
     assert shared.server_state("app") == before
 
@@ -125,7 +131,7 @@ def test_a_token_guards_everything_but_the_page() -> None:
     server, _ = make(TOKEN)
     assert b"<html" in get(server, "/stats").lower()  # the page: no data in it
     for headers in ({}, {b"authorization": b"Bearer wrong-token-of-some-length"},
-                    {b"authorization": TOKEN.encode()}):  # fmt: skip
+                    {b"authorization": TOKEN.encode()}, HOST):  # fmt: skip
         with pytest.raises(Reply) as caught:
             server.respond("GET", "/api", headers, b"")
         assert caught.value.status == 401
@@ -174,3 +180,20 @@ def test_quantiles_interpolate_inside_their_bucket() -> None:
     counts = server_counts()
     tally(counts, 204, 0.004)
     assert counts[S_BUCKETS + LATENCY_BOUNDS.index(0.005)] == 1
+
+
+def test_requests_a_web_page_could_forge_are_refused() -> None:
+    """Without a token the endpoint trusts loopback, so a page elsewhere must not make
+    a browser act on it: a Host naming another site (DNS rebinding) and a form's POST
+    (no JSON content type, no preflight) are refused."""
+    server, shared = make()
+    path = "/api/backends/app/servers/127.0.0.1:1"
+    for headers, status in (({b"host": b"evil.example:8404"}, 403), ({}, 403),
+                            ({**HOST, b"content-type": b"text/plain"}, 415),
+                            (HOST, 415)):  # fmt: skip
+        with pytest.raises(Reply) as caught:
+            server.respond("POST", path, headers, b'{"state": "maint"}')
+        assert caught.value.status == status
+    assert shared.server_state("app")[1] == bytes([READY, READY])
+    for host in (b"localhost:8404", b"[::1]:8404", b"127.0.0.1", b"LOCALHOST"):
+        assert get(server, "/api", headers={b"host": host})["generation"] == 3

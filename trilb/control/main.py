@@ -70,7 +70,7 @@ async def _serve(
                         entries.setdefault(server.spec, []).append(index)
                 for slots in entries.values():
                     name = backend.servers[slots[0]].dns
-                    nursery.start_soon(keep_resolved, config, backend, name, slots, shared)
+                    await nursery.start(keep_resolved, config, backend, name, slots, shared)
                 if backend.health is None:
                     continue
                 tls = client_context(backend.tls) if backend.tls is not None else None
@@ -86,8 +86,6 @@ async def _serve(
                 if sig == signal.SIGTERM:
                     break
                 endpoint.cancel()  # draining: the next generation's endpoint answers
-                if admin is not None:
-                    admin.close()
             nursery.cancel_scope.cancel()
 
 
@@ -116,18 +114,22 @@ async def _check_loop(
     state.up = shared.server_state(backend.name)[0][index] == UP
     rng = random.Random()
     await trio.sleep(rng.uniform(0, health.interval))  # spread the first checks
-    address: Address | None = server.address
+    address: Address | None = shared.address(backend.name, index)
     while True:
         if server.dns:  # a dns: slot: checked at its current address, if it has one
             now_at = shared.address(backend.name, index)
             if now_at != address:
-                state = CheckState(health)  # another server: judged afresh (it starts up)
+                # Another server (the resolver marked it up): judged afresh from there.
+                state = CheckState(health)
+                state.up = shared.server_state(backend.name)[0][index] == UP
                 address = now_at
             if address is None:
                 checks.pop((backend.name, index), None)
                 await trio.sleep(jittered(health.interval, rng))
                 continue
         why = await probe(backend, server, tls, address)
+        if server.dns and shared.address(backend.name, index) != address:
+            continue  # the slot moved while the probe ran: its verdict was the old one's
         checks[(backend.name, index)] = Check(why is None, why or "passed", time.monotonic())
         if state.record(why is None):
             shared.set_health(backend.name, index, state.up)

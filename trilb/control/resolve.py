@@ -56,24 +56,28 @@ def system_nameservers(path: str = RESOLV_CONF) -> list[Address]:
 
 
 async def resolve(name: str, nameservers: Sequence[Address], timeout: float) -> Answer:
-    """``name``'s A and AAAA records, from the first nameserver that answers both.
+    """``name``'s A and AAAA records, each from the first nameserver that answers it (a
+    resolver that fails AAAA questions does not lose the A records).
 
     Raises:
-      DnsError: no nameserver gave a usable answer (the last reason).
+      DnsError: no nameserver answered either question (the last reason).
     """
+    answers = []
     why = "no nameserver"
-    for server in nameservers:
-        try:
-            with trio.fail_after(timeout):
-                four = await _ask(server, name, A)
-                six = await _ask(server, name, AAAA)
-        except trio.TooSlowError:
-            why = f"{server}: no answer within {timeout:g}s"
-        except (DnsError, OSError) as exc:
-            why = f"{server}: {exc}"
-        else:
-            return Answer(four.addresses + six.addresses, min(four.ttl, six.ttl))
-    raise DnsError(f"cannot resolve {name}: {why}")
+    for qtype in (A, AAAA):
+        for server in nameservers:
+            try:
+                with trio.fail_after(timeout):
+                    answers.append(await _ask(server, name, qtype))
+                break
+            except trio.TooSlowError:
+                why = f"{server}: no answer within {timeout:g}s"
+            except (DnsError, OSError) as exc:
+                why = f"{server}: {exc}"
+    if not answers:
+        raise DnsError(f"cannot resolve {name}: {why}")
+    return Answer(tuple(a for answer in answers for a in answer.addresses),
+                  min(answer.ttl for answer in answers))  # fmt: skip
 
 
 async def _ask(server: Address, name: str, qtype: int) -> Answer:
@@ -129,9 +133,15 @@ def assign(
 
 
 async def keep_resolved(
-    config: Config, backend: Backend, name: str, slots: Sequence[int], shared: SharedState
+    config: Config,
+    backend: Backend,
+    name: str,
+    slots: Sequence[int],
+    shared: SharedState,
+    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Resolve ``name`` now, then every ``[dns] interval``, for ``slots`` of ``backend``."""
+    """Resolve ``name`` now, then every ``[dns] interval``, for ``slots`` of ``backend``;
+    started once the first lookup is over (the generation is ready only then)."""
     dns = config.dns
     nameservers = list(dns.nameservers) or system_nameservers()
     port = backend.servers[slots[0]].address.port
@@ -158,4 +168,6 @@ async def keep_resolved(
                             "taken (raise dns_slots): %s", backend.name, name, len(out),
                             len(slots), ", ".join(out))  # fmt: skip
             left_out = out
+        task_status.started()
+        task_status = trio.TASK_STATUS_IGNORED
         await trio.sleep(dns.interval)

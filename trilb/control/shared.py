@@ -23,7 +23,7 @@ from __future__ import annotations
 import mmap
 import socket
 
-from trilb.config.schema import Address, Config
+from trilb.config.schema import Address, Config, Server
 from trilb.obs.counters import FRONTEND_COUNTERS, SERVER_COUNTERS
 
 UP = 1
@@ -98,24 +98,54 @@ class SharedState:
                     self.set_address(backend.name, i, server.address)
 
     def inherit(self, old: SharedState, old_config: Config, config: Config) -> None:
-        """Take ``old``'s verdicts, operator states and weights for each backend whose
-        servers are the same (a reload: a server known down must not get traffic again
-        until its checks say so, and one an operator drained stays drained)."""
+        """Take what ``old`` knows of each server the reload keeps (same backend, name
+        and address or dns: name): its check's verdict (a server known down gets no
+        traffic until its checks say so), the operator's state (a drained one stays
+        drained), a dns: slot's address, and a weight the API set, unless the config
+        changed that server's weight (the file's word is newer then)."""
+        size = ADDRESS_SIZE
+        for at, j, weight, server in self._kept(old_config, config, old):
+            self.health[at] = old.health[j]
+            self.admin[at] = old.admin[j]
+            if weight == server.weight:
+                self.weights[at] = old.weights[j]
+            if server.dns:
+                self.addresses[at * size : (at + 1) * size] = old.addresses[
+                    j * size : (j + 1) * size
+                ]
+
+    def replay(self, old: SharedState, old_config: Config, config: Config, seen: bytes) -> None:
+        """The operator's changes ``old`` took after this generation inherited from it
+        (``seen``: ``old.operator()`` then): during a reload's hand-over the old control
+        process may still have answered the API."""
+        admin, weights = seen[: old.servers], memoryview(seen[old.servers :]).cast("I")
+        for at, j, _, _ in self._kept(old_config, config, old):
+            if old.admin[j] != admin[j]:
+                self.admin[at] = old.admin[j]
+            if old.weights[j] != weights[j]:
+                self.weights[at] = old.weights[j]
+
+    def operator(self) -> bytes:
+        """The operator's part (admin bytes, weights), for a later ``replay``."""
+        return bytes(self.admin) + bytes(self.weights)
+
+    def _kept(
+        self, old_config: Config, config: Config, old: SharedState
+    ) -> list[tuple[int, int, int, Server]]:
+        """The servers both configs have (same backend, name and address or dns:
+        name): (index here, index in ``old``, its old config weight, the server)."""
+        out = []
         for name, start in self.first.items():
             before = old_config.backends.get(name)
             if before is None:
                 continue
-            servers = [s.name for s in config.backends[name].servers]
-            if [s.name for s in before.servers] != servers:
-                continue
-            was = old.first[name]
-            n = len(servers)
-            self.health[start : start + n] = old.health[was : was + n]
-            self.admin[start : start + n] = old.admin[was : was + n]
-            self.weights[start : start + n] = old.weights[was : was + n]
-            size = ADDRESS_SIZE
-            self.addresses[start * size : (start + n) * size] = \
-                old.addresses[was * size : (was + n) * size]  # fmt: skip
+            was = {(s.name, s.spec): (old.first[name] + i, s.weight)
+                   for i, s in enumerate(before.servers)}  # fmt: skip
+            for i, server in enumerate(config.backends[name].servers):
+                found = was.get((server.name, server.spec))
+                if found is not None:
+                    out.append((start + i, found[0], found[1], server))
+        return out
 
     # --- per server --------------------------------------------------------------
 

@@ -104,7 +104,8 @@ Try, in another terminal:
   curl http://{web}/b/page     # a route: /b/ always goes to backend B
   curl --http2-prior-knowledge -i http://{web}/     # the same over HTTP/2 (h2c)
   curl -k --http2 -i https://{secure}/     # TLS (a self-signed certificate) and HTTP/2
-  curl -X POST -d '{{"state": "drain"}}' http://{stats}/api/backends/demo/servers/demo-A
+  curl -H 'Content-Type: application/json' -d '{{"state": "drain"}}' \\
+    http://{stats}/api/backends/demo/servers/demo-A
                 # drain A: new requests all go to B (then "ready" to undo)
   kill -HUP {os.getpid()}     # reload {path} without dropping a connection
 Press Ctrl-C to stop.

@@ -82,6 +82,7 @@ class TcpFrontend(Acceptor):
             if self.connect_phase:
                 ctx = Context(peer[0], "tcp", self.config.name)
                 if run_connect(self.connect_phase, ctx) is not None:
+                    self._unserved_line(peer, "refused")
                     self._closed(conn, peer)  # refused: closed before any server is asked
                     return
             conn.setblocking(False)
@@ -150,6 +151,13 @@ class TcpFrontend(Acceptor):
                       t.down, took, how)  # fmt: skip
         self._closed(link.client, entry.peer)
 
+    def _unserved_line(self, peer: tuple[str, int], end: str) -> None:
+        """The access log line of a connection closed before any server took it."""
+        if self.access is not None:
+            self.access.add(tcp_line(self.config.name, f"{peer[0]}:{peer[1]}",
+                                     self.backend.config.name, "-", 0, 0, 0.0, end,
+                                     time.time(), self.access.json))  # fmt: skip
+
     def _closed(self, conn: socket.socket, peer: tuple[str, int]) -> None:
         conn.close()
         self.released(peer[0])
@@ -200,7 +208,8 @@ class _Connect:
         fe = self.fe
         for slot in self.attempts:
             address = slot.address
-            assert address is not None, "a slot without an address is never up"
+            if address is None:  # (a dns: slot emptied since the pick)
+                continue
             try:
                 sock = socket.socket(address.family, socket.SOCK_STREAM)
             except OSError as exc:
@@ -223,6 +232,7 @@ class _Connect:
             sock.close()
             self._failed(slot, code)
         fe._log_unserved(self.peer, self.failures)
+        fe._unserved_line(self.peer, "no_server")
         fe._closed(self.conn, self.peer)
 
     def _on_event(self, events: int) -> None:

@@ -186,7 +186,8 @@ class UdpFrontend:
         key = source_key(ip) if backend.hashes_source else None
         for slot in backend.attempts(key):
             server = slot.address
-            assert server is not None, "a slot without an address is never up"
+            if server is None:  # (a dns: slot emptied since the pick)
+                continue
             try:
                 sock = socket.socket(server.family, socket.SOCK_DGRAM)
             except OSError as exc:  # out of descriptors: another server would not do better

@@ -192,6 +192,7 @@ class H2Client:
                                 retryable=False) from None  # fmt: skip
         exchange = Exchange(self, sid, end_stream)
         self.exchanges[sid] = exchange
+        self.slot.active += 1  # (in flight to it: leastconn's measure, the stats')
         self.kick()
         return exchange
 
@@ -310,7 +311,8 @@ class H2Client:
                 raise UpstreamError("timeout", f"server {self.name}: not reading", False)
 
     def done(self, exchange: Exchange) -> None:
-        self.exchanges.pop(exchange.id, None)
+        if self.exchanges.pop(exchange.id, None) is not None:
+            self.slot.active -= 1
         if not self.exchanges:
             self.idle_since = trio.current_time()
 
@@ -358,7 +360,8 @@ class H2Pool:
 
         assert self.nursery is not None, "the worker gives every backend its nursery"
         timeout = self.config.connect_timeout
-        assert slot.address is not None, "a slot without an address is never up"
+        if slot.address is None:  # (a dns: slot emptied since it was picked)
+            raise UpstreamError("unavailable", f"server {slot.name} has no address now", True)
         sock = await open_tcp(slot.address, timeout, self.sweeper)
         if self.tls is not None:
             tls = await start_tls(sock, self.tls, self.sni[slot.index], slot.name, timeout,

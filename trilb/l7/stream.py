@@ -63,9 +63,29 @@ class Peer(Protocol):
 class Stream:
     """One side of an exchange: the client's socket, or a backend connection."""
 
-    __slots__ = ("_poller", "closed", "fd", "name", "on_idle_event", "parser", "phase", "quiet",
-                 "reactor", "responding", "rx", "sock", "sweeper", "tally", "timeout", "timer",
-                 "tls", "tx", "upstream", "wake")  # fmt: skip
+    __slots__ = (
+        "_poller",
+        "closed",
+        "fd",
+        "name",
+        "on_idle_event",
+        "parser",
+        "peer",
+        "phase",
+        "quiet",
+        "reactor",
+        "responding",
+        "rx",
+        "sock",
+        "sweeper",
+        "tally",
+        "timeout",
+        "timer",
+        "tls",
+        "tx",
+        "upstream",
+        "wake",
+    )  # fmt: skip
 
     def __init__(
         self, sock: socket.socket, sweeper: IdleSweeper, upstream: bool, name: str = ""
@@ -103,6 +123,8 @@ class Stream:
         # ``tx``; the code that reads the socket itself adds with ``took``.
         self.tally: list[int] | None = None
         self.rx = self.tx = 0
+        # A backend connection: the address it was opened to (a dns: slot may move on).
+        self.peer: object = None
 
     def count_into(self, tally: list[int], rx: int, tx: int) -> None:
         self.tally, self.rx, self.tx = tally, rx, tx

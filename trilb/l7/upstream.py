@@ -17,6 +17,7 @@ from functools import partial
 
 from trilb.balance.algorithms import ServerSlot
 from trilb.config.schema import Backend
+from trilb.errors import UpstreamError
 from trilb.l4.connect import open_tcp, start_tls
 from trilb.l4.idle import IdleSweeper
 from trilb.l7.http1 import ResponseParser
@@ -65,6 +66,7 @@ class UpstreamPool:
             # nobody asked for, which must never become the next client's response.
             if stream.alive():
                 pool.busy += 1
+                slot.active += 1  # (in flight to it: leastconn's measure, the stats')
                 return stream
             stream.close()
         return None
@@ -76,15 +78,18 @@ class UpstreamPool:
           UpstreamError: the connect failed (retryable: nothing was sent).
         """
         address = slot.address
-        assert address is not None, "a slot without an address is never up"
+        if address is None:  # (a dns: slot emptied since it was picked)
+            raise UpstreamError("unavailable", f"server {slot.name} has no address now", True)
         timeout = self.config.connect_timeout
         sock = await open_tcp(address, timeout, self.sweeper)
         if self.tls is not None:
             sock = await start_tls(sock, self.tls, self.sni[slot.index], slot.name, timeout,
                                    self.sweeper)  # fmt: skip
         self.servers[slot.index].busy += 1
+        slot.active += 1
         stream = Stream(sock, self.sweeper, upstream=True, name=slot.name)
         stream.count_into(slot.counts, S_BYTES_IN, S_BYTES_OUT)
+        stream.peer = address
         observe = None if self.observe is None else partial(self.observe, slot)
         stream.parser = ResponseParser(counts=slot.counts, observe=observe)
         return stream
@@ -93,9 +98,15 @@ class UpstreamPool:
         """Give a connection back: pooled if it may carry another request, else closed."""
         pool = self.servers[slot.index]
         pool.busy -= 1
+        slot.active -= 1
         stream.disarm()
         stream.timer.on_expire = stream.wake
-        if reusable and len(pool.idle) < self.config.pool_max_idle and not stream.closed:
+        if (
+            reusable
+            and len(pool.idle) < self.config.pool_max_idle
+            and not stream.closed
+            and stream.peer is slot.address  # (a dns: slot that moved: not to the old one)
+        ):
             pool.idle.append((stream, self.sweeper.now()))
         else:
             stream.close()

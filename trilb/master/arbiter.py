@@ -76,14 +76,24 @@ class Generation:
     # What its control process and its workers share (server states, weights,
     # counters). None: no health check and no admin API, so no control process runs.
     shared: SharedState | None = None
+    # The generation its shared state was inherited from, and that one's operator state
+    # then: what the API changed there since is replayed here at the hand-over.
+    parent: tuple[Generation, bytes] | None = None
     draining: bool = False
     # When its remaining workers get SIGKILL (set when draining starts).
     deadline: float = float("inf")
     children: dict[int, Child] = field(default_factory=dict)
 
     def ready(self) -> bool:
-        """Every slot has a worker that said it is ready (the control process aside)."""
-        return sum(c.ready for s, c in self.children.items() if s != CONTROL) == self.slots
+        """Every slot has a worker that said it is ready; and the control process too
+        when dns: servers have no address until its first lookup."""
+        workers = sum(c.ready for s, c in self.children.items() if s != CONTROL)
+        if workers != self.slots:
+            return False
+        if any(s.dns for b in self.config.backends.values() for s in b.servers):
+            control = self.children.get(CONTROL)
+            return control is not None and control.ready
+        return True
 
 
 @dataclass(eq=False)
@@ -340,6 +350,10 @@ class Arbiter:
 
     def _drain(self, gen: Generation, now: float) -> None:
         log.info("generation %d: draining %d worker(s)", gen.number, len(gen.children))
+        cur = self.current
+        if cur.parent is not None and cur.parent[0] is gen and cur.shared and gen.shared:
+            cur.shared.replay(gen.shared, gen.config, cur.config, cur.parent[1])
+            cur.parent = None
         gen.draining = True
         gen.deadline = now + gen.config.global_.grace + KILL_MARGIN
         for slot, child in gen.children.items():
@@ -377,6 +391,7 @@ class Arbiter:
                 # A reload keeps what the checks and the operator said of the servers
                 # it keeps.
                 gen.shared.inherit(self.current.shared, self.current.config, config)
+                gen.parent = (self.current, self.current.shared.operator())
         self.generations.append(gen)
         log.info("generation %d: starting %d worker(s): %s", number, slots, config.summary())
         for slot in range(slots):

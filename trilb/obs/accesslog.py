@@ -81,9 +81,10 @@ def http_line(r: HttpRecord, now: float, as_json: bool) -> str:
     # HAProxy's httplog, abridged: client [date] frontend backend/server
     # Tc/Tr/Ta status bytes notes "request line".
     request = f"{r.method} {_printable(r.target)} HTTP/{r.version}"
+    notes = _printable(r.notes) or "-"
     return (f"{r.client} [{_stamp(now)}] {r.frontend} {r.backend or '-'}/{r.server or '-'} "
             f"{_ms(r.connect)}/{_ms(r.first_byte)}/{_ms(r.total)} {r.status} "
-            f"{r.size if r.size >= 0 else '-'} {r.notes or '-'} \"{request}\"")  # fmt: skip
+            f"{r.size if r.size >= 0 else '-'} {notes} \"{request}\"")  # fmt: skip
 
 
 def tcp_line(

@@ -36,10 +36,15 @@ log = logging.getLogger(__name__)
 # A request, head and body, must arrive within this; its body is small JSON.
 REQUEST_TIMEOUT = 10.0
 MAX_BODY = 65536
+# Connections served at once: each /api or /metrics sums every counter on the loop the
+# health checks run on, so a flood must not starve them.
+MAX_CLIENTS = 32
 MAX_WEIGHT = 256  # (HAProxy's limit: weights are relative)
-REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found",
+REASONS = {200: "OK", 302: "Found", 400: "Bad Request", 401: "Unauthorized", 403: "Forbidden",
+           404: "Not Found",
            405: "Method Not Allowed", 408: "Request Timeout", 411: "Length Required",
-           413: "Content Too Large", 500: "Internal Server Error"}  # fmt: skip
+           413: "Content Too Large", 415: "Unsupported Media Type",
+           500: "Internal Server Error"}  # fmt: skip
 
 
 class Reply(Exception):
@@ -69,14 +74,23 @@ class AdminServer:
         self.started = time.monotonic()
         self.token = config.admin.token.encode() if config.admin.token else None
         self.page = resources.files("trilb.obs").joinpath("stats.html").read_bytes()
+        self.clients = trio.CapacityLimiter(MAX_CLIENTS)
+        # The Host names a request may carry: a web page elsewhere that makes a browser
+        # send requests here (DNS rebinding) names its own host instead.
+        bind = config.admin.bind
+        host = f"[{bind.host}]" if ":" in bind.host else bind.host
+        self.hosts = {h.encode() for h in (host, "localhost", "127.0.0.1", "[::1]")}
 
     async def serve(self, sock: socket.socket, task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
         """Serve ``sock`` until cancelled."""
         listener = trio.SocketListener(trio.socket.from_stdlib_socket(sock))
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._sample)
-            task_status.started()
-            await trio.serve_listeners(self._handle, [listener], handler_nursery=nursery)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sample)
+                task_status.started()
+                await trio.serve_listeners(self._handle, [listener], handler_nursery=nursery)
+        finally:  # (stopped: this process's copy goes, the master's stays for the next)
+            listener.socket.close()
 
     async def _sample(self) -> None:
         """Once a second: the summed counters, for rates and recent latencies."""
@@ -87,29 +101,38 @@ class AdminServer:
     # --- HTTP -------------------------------------------------------------------------
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        async with stream:
-            method = ""
-            try:
-                with trio.fail_after(REQUEST_TIMEOUT):
-                    method, path, headers, body = await _read_request(stream)
-                    status, ctype, payload, extra = self.respond(method, path, headers, body)
-            except Reply as exc:
-                status, ctype, extra = exc.status, "application/json", exc.headers
-                payload = _json({"error": str(exc)})
-            except trio.TooSlowError:
-                status, ctype, payload, extra = 408, "application/json", b"", ()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                return
-            head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
-                    f"Content-Type: {ctype}", f"Content-Length: {len(payload)}",
-                    "Cache-Control: no-store", "Connection: close",
-                    *(f"{k}: {v}" for k, v in extra)]  # fmt: skip
-            if method == "HEAD":
-                payload = b""
-            try:
-                await stream.send_all(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                pass
+        async with stream, self.clients:
+            with trio.move_on_after(REQUEST_TIMEOUT):  # (the answer's send too)
+                await self._exchange(stream)
+
+    async def _exchange(self, stream: trio.SocketStream) -> None:
+        method = ""
+        try:
+            with trio.fail_after(REQUEST_TIMEOUT):
+                method, path, headers, body = await _read_request(stream)
+                status, ctype, payload, extra = self.respond(method, path, headers, body)
+        except Reply as exc:
+            status, ctype, extra = exc.status, "application/json", exc.headers
+            payload = _json({"error": str(exc)})
+        except trio.TooSlowError:
+            status, ctype, extra = 408, "application/json", ()
+            payload = _json({"error": f"no whole request within {REQUEST_TIMEOUT:g}s"})
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        except Exception:  # a request must never take the control process down
+            log.exception("admin endpoint: %s request failed", method or "a")
+            status, ctype, extra = 500, "application/json", ()
+            payload = _json({"error": "internal error (logged)"})
+        head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Error')}",
+                f"Content-Type: {ctype}", f"Content-Length: {len(payload)}",
+                "Cache-Control: no-store", "Connection: close",
+                *(f"{k}: {v}" for k, v in extra)]  # fmt: skip
+        if method == "HEAD":
+            payload = b""
+        try:
+            await stream.send_all(("\r\n".join(head) + "\r\n\r\n").encode() + payload)
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
 
     def respond(
         self, method: str, path: str, headers: dict[bytes, bytes], body: bytes
@@ -119,6 +142,9 @@ class AdminServer:
         Raises:
           Reply: an error (or a redirect) to send instead.
         """
+        if self.token is None and _host(headers) not in self.hosts:
+            raise Reply(403, "Host must name this endpoint (127.0.0.1, localhost or its "
+                        "bind address): requests made for another site are refused")  # fmt: skip
         if path in ("/", "/stats", "/stats/"):
             if path == "/":
                 raise Reply(302, "see /stats", (("Location", "/stats"),))
@@ -133,7 +159,7 @@ class AdminServer:
         parts = [p for p in path.split("/") if p]
         if not parts or parts[0] != "api":
             raise Reply(404, f"no such endpoint {path!r}: try /stats, /metrics or /api")
-        return 200, "application/json", _json(self.api(method, parts[1:], body)), ()
+        return 200, "application/json", _json(self.api(method, parts[1:], body, headers)), ()
 
     def _authorize(self, headers: dict[bytes, bytes]) -> None:
         if self.token is None:
@@ -146,7 +172,7 @@ class AdminServer:
 
     # --- the JSON API -----------------------------------------------------------------
 
-    def api(self, method: str, parts: list[str], body: bytes) -> Any:
+    def api(self, method: str, parts: list[str], body: bytes, headers: dict[bytes, bytes]) -> Any:
         """The JSON answer of /api/``parts``."""
         if not parts:
             _allow(method, "GET", "HEAD")
@@ -175,6 +201,9 @@ class AdminServer:
         if index is None:
             raise Reply(404, f"backend {parts[1]!r} has no server {parts[3]!r}")
         if method == "POST":
+            media = headers.get(b"content-type", b"").partition(b";")[0].strip().lower()
+            if media != b"application/json":  # (a form a web page posts here is refused)
+                raise Reply(415, "send the change as JSON (Content-Type: application/json)")
             self.change(parts[1], index, body)
             backend = next(b for b in self.everything()["backends"] if b["name"] == parts[1])
         else:
@@ -189,7 +218,7 @@ class AdminServer:
         """
         try:
             wanted = json.loads(body or b"null")
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise Reply(400, f"the body is not JSON: {exc}") from None
         if not isinstance(wanted, dict) or not wanted or set(wanted) - {"state", "weight"}:
             raise Reply(400, 'expected an object with "state" (ready, drain or maint) '
@@ -220,6 +249,15 @@ class AdminServer:
             "workers": self.shared.workers,
             **data,
         }
+
+
+def _host(headers: dict[bytes, bytes]) -> bytes:
+    """The Host field without its port, lowercased."""
+    host = headers.get(b"host", b"").strip().lower()
+    if host.startswith(b"[") and host.endswith(b"]"):
+        return host
+    name, colon, port = host.rpartition(b":")
+    return name if colon and port.isdigit() else host
 
 
 def _allow(method: str, *allowed: str) -> None:

@@ -68,14 +68,14 @@ class Publisher:
         shared, block = self.shared, self.block
         for state in self.states:
             name = state.config.name
-            addresses = None if state.addresses is None else shared.backend_addresses(name)
+            addresses = None if state.addresses is None else _addresses(shared, name)
             state.sync(*shared.server_state(name), addresses)
         sums: dict[int, list[int]] = {}
         for state in self.states:
             name = state.config.name
             for slot in state.slots:
                 counts = slot.counts
-                counts[S_ACTIVE] = slot.active
+                counts[S_ACTIVE] = max(slot.active, 0)  # (a slip must not kill the worker)
                 at = shared.server_offset(name, slot.index)
                 if self.shared_backends:
                     total = sums.get(at)
@@ -85,6 +85,18 @@ class Publisher:
                 block[at : at + SERVER_COUNTERS] = array("Q", counts)
         for fe in self.frontends:
             counts = fe.counts
-            counts[F_ACTIVE] = fe.active
+            counts[F_ACTIVE] = max(fe.active, 0)
             at = shared.frontend_offset(fe.config.name)
             block[at : at + FRONTEND_COUNTERS] = array("Q", counts)
+
+
+def _addresses(shared: SharedState, backend: str) -> bytes:
+    """The backend's address records, read until two reads agree: the control process
+    may be writing one (a torn record is never taken for an address)."""
+    records = shared.backend_addresses(backend)
+    for _ in range(3):
+        again = shared.backend_addresses(backend)
+        if again == records:
+            break
+        records = again
+    return records
