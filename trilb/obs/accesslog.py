@@ -156,7 +156,7 @@ class AccessLog:
             while view:  # (a file takes it whole; a pipe on stdout may take part)
                 view = view[os.write(self.fd, view) :]
         except BlockingIOError:
-            pass  # stdout is a full non-blocking pipe: drop rather than stall the worker
+            pass  # (a non-blocking stdout that is full: the batch is dropped)
         except OSError as exc:
             log.error("access log %s: write failed: %s", self.path, exc.strerror)
 

@@ -17,7 +17,7 @@ S_ACTIVE = 0  # gauge: connections (L4) or requests (L7) in flight to it
 S_TOTAL = 1  # connections made (L4), responses received (L7)
 S_1XX = 2  # S_1XX .. S_1XX + 4: responses by status class (L7)
 S_FAILURES = 7  # connects refused or timed out, and servers that broke before answering
-S_BYTES_IN = 8  # from the server (what its socket read: TLS records, HTTP/2 frames...)
+S_BYTES_IN = 8  # from the server (as read: after TLS, HTTP/2 frames included)
 S_BYTES_OUT = 9  # to the server
 S_LATENCY_SUM = 10  # microseconds from request sent to response head, summed (L7)
 S_BUCKETS = 11  # one count per LATENCY_BOUNDS upper bound, then one for the rest
@@ -32,7 +32,7 @@ F_ACTIVE = 0  # gauge: client connections open
 F_CONNECTIONS = 1  # client connections accepted
 F_1XX = 2  # F_1XX .. F_1XX + 4: responses sent by status class (http), trilb's own too
 F_REFUSED = 7  # connections (or datagrams) refused by limits, or by a bad PROXY header
-F_BYTES_IN = 8  # from the clients (as their sockets read: TLS records, HTTP/2 frames...)
+F_BYTES_IN = 8  # from the clients (as read: after TLS, HTTP/2 frames included)
 F_BYTES_OUT = 9  # to the clients
 FRONTEND_COUNTERS = 10
 

@@ -84,7 +84,7 @@ def exposition(config: Config, shared: SharedState, totals: list[int], generatio
               "Connections (udp: new flows) refused by limits or a bad PROXY header.",
               "trilb_frontend_refused_total", lab, totals[at + F_REFUSED])  # fmt: skip
         f.add("trilb_frontend_received_bytes_total", "counter",
-              "Bytes received from clients (as read: TLS records, HTTP/2 frames).",
+              "Bytes received from clients (after TLS; HTTP/2 frames included).",
               "trilb_frontend_received_bytes_total", lab, totals[at + F_BYTES_IN])  # fmt: skip
         f.add("trilb_frontend_sent_bytes_total", "counter", "Bytes sent to clients.",
               "trilb_frontend_sent_bytes_total", lab, totals[at + F_BYTES_OUT])  # fmt: skip
