@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 
 from tests.integration.conftest import Backend, HttpOrigin, Trilb, free_port
+from tests.integration.test_udp_serve import Echo, free_udp_port
 
 pytestmark = pytest.mark.slow
 
@@ -160,6 +161,55 @@ servers = ["{backends[0].address}"]
             assert conn.recv(16) == b"A\n"
     assert len(lines(log, 4)) == 4
     assert len((tmp_path / "access.log.1").read_text().splitlines()) == 1
+
+
+def test_bad_requests_unserved_connections_and_udp_flows_get_their_lines(
+    trilb_factory: Callable[..., Trilb], tmp_path: Path
+) -> None:
+    web, db, dns, dead = free_port(), free_port(), free_udp_port(), free_port()
+    echo = Echo("E")
+    log = tmp_path / "access.log"
+    trilb_factory(f"""
+[access_log]
+path = "{log}"
+
+[frontends.web]
+mode = "http"
+bind = "127.0.0.1:{web}"
+default_backend = "gone"
+
+[frontends.db]
+mode = "tcp"
+bind = "127.0.0.1:{db}"
+default_backend = "gone"
+
+[frontends.dns]
+mode = "udp"
+bind = "127.0.0.1:{dns}"
+default_backend = "echo"
+idle_timeout = "500ms"
+
+[backends.gone]
+servers = ["127.0.0.1:{dead}"]
+
+[backends.echo]
+servers = ["{echo.address}"]
+""", workers=1)  # fmt: skip
+    with socket.create_connection(("127.0.0.1", web), timeout=5) as conn:
+        conn.sendall(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n")
+        assert conn.recv(64).startswith(b"HTTP/1.1 400")
+    with socket.create_connection(("127.0.0.1", db), timeout=5) as conn:
+        assert conn.recv(16) == b""  # no server: closed
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.settimeout(5)
+        udp.sendto(b"ping", ("127.0.0.1", dns))
+        assert udp.recv(64) == b"E:ping"
+        found = lines(log, 3)  # (the flow's line once it is idle, 0.5 s on)
+    text = "\n".join(found)
+    assert ' web -/- 0/-1/0 400 - - "- <BADREQ> HTTP/-"' in text, text
+    assert " db gone/- 0 0/0 no_server" in text, text
+    assert f" dns echo/{echo.address} " in text and " 4/6 idle" in text, text
+    echo.stop()
 
 
 def test_a_bad_access_log_path_is_a_config_error(tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import logging
 import socket
+import time
 from collections import OrderedDict
 from functools import partial
 
@@ -35,6 +36,7 @@ from trilb.l4.idle import IdleSweeper, Watched
 from trilb.l4.limits import SourceLimits
 from trilb.l4.pump import Traffic
 from trilb.l4.reactor import Reactor
+from trilb.obs.accesslog import AccessLog, tcp_line
 from trilb.obs.counters import (
     F_BYTES_IN,
     F_BYTES_OUT,
@@ -64,7 +66,7 @@ Client = tuple[str, int] | tuple[str, int, int, int]  # (an IPv6 address has fou
 class Flow:
     """One client address's datagrams to one server, and the server's back."""
 
-    __slots__ = ("client", "listener", "slot", "sock", "traffic", "udp", "watched")
+    __slots__ = ("client", "listener", "slot", "sock", "started", "traffic", "udp", "watched")
 
     def __init__(
         self,
@@ -81,10 +83,11 @@ class Flow:
         self.slot = slot
         self.traffic = Traffic()  # the idle sweeper watches its total
         self.watched: Watched | None = None
+        self.started = trio.current_time()  # (its access log line's duration)
 
     def abort(self) -> None:
         """Idle for idle_timeout (the sweeper's call)."""
-        self.udp.end(self)
+        self.udp.end(self, "idle")
 
 
 class UdpFrontend:
@@ -108,8 +111,13 @@ class UdpFrontend:
         self.counts = frontend_counts()
         self.evicted = 0
         self.dropped = 0
+        self.access: AccessLog | None = None
         self._evictions = Throttle(LOG_INTERVAL)
         self._refusals = Throttle(LOG_INTERVAL)
+
+    def set_access_log(self, access: AccessLog) -> None:
+        """A line per flow, when it ends."""
+        self.access = access
 
     @property
     def active(self) -> int:
@@ -135,7 +143,7 @@ class UdpFrontend:
 
     def close_all(self) -> None:
         for flow in list(self.flows.values()):
-            self.end(flow)
+            self.end(flow, "stopped")
 
     # --- client -> server ------------------------------------------------------------
 
@@ -235,11 +243,18 @@ class UdpFrontend:
 
     # --- ends ------------------------------------------------------------------------
 
-    def end(self, flow: Flow) -> None:
-        """Close a flow (idle, evicted, failed or the worker's end)."""
+    def end(self, flow: Flow, why: str) -> None:
+        """Close a flow (idle, evicted, failed or the worker's end: ``why``)."""
         if self.flows.get(flow.client) is not flow:
             return
         del self.flows[flow.client]
+        if self.access is not None:
+            t = flow.traffic
+            self.access.add(tcp_line(
+                self.config.name, f"{flow.client[0]}:{flow.client[1]}",
+                self.backend.config.name, flow.slot.name, t.up, t.total - t.up,
+                trio.current_time() - flow.started, why, time.time(), self.access.json, "udp",
+            ))  # fmt: skip
         flow.slot.active -= 1
         if flow.watched is not None:
             self.sweeper.unwatch(flow.watched)
@@ -250,7 +265,7 @@ class UdpFrontend:
 
     def _evict(self) -> None:
         _, oldest = next(iter(self.flows.items()))
-        self.end(oldest)
+        self.end(oldest, "evicted")
         self.evicted += 1
         more = self._evictions.allow(trio.current_time())
         if more is not None:
@@ -265,7 +280,7 @@ class UdpFrontend:
         if exc.errno in _UNREACHABLE:
             why = f"frontend {self.config.name}: {exc.strerror}"
             self.backend.eject(flow.slot, trio.current_time(), UNREACHABLE_PAUSE, why)
-        self.end(flow)
+        self.end(flow, errno.errorcode.get(exc.errno or 0, "error"))
 
     def _release_source(self, ip: str) -> None:
         if self.limits is not None:

@@ -544,6 +544,8 @@ class ClientConnection:
             log.log(level, "frontend %s: %d: %s", self.fe.config.name, status, exc)
         if self.head is not None and self.head.plugins is not None:
             self.fe.proxy.done(self.head, status)
+        elif self.head is None and self.fe.proxy.access is not None:
+            self.fe.proxy.log_unparsed(self.ip, status)
         self.answer(status)
         self.close()
 
@@ -568,6 +570,8 @@ class ClientConnection:
         if state == TASK:
             self.client.wake()  # a task waits on the socket: it raises ClientTimeout
         elif state == HEAD:
+            if self.fe.proxy.access is not None:
+                self.fe.proxy.log_unparsed(self.ip, 408)
             self.answer(408)
             self.close()
         elif state != CLOSED:  # (a handshake too: no HTTP to answer with yet)

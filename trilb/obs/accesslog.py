@@ -89,12 +89,13 @@ def http_line(r: HttpRecord, now: float, as_json: bool) -> str:
 
 def tcp_line(
     frontend: str, client: str, backend: str, server: str, up: int, down: int,
-    duration: float, end: str, now: float, as_json: bool,
+    duration: float, end: str, now: float, as_json: bool, kind: str = "tcp",
 ) -> str:  # fmt: skip
-    """One line for an L4 connection: bytes from the client (``up``) and to it."""
+    """One line for an L4 connection (or a UDP flow, ``kind``): bytes from the client
+    (``up``) and to it."""
     if as_json:
         return json.dumps({
-            "time": round(now, 3), "type": "tcp", "frontend": frontend, "client": client,
+            "time": round(now, 3), "type": kind, "frontend": frontend, "client": client,
             "backend": backend, "server": server, "bytes_up": up, "bytes_down": down,
             "total_ms": _ms_exact(duration), "end": end,
         }, separators=(",", ":"))  # fmt: skip

@@ -62,8 +62,7 @@ async def serve_worker(
     if config.access_log is not None:
         access = AccessLog(config.access_log)
         for fe in frontends:
-            if not isinstance(fe, UdpFrontend):
-                fe.set_access_log(access)
+            fe.set_access_log(access)
         sweeper.chores.append(access.flush)
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGUSR1) as signals:
         async with trio.open_nursery() as handlers:
