@@ -188,12 +188,20 @@ def test_requests_a_web_page_could_forge_are_refused() -> None:
     (no JSON content type, no preflight) are refused."""
     server, shared = make()
     path = "/api/backends/app/servers/127.0.0.1:1"
-    for headers, status in (({b"host": b"evil.example:8404"}, 403), ({}, 403),
+    for headers, status in (({b"host": b"evil.example:8404"}, 403), ({}, 415),
                             ({**HOST, b"content-type": b"text/plain"}, 415),
                             (HOST, 415)):  # fmt: skip
         with pytest.raises(Reply) as caught:
             server.respond("POST", path, headers, b'{"state": "maint"}')
         assert caught.value.status == status
     assert shared.server_state("app")[1] == bytes([READY, READY])
-    for host in (b"localhost:8404", b"[::1]:8404", b"127.0.0.1", b"LOCALHOST"):
+    for host in (
+        b"localhost:8404",
+        b"[::1]:8404",
+        b"127.0.0.1",
+        b"LOCALHOST",
+        b"localhost.",
+        b"10.1.2.3:8404",
+        b"",
+    ):  # (an IP literal or none: not a rebinding)
         assert get(server, "/api", headers={b"host": host})["generation"] == 3

@@ -35,6 +35,10 @@ from trilb.worker.main import die_with_parent
 
 log = logging.getLogger(__name__)
 
+# The longest a control process waits for its first DNS answers before saying ready
+# (the master gives a new generation 15 s in all).
+FIRST_LOOKUP_WAIT = 5.0
+
 
 def run_control(
     config: Config,
@@ -61,6 +65,7 @@ async def _serve(
     generation: int,
 ) -> None:
     checks: dict[tuple[str, int], Check] = {}
+    lookups: list[trio.Event] = []  # the first lookups of dns: entries with no address
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGUSR2) as signals:
         async with trio.open_nursery() as nursery:
             for backend in config.backends.values():
@@ -70,7 +75,11 @@ async def _serve(
                         entries.setdefault(server.spec, []).append(index)
                 for slots in entries.values():
                     name = backend.servers[slots[0]].dns
-                    await nursery.start(keep_resolved, config, backend, name, slots, shared)
+                    first = trio.Event()
+                    if all(shared.address(backend.name, i) is None for i in slots):
+                        lookups.append(first)  # (none inherited from a reload)
+                    nursery.start_soon(keep_resolved, config, backend, name, slots, shared,
+                                       first)  # fmt: skip
                 if backend.health is None:
                     continue
                 tls = client_context(backend.tls) if backend.tls is not None else None
@@ -81,6 +90,12 @@ async def _serve(
             if admin is not None:
                 endpoint_server = AdminServer(config, shared, generation, checks)
                 await nursery.start(_admin, endpoint_server, admin, endpoint)
+            # Ready once the dns: entries with no address have had their first lookup (a
+            # generation with some is ready only then), within a bound: a dead resolver
+            # must not block a reload.
+            with trio.move_on_after(FIRST_LOOKUP_WAIT):
+                for first in lookups:
+                    await first.wait()
             _ready(ready_fd)
             async for sig in signals:
                 if sig == signal.SIGTERM:

@@ -74,10 +74,12 @@ async def resolve(name: str, nameservers: Sequence[Address], timeout: float) -> 
                 why = f"{server}: no answer within {timeout:g}s"
             except (DnsError, OSError) as exc:
                 why = f"{server}: {exc}"
-    if not answers:
+    found = tuple(a for answer in answers for a in answer.addresses)
+    # One question unanswered: its family is unknown, so "no address" cannot be told
+    # apart from a lost packet; only addresses the other one found are news.
+    if not answers or (len(answers) == 1 and not found):
         raise DnsError(f"cannot resolve {name}: {why}")
-    return Answer(tuple(a for answer in answers for a in answer.addresses),
-                  min(answer.ttl for answer in answers))  # fmt: skip
+    return Answer(found, min(answer.ttl for answer in answers))
 
 
 async def _ask(server: Address, name: str, qtype: int) -> Answer:
@@ -138,10 +140,10 @@ async def keep_resolved(
     name: str,
     slots: Sequence[int],
     shared: SharedState,
-    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    first: trio.Event | None = None,
 ) -> None:
     """Resolve ``name`` now, then every ``[dns] interval``, for ``slots`` of ``backend``;
-    started once the first lookup is over (the generation is ready only then)."""
+    ``first`` is set once the first lookup is over."""
     dns = config.dns
     nameservers = list(dns.nameservers) or system_nameservers()
     port = backend.servers[slots[0]].address.port
@@ -168,6 +170,6 @@ async def keep_resolved(
                             "taken (raise dns_slots): %s", backend.name, name, len(out),
                             len(slots), ", ".join(out))  # fmt: skip
             left_out = out
-        task_status.started()
-        task_status = trio.TASK_STATUS_IGNORED
+        if first is not None:
+            first.set()
         await trio.sleep(dns.interval)

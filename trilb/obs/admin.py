@@ -13,6 +13,7 @@ compared in constant time.
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import json
 import logging
 import socket
@@ -101,9 +102,16 @@ class AdminServer:
     # --- HTTP -------------------------------------------------------------------------
 
     async def _handle(self, stream: trio.SocketStream) -> None:
-        async with stream, self.clients:
-            with trio.move_on_after(REQUEST_TIMEOUT):  # (the answer's send too)
-                await self._exchange(stream)
+        async with stream:
+            try:
+                self.clients.acquire_nowait()
+            except trio.WouldBlock:
+                return  # MAX_CLIENTS busy: closed at once, holding nothing
+            try:
+                with trio.move_on_after(2 * REQUEST_TIMEOUT):  # (the answer's send too)
+                    await self._exchange(stream)
+            finally:
+                self.clients.release()
 
     async def _exchange(self, stream: trio.SocketStream) -> None:
         method = ""
@@ -142,7 +150,7 @@ class AdminServer:
         Raises:
           Reply: an error (or a redirect) to send instead.
         """
-        if self.token is None and _host(headers) not in self.hosts:
+        if self.token is None and not _trusted_host(_host(headers), self.hosts):
             raise Reply(403, "Host must name this endpoint (127.0.0.1, localhost or its "
                         "bind address): requests made for another site are refused")  # fmt: skip
         if path in ("/", "/stats", "/stats/"):
@@ -252,12 +260,25 @@ class AdminServer:
 
 
 def _host(headers: dict[bytes, bytes]) -> bytes:
-    """The Host field without its port, lowercased."""
+    """The Host field without its port or a final dot, lowercased."""
     host = headers.get(b"host", b"").strip().lower()
-    if host.startswith(b"[") and host.endswith(b"]"):
-        return host
-    name, colon, port = host.rpartition(b":")
-    return name if colon and port.isdigit() else host
+    if not (host.startswith(b"[") and host.endswith(b"]")):
+        name, colon, port = host.rpartition(b":")
+        host = name if colon and port.isdigit() else host
+    return host.rstrip(b".")
+
+
+def _trusted_host(host: bytes, names: set[bytes]) -> bool:
+    """A Host a request to this endpoint may carry without a token: none (a script; a
+    browser always sends one), an IP literal, or one of ``names``. DNS rebinding needs
+    a hostname of the attacker's, which is none of these."""
+    if not host or host in names:
+        return True
+    try:
+        ipaddress.ip_address(host.strip(b"[]").decode("ascii"))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return True
 
 
 def _allow(method: str, *allowed: str) -> None:
