@@ -86,10 +86,12 @@ class Backend(ThreadedServer):
 
 
 class HttpOrigin(ThreadedServer):
-    """Answers every HTTP/1.1 request with 200 and its name, keeping the connection."""
+    """Answers every HTTP/1.1 request with ``status`` (200 unless a test changes it)
+    and its name, keeping the connection."""
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.status = b"200 OK"
         super().__init__()
 
     def serve(self, conn: socket.socket) -> None:
@@ -102,7 +104,8 @@ class HttpOrigin(ThreadedServer):
                 data += more
             _, _, data = data.partition(b"\r\n\r\n")
             body = self.name.encode()
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            conn.sendall(b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n%s"
+                         % (self.status, len(body), body))  # fmt: skip
 
 
 def free_port() -> int:

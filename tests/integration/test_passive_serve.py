@@ -64,29 +64,9 @@ pool_max_idle = 0
     assert trilb.log().count(" out for 30s") == 1
 
 
-class FailingOrigin(HttpOrigin):
-    """Answers 500 while ``failing``, else 200 with its name."""
-
-    def __init__(self, name: str) -> None:
-        self.failing = True
-        super().__init__(name)
-
-    def serve(self, conn: socket.socket) -> None:
-        data = b""
-        while True:
-            while b"\r\n\r\n" not in data:
-                more = conn.recv(65536)
-                if not more:
-                    return
-                data += more
-            _, _, data = data.partition(b"\r\n\r\n")
-            status = b"500 Internal Server Error" if self.failing else b"200 OK"
-            conn.sendall(b"HTTP/1.1 %s\r\nContent-Length: %d\r\n\r\n%s"
-                         % (status, len(self.name), self.name.encode()))  # fmt: skip
-
-
 def test_5xx_answers_eject_a_server_with_eject_on_5xx(trilb_factory: Factory) -> None:
-    bad, good = FailingOrigin("bad"), HttpOrigin("good")
+    bad, good = HttpOrigin("bad"), HttpOrigin("good")
+    bad.status = b"500 Internal Server Error"
     port = free_port()
     trilb = trilb_factory(f"""
 [frontends.web]
@@ -109,7 +89,7 @@ eject_on_5xx = true
             trilb.wait_log(f"server {bad.address} out for 1s: 2 failures in a row, the last: "
                            "HTTP 500", 5)  # fmt: skip
             assert {client.get(f"http://127.0.0.1:{port}/").text for _ in range(6)} == {"good"}
-            bad.failing = False  # recovered: after eject_for it is tried and stays
+            bad.status = b"200 OK"  # recovered: after eject_for it is tried and stays
             trilb.wait_log(f"server {bad.address} back in the balancing", 5)
             texts = [client.get(f"http://127.0.0.1:{port}/").text for _ in range(6)]
             assert texts.count("bad") == 3
