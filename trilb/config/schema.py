@@ -347,6 +347,11 @@ class Frontend:
     # Plugin instances ([plugins.NAME]) every request of this frontend meets, in order.
     plugins: tuple[str, ...] = ()
 
+    @property
+    def backend_names(self) -> set[str]:
+        """Every backend it sends to: its default one and its routes'."""
+        return {self.default_backend, *(r.backend for r in self.routes)}
+
     def bind_path(self, i: int) -> str:
         """The key path of ``binds[i]`` as the user wrote it (a string or a list)."""
         return f"frontends.{self.name}.bind" + (f"[{i}]" if len(self.binds) > 1 else "")

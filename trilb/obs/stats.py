@@ -152,11 +152,7 @@ def _backend(
     backend = config.backends[name]
     health, admin, weights = shared.server_state(name)
     checked = backend.health is not None
-    modes = {
-        fe.mode
-        for fe in config.frontends.values()
-        if name == fe.default_backend or any(r.backend == name for r in fe.routes)
-    }
+    modes = {fe.mode for fe in config.frontends.values() if name in fe.backend_names}
     servers = []
     for i, server in enumerate(backend.servers):
         at = shared.server_offset(name, i)

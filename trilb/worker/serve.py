@@ -149,7 +149,7 @@ def _frontends(
     plugins = {name: spec.cls(spec.settings) for name, spec in config.plugins.items()}
     for fe in config.frontends.values():
         if fe.mode == "http":
-            for name in {fe.default_backend, *(r.backend for r in fe.routes)}:
+            for name in fe.backend_names:
                 if name not in http_backends:
                     http_backends[name] = HttpBackend(config.backends[name], sweeper)
             out.append(HttpFrontend(fe, http_backends, sweeper, reactor, tls.get(fe.name),
