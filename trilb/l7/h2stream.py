@@ -38,6 +38,7 @@ from trilb.errors import (
 from trilb.l7.body import relay_chunked, relay_length, relay_until_close
 from trilb.l7.bodyphase import BodyPass
 from trilb.l7.forward import forward_response_fields
+from trilb.l7.h2proto import H2Error
 from trilb.l7.h2upstream import Exchange, request_fields
 from trilb.l7.phases import Flow, PluginReply, reply_fields
 from trilb.l7.proxy import IDEMPOTENT, status_for
@@ -164,7 +165,7 @@ class H2Stream:
         """
         try:
             await self.conn.send_data(self, bytes(data))
-        except h2.exceptions.H2Error as exc:
+        except H2Error as exc:
             raise ClientClosed(f"stream {self.id}: {exc}") from None
 
     # --- the exchange ---------------------------------------------------------------
@@ -233,7 +234,7 @@ class H2Stream:
         if events & _IN:
             try:
                 self._response(server)
-            except h2.exceptions.H2Error:
+            except H2Error:
                 # Reset by the client meanwhile, or the connection closed (a flood).
                 self.release(False)
                 self.conn.stream_done(self)
@@ -349,7 +350,7 @@ class H2Stream:
                         nursery.start_soon(self._upload, exchange)
                     try:
                         await self._download(exchange, backend)
-                    except (UpstreamError, ClientClosed, ClientTimeout,
+                    except (UpstreamError, ClientClosed, ClientTimeout, H2Error,
                             h2.exceptions.H2Error) as exc:  # fmt: skip
                         failure = exc  # (raised here, it would come out as a group)
                     nursery.cancel_scope.cancel()  # answered: the rest of the upload is moot
@@ -448,7 +449,7 @@ class H2Stream:
             except ProtocolError as exc:
                 self.finish_error(exc.status, str(exc))
                 return
-            except h2.exceptions.H2Error as exc:  # (the client reset it, or the connection)
+            except H2Error as exc:  # (the client reset it, or the connection)
                 self._abort(exc)
                 return
             finally:
@@ -539,7 +540,7 @@ class H2Stream:
         except (ClientClosed, ClientTimeout, ExchangeAborted) as exc:
             self._abort(exc)
             return
-        except h2.exceptions.H2Error:
+        except H2Error:
             # Reset by the client, or the connection closed; else (a broken backend's
             # response h2 refused) the client hears of it.
             self.conn.reset_stream(self.id)
@@ -569,7 +570,7 @@ class H2Stream:
             self.conn.h2.send_headers(self.id, fields, end_stream=not reply.body)
             if reply.body:
                 self.conn.h2.send_data(self.id, reply.body, end_stream=True)
-        except h2.exceptions.H2Error:
+        except H2Error:
             self.conn.reset_stream(self.id)  # (a body over the window: a plugin's odd reply)
         self.conn.kick()
         self.conn.stream_done(self)

@@ -14,22 +14,31 @@ know which side it is on.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
-import h2.connection
 import trio
+
+if TYPE_CHECKING:
+    import h2.connection
+
+    from trilb.l7.h2proto import H2Protocol
 
 
 class FrameWriter:
     """The writer task of one h2 connection and its bookkeeping.
 
     Args:
-      h2c: the connection whose flow-control windows ``send_data`` respects.
+      h2c: the connection whose flow-control windows ``send_data`` respects: a
+        client's (trilb's own H2Protocol) or a backend's (h2's, which has the same
+        method names).
       write: sends what h2 has queued (``h2c.data_to_send()``); raises when the peer is
         gone or stalled, which ends ``run``.
     """
 
     def __init__(
-        self, h2c: h2.connection.H2Connection, write: Callable[[], Awaitable[None]]
+        self,
+        h2c: H2Protocol | h2.connection.H2Connection,
+        write: Callable[[], Awaitable[None]],
     ) -> None:
         self.h2 = h2c
         self._write = write
@@ -97,7 +106,8 @@ class FrameWriter:
         the next is queued; False when a wait passed ``timeout`` or the connection died.
 
         Raises:
-          h2.exceptions.H2Error: the stream was reset or closed meanwhile.
+          H2Error (h2proto's or h2's, as ``h2c``): the stream was reset or closed
+            meanwhile.
         """
         h2c = self.h2
         while data:

@@ -36,17 +36,21 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-import h2.config
-import h2.connection
-import h2.errors
-import h2.events
-import h2.exceptions
-import h2.settings
 import trio
-from hyperframe.frame import GoAwayFrame
 
 from trilb.errors import ClientClosed, ClientTimeout, ProtocolError
 from trilb.l7.h2head import request_head, trailer_fields
+from trilb.l7.h2proto import (
+    ENHANCE_YOUR_CALM,
+    INTERNAL_ERROR,
+    NO_ERROR,
+    PROTOCOL_ERROR,
+    REFUSED_STREAM,
+    H2ConnectionError,
+    H2Error,
+    H2Protocol,
+    goaway_frame,
+)
 from trilb.l7.h2stream import H2Stream
 from trilb.l7.h2write import FrameWriter
 from trilb.l7.proxy import REASONS
@@ -91,19 +95,10 @@ class H2Server:
         self.reactor = reactor
         self.ip = ip
         self.keepalive = keepalive
-        # h2's header checks are off both ways: inbound ones are made by request_head
-        # (l7/h2head.py) in the pass that builds the head; outbound fields come from a
-        # response llhttp accepted, names lowercased and hop-by-hop fields dropped by
-        # forward_response_fields.
-        config = h2.config.H2Configuration(
-            client_side=False,
-            header_encoding=None,
-            validate_inbound_headers=False,
-            normalize_inbound_headers=False,
-            validate_outbound_headers=False,
-            normalize_outbound_headers=False,
-        )
-        self.h2 = h2.connection.H2Connection(config)
+        # Fields are checked by request_head (l7/h2head.py) in the pass that builds the
+        # head; outbound fields come from a response llhttp accepted, names lowercased
+        # and hop-by-hop fields dropped by forward_response_fields.
+        self.h2 = H2Protocol(self, MAX_STREAMS, proxy.config.max_header_size, CONNECTION_WINDOW)
         self.streams: dict[int, H2Stream] = {}
         self.send_lock = trio.Lock()
         # The one task that writes (l7/h2write.py); ``writing`` while a write runs.
@@ -122,21 +117,7 @@ class H2Server:
 
     async def serve(self, first: bytes) -> None:
         """Run the connection until the client closes, misbehaves or goes idle."""
-        h2c = self.h2
-        h2c.local_settings = h2.settings.Settings(
-            client=False,
-            initial_values={
-                h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_STREAMS,
-                h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.proxy.config.max_header_size,
-                # RFC 8441: WebSocket over a stream (extended CONNECT).
-                h2.settings.SettingCodes.ENABLE_CONNECT_PROTOCOL: 1,
-            },
-        )
-        h2c.initiate_connection()
-        # A connection window above the streams' (64 KiB each): one stream whose body
-        # the backend reads slowly does not stall the others' uploads. What is buffered
-        # stays bounded by the stream windows, acknowledged only once relayed.
-        h2c.increment_flow_control_window(CONNECTION_WINDOW - 65535)
+        self.h2.initiate()
         client = self.client
         client.arm(self.keepalive, "idle")  # only while no stream is open: see _opened
         try:
@@ -147,7 +128,7 @@ class H2Server:
                 await self.flush()
                 nursery.start_soon(self._writer)
                 try:
-                    await self._read(first, nursery)
+                    await self._read(first)
                 except (ClientClosed, ClientTimeout):
                     pass  # (caught here: out of the nursery it would be an ExceptionGroup)
                 nursery.cancel_scope.cancel()
@@ -163,12 +144,12 @@ class H2Server:
             for stream in self.streams.values():
                 stream.release(False)  # (those the reactor was serving)
 
-    async def _read(self, data: bytes, nursery: trio.Nursery) -> None:
+    async def _read(self, data: bytes) -> None:
         client = self.client
         while True:
             if data:
                 client.touch()
-                if not await self._received(data, nursery):
+                if not await self._received(data):
                     return
             if self.closing and not self.streams:
                 return
@@ -176,49 +157,31 @@ class H2Server:
             if not data:
                 return
 
-    async def _received(self, data: bytes, nursery: trio.Nursery) -> bool:
-        """Feed bytes to h2 and act on its events; False: the connection is over."""
+    async def _received(self, data: bytes) -> bool:
+        """Feed bytes to the protocol, which calls the on_* methods below; False: the
+        connection is over."""
         try:
-            events = self.h2.receive_data(data)
-        except h2.exceptions.ProtocolError as exc:
-            log.debug("http2 client: protocol error: %s", exc)
-            code = getattr(exc, "error_code", h2.errors.ErrorCodes.PROTOCOL_ERROR)
-            self.h2.close_connection(code)
+            self.h2.receive_data(data)
+        except H2ConnectionError as exc:
+            if exc.error_code == ENHANCE_YOUR_CALM:
+                log.warning("http2 client %s: %s: connection closed", self.ip.decode(), exc)
+            else:
+                log.debug("http2 client: protocol error: %s", exc)
             await self.flush()
             return False
-        for event in events:
-            if isinstance(event, h2.events.RequestReceived):
-                self._request(event, nursery)
-            elif isinstance(event, h2.events.DataReceived):
-                stream = self.streams.get(event.stream_id)
-                if stream is None:  # a stream we reset or answered already: give back
-                    self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-                else:
-                    stream.received(event.data, event.flow_controlled_length,
-                                    event.stream_ended is not None)  # fmt: skip
-            elif isinstance(event, h2.events.TrailersReceived):
-                self._trailers(event.stream_id, event.headers)
-            elif isinstance(event, h2.events.StreamEnded):
-                stream = self.streams.get(event.stream_id)
-                if stream is not None:
-                    stream.end_of_input()
-            elif isinstance(event, h2.events.StreamReset):
-                self._reset(event.stream_id)
-                if not self.resets.spend(trio.current_time()):
-                    return await self._calm("stream resets")
-            elif isinstance(event, (h2.events.PingReceived, h2.events.RemoteSettingsChanged)):
-                if not self.control.spend(trio.current_time()):
-                    return await self._calm("ping and settings frames")
-                if isinstance(event, h2.events.RemoteSettingsChanged):
-                    self.writer.window_grew()  # (its initial window may have)
-            elif isinstance(event, h2.events.WindowUpdated):
-                self.writer.window_grew()
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self.closing = True
-        self.kick()  # (h2's answers: SETTINGS and PING acks, WINDOW_UPDATEs)
+        self.kick()  # (the protocol's answers: SETTINGS and PING acks, WINDOW_UPDATEs)
         return True
 
-    def _trailers(self, stream_id: int, fields: list[tuple[bytes, bytes]]) -> None:
+    # --- what the client sent (called by H2Protocol.receive_data) ----------------------
+
+    def on_data(self, stream_id: int, data: bytes, flowed: int, ended: bool) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:  # a stream we reset or answered already: give back
+            self.h2.acknowledge_received_data(flowed, stream_id)
+        else:
+            stream.received(data, flowed, ended)
+
+    def on_trailers(self, stream_id: int, fields: list[tuple[bytes, bytes]]) -> None:
         """A request's trailers: kept for its backend, or the stream is malformed."""
         stream = self.streams.get(stream_id)
         if stream is None:
@@ -227,8 +190,31 @@ class H2Server:
             stream.trailers = trailer_fields(fields)
         except ProtocolError as exc:  # RFC 9113 8.1.1: a stream error, part of it sent
             log.debug("http2 client: stream %d: %s", stream_id, exc)
-            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.PROTOCOL_ERROR)
-            self._reset(stream_id)  # (its own NO_ERROR reset finds the stream closed)
+            self.reset_stream(stream_id, PROTOCOL_ERROR)
+            self._reset(stream_id)
+            return
+        stream.end_of_input()
+
+    def on_reset(self, stream_id: int, remote: bool) -> None:
+        self._reset(stream_id)
+        if remote and not self.resets.spend(trio.current_time()):
+            raise H2ConnectionError(ENHANCE_YOUR_CALM, "too many stream resets in a second")
+
+    def on_ping(self) -> None:
+        if not self.control.spend(trio.current_time()):
+            raise H2ConnectionError(
+                ENHANCE_YOUR_CALM, "too many PING and SETTINGS frames in a second"
+            )
+
+    def on_settings(self) -> None:
+        self.on_ping()  # (one budget for both)
+        self.writer.window_grew()  # (its initial window may have)
+
+    def on_window(self) -> None:
+        self.writer.window_grew()
+
+    def on_goaway(self) -> None:
+        self.closing = True
 
     def _reset(self, stream_id: int) -> None:
         stream = self.streams.get(stream_id)
@@ -237,31 +223,23 @@ class H2Server:
             stream.release(False)  # (a stream the reactor was serving)
             self._closed(stream)
 
-    async def _calm(self, what: str) -> bool:
-        """A flood: GOAWAY (ENHANCE_YOUR_CALM), and the connection is over."""
-        log.warning("http2 client %s: too many %s in a second: connection closed",
-                    self.ip.decode(), what)  # fmt: skip
-        self.h2.close_connection(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
-        await self.flush()
-        return False
-
-    def _request(self, event: h2.events.RequestReceived, nursery: trio.Nursery) -> None:
-        sid = event.stream_id
-        if self.closing and sid > self.last_stream:  # opened after our GOAWAY
-            self.h2.reset_stream(sid, h2.errors.ErrorCodes.REFUSED_STREAM)
+    def on_request(self, sid: int, fields: list[tuple[bytes, bytes]], ended: bool) -> None:
+        if (self.closing and sid > self.last_stream) or self.nursery is None:
+            self.reset_stream(sid, REFUSED_STREAM)  # opened after our GOAWAY
             return
-        ended = event.stream_ended is not None  # (h2 gives the StreamEnded event, or None)
         try:
-            head = request_head(event.headers, ended)
+            head = request_head(fields, ended)
         except ProtocolError as exc:
             log.debug("http2 client: stream %d: %d: %s", sid, exc.status, exc)
             self.answer_error(sid, exc.status)
             return
+        if head.content_length is not None:
+            self.h2.expect_length(sid, head.content_length)
         stream = H2Stream(self, sid, head, ended)
         if not self.streams:  # the connection is busy: no idle deadline (see _closed)
             self.client.disarm()
         self.streams[sid] = stream
-        stream.start(nursery)
+        stream.start(self.nursery)
 
     def nursery_start(self, fn: Callable[..., Awaitable[object]], *args: object) -> bool:
         """Run ``fn(*args)`` in a task of this connection (a stream leaving the reactor);
@@ -288,10 +266,7 @@ class H2Server:
             # Answered before the client finished its request (413, an error, a backend
             # that answered early): NO_ERROR tells it to stop sending (RFC 9113 8.1), and
             # the stream stops counting against the concurrent-stream limit.
-            try:
-                self.h2.reset_stream(stream.id, h2.errors.ErrorCodes.NO_ERROR)
-            except h2.exceptions.H2Error:
-                pass  # (reset by the client, or closed already)
+            self.reset_stream(stream.id, NO_ERROR)
         if stream.data:  # (the connection window, mostly)
             self.consumed(stream.id, sum(n for _, n in stream.data))
             stream.data.clear()
@@ -367,10 +342,7 @@ class H2Server:
     def consumed(self, stream_id: int, flowed: int) -> None:
         """Request DATA went on to the backend: the client may send as much again."""
         if flowed:
-            try:
-                self.h2.acknowledge_received_data(flowed, stream_id)
-            except h2.exceptions.H2Error:
-                return  # (the connection is closed)
+            self.h2.acknowledge_received_data(flowed, stream_id)
             self.kick()
 
     def answer_error(self, stream_id: int, status: int) -> None:
@@ -381,15 +353,15 @@ class H2Server:
                 (b":status", b"%d" % status), (b"content-type", b"text/plain"),
                 (b"content-length", b"%d" % len(body))])  # fmt: skip
             self.h2.send_data(stream_id, body, end_stream=True)
-        except h2.exceptions.H2Error:
+        except H2Error:
             self.reset_stream(stream_id)
         self.kick()
 
-    def reset_stream(self, stream_id: int) -> None:
+    def reset_stream(self, stream_id: int, code: int = INTERNAL_ERROR) -> None:
         try:
-            self.h2.reset_stream(stream_id, h2.errors.ErrorCodes.INTERNAL_ERROR)
-        except h2.exceptions.H2Error:
-            pass  # closed already
+            self.h2.reset_stream(stream_id, code)
+        except H2Error:
+            pass  # (reset by the client, or closed already)
 
     def drain(self) -> None:
         """GOAWAY with the last stream id; streams in flight finish, then it closes.
@@ -402,7 +374,7 @@ class H2Server:
             return
         self.closing = True
         self.last_stream = self.h2.highest_inbound_stream_id
-        self.goaway = GoAwayFrame(0, last_stream_id=self.last_stream).serialize()
+        self.goaway = goaway_frame(self.last_stream)
         self.kick()
         self._end_if_done()
 
