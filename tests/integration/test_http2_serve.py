@@ -587,3 +587,22 @@ def test_request_trailers_reach_an_http11_backend_as_chunked_trailers(
         h2.errors.ErrorCodes.PROTOCOL_ERROR
     ]
     backend.stop()
+
+
+def test_a_request_refused_before_its_body_tells_the_client_to_stop_sending(h2c: int) -> None:
+    client = RawClient(h2c)
+    try:
+        client.conn.send_headers(1, [(b":method", b"POST"), (b":path", b"/up"),
+                                     (b":scheme", b"http"), (b":authority", b"x"),
+                                     (b"connection", b"close")])  # fmt: skip
+        client.conn.send_data(1, b"x" * 1000)
+        client.flush()
+        events = client.events(lambda e: isinstance(e, h2.events.StreamReset))
+    finally:
+        client.close()
+    # The 400, then RST_STREAM(NO_ERROR) (RFC 9113 8.1): the body is not wanted.
+    assert [dict(e.headers)[b":status"] for e in events
+            if isinstance(e, h2.events.ResponseReceived)] == [b"400"]  # fmt: skip
+    assert [e.error_code for e in events if isinstance(e, h2.events.StreamReset)] == [
+        h2.errors.ErrorCodes.NO_ERROR
+    ]

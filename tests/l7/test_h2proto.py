@@ -50,13 +50,16 @@ class Recorder:
     def on_trailers(self, sid: int, fields: list[tuple[bytes, bytes]]) -> None:
         self.calls.append(("trailers", sid, [tuple(f) for f in fields]))
 
-    def on_reset(self, sid: int, remote: bool) -> None:
-        self.calls.append(("reset", sid, remote))
+    def on_reset(self, sid: int) -> None:
+        self.calls.append(("reset", sid))
         if self.calm:
             raise H2ConnectionError(ENHANCE_YOUR_CALM, "too many resets")
 
     def on_ping(self) -> None:
         self.calls.append(("ping",))
+
+    def on_idle_frame(self) -> None:
+        self.calls.append(("idle",))
 
     def on_settings(self) -> None:
         self.calls.append(("settings",))
@@ -244,7 +247,6 @@ def test_the_send_side_keeps_the_clients_windows() -> None:
     pair.client.increment_flow_control_window(200000)
     pair.client.increment_flow_control_window(100000, stream_id=1)
     pair.exchange()
-    assert ("window",) in pair.handler.calls
     assert pair.server.local_flow_control_window(1) == 65535 - 3 * 16384 + 100000
     # A new initial window moves the open streams' windows by the difference.
     pair.client.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 65535 + 10})
@@ -277,7 +279,7 @@ def test_trailers_that_do_not_end_the_stream_reset_it() -> None:
     pair.exchange()
     sent = pair.raw(frame(1, 0x4, 1, block([(b"x-t", b"1")])))
     assert resets(sent) == [(1, PROTOCOL_ERROR)]
-    assert pair.handler.calls[-1] == ("reset", 1, False)
+    assert pair.handler.calls[-1] == ("reset", 1)
 
 
 def test_header_blocks_in_continuation_frames_and_their_abuse() -> None:
@@ -324,7 +326,7 @@ def test_windows_pushed_past_the_maximum() -> None:
     pair.exchange()
     sent = pair.raw(frame(8, 0, 1, struct.pack(">L", 2**31 - 1)))
     assert resets(sent) == [(1, FLOW_CONTROL_ERROR)]
-    assert pair.handler.calls[-1] == ("reset", 1, False)
+    assert pair.handler.calls[-1] == ("reset", 1)
 
 
 def test_a_client_sending_past_its_stream_window_has_that_stream_reset() -> None:
@@ -368,7 +370,7 @@ def test_resets_pings_settings_and_goaway_reach_the_handler() -> None:
     pair.client.reset_stream(1)
     pair.client.ping(b"12345678")
     pair.exchange()
-    assert pair.handler.calls[-2:] == [("reset", 1, True), ("ping",)]
+    assert pair.handler.calls[-2:] == [("reset", 1), ("ping",)]
     assert [e.ping_data for e in pair.of(h2.events.PingAckReceived)] == [b"12345678"]
     assert not pair.server.streams
     pair.client.close_connection()
@@ -445,3 +447,89 @@ def test_random_frames_are_handled_or_refused_never_crash() -> None:
         except H2ConnectionError:
             assert pair.server.closed
         frames(pair.server.data_to_send())  # (well-formed frames, whatever came)
+
+
+# --- what the review of this module found ------------------------------------------------
+
+
+def test_resets_trilb_makes_for_what_the_client_did_reach_the_handler_too() -> None:
+    # (each is a backend exchange thrown away: they count as the client's resets do)
+    pair = Pair(max_streams=1)
+    pair.client.send_headers(1, REQUEST, end_stream=True)
+    pair.exchange()
+    pair.raw(frame(8, 0, 1, b"\0\0\0\0"))  # a WINDOW_UPDATE of 0 on the stream
+    assert pair.handler.calls[-1] == ("reset", 1)
+    pair.raw(frame(1, 0x5, 3, block(REQUEST)))
+    pair.raw(frame(1, 0x5, 5, block(REQUEST)))  # over the limit of 1: refused
+    assert pair.handler.calls[-1] == ("reset", 5)
+    pair.raw(frame(1, 0x25, 7, b"\0\0\0\7\x10" + block(REQUEST)))  # depends on itself
+    assert pair.handler.calls[-1] == ("reset", 7)
+
+
+def test_a_client_that_sends_and_never_reads_fills_a_bounded_queue() -> None:
+    pair = Pair()
+    with pytest.raises(H2ConnectionError) as caught:
+        for _ in range(10):  # 5,000 PINGs, each acked into the queue nobody takes
+            pair.server.receive_data(frame(6, 0, 0, b"12345678") * 500)
+    assert caught.value.error_code == ENHANCE_YOUR_CALM
+
+
+def test_frames_that_carry_nothing_are_counted_not_delivered() -> None:
+    pair = Pair()
+    pair.client.send_headers(1, REQUEST)
+    pair.exchange()
+    calls = len(pair.handler.calls)
+    pair.raw(frame(0, 0, 1, b"") * 3 + frame(2, 0, 1, b"\0\0\0\3\x10") + frame(0x10, 0, 0, b"x"))
+    assert pair.handler.calls[calls:] == [("idle",)] * 5
+    pair.raw(frame(0, 1, 1, b""))  # (an empty DATA that ends the stream is one)
+    assert pair.handler.calls[-1] == ("data", 1, b"", 0, True)
+
+
+def test_a_settings_frame_moves_the_stream_windows_once() -> None:
+    pair = Pair()
+    pair.client.send_headers(1, REQUEST, end_stream=True)
+    pair.exchange()
+    many = b"".join(struct.pack(">HL", 4, 1000 + i) for i in range(2000))
+    pair.raw(frame(4, 0, 0, many))
+    assert pair.server.initial_out == 2999
+    assert pair.server.streams[1].outwin == 2999
+
+
+def test_the_handler_hears_of_window_updates_only_when_a_spent_window_has_room() -> None:
+    pair = Pair()
+    pair.client.send_headers(1, REQUEST, end_stream=True)
+    pair.exchange()
+    pair.raw(frame(8, 0, 1, struct.pack(">L", 10)))  # room to spare: no one waits
+    assert ("window",) not in pair.handler.calls
+    pair.server.send_headers(1, [(b":status", b"200")])
+    while room := min(pair.server.local_flow_control_window(1), 16384):
+        pair.server.send_data(1, b"x" * room)
+    assert (pair.server.out_window, pair.server.streams[1].outwin) == (0, 10)
+    pair.raw(frame(8, 0, 1, struct.pack(">L", 5)))  # the connection's is the spent one
+    assert ("window",) not in pair.handler.calls
+    pair.raw(frame(8, 0, 0, struct.pack(">L", 5)))
+    assert pair.handler.calls[-1] == ("window",)
+
+
+def test_a_new_stream_below_the_highest_and_a_window_update_on_an_even_one() -> None:
+    pair = Pair()
+    pair.raw(frame(1, 0x5, 5, block(REQUEST)))
+    assert pair.failing(frame(1, 0x4, 3, block(REQUEST)))[0] == PROTOCOL_ERROR
+    pair = Pair()
+    pair.raw(frame(1, 0x5, 5, block(REQUEST)))
+    assert pair.raw(frame(1, 0x5, 3, block(REQUEST))) == []  # (ended: a closed one's trailers)
+    assert pair.failing(frame(8, 0, 2, struct.pack(">L", 1)))[0] == PROTOCOL_ERROR
+
+
+def test_long_fields_are_encoded_each_time_not_cached() -> None:
+    pair = Pair()
+    for sid in (1, 3):
+        pair.client.send_headers(sid, REQUEST, end_stream=True)
+        pair.exchange()
+        pair.server.send_headers(sid, [(b":status", b"200"), (b"set-cookie", b"c" * 500)],
+                                 end_stream=True)  # fmt: skip
+        pair.exchange()
+    assert list(pair.server._fields) == [(b":status", b"200")]
+    assert [dict(e.headers)[b"set-cookie"] for e in pair.of(h2.events.ResponseReceived)] == [
+        b"c" * 500
+    ] * 2

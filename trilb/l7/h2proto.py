@@ -68,6 +68,12 @@ MAX_CONTINUATIONS: Final = 64
 # Encoded fields kept for reuse (Server, Date, Content-Type repeat from response to
 # response); the cache is emptied when full, which bounds it against unique values.
 FIELD_CACHE: Final = 1024
+# Only short fields are cached: unique long values (a new cookie per response) would
+# hold up to max_header_size each.
+CACHED_FIELD: Final = 128
+# Frames queued and not yet taken by the writer: a client that sends and does not read
+# makes trilb answer (acks, resets) into a queue only this long (then ENHANCE_YOUR_CALM).
+MAX_QUEUED: Final = 4096
 
 # length (24 bits as 16 + 8), type, flags, stream id.
 _HEAD = struct.Struct(">HBBBL")
@@ -99,13 +105,21 @@ class H2ConnectionError(H2Error):
 
 
 class Handler(Protocol):
-    """What the connection's owner is told, in the order the frames came."""
+    """What the connection's owner is told, in the order the frames came.
+
+    ``on_reset``: a stream was reset by the client, or by trilb for what the client did
+    (each costs trilb work, so both count against a budget: CVE-2023-44487 and 2025-8671);
+    the stream may be one the handler never heard of. ``on_idle_frame``: a frame that
+    carries nothing (an empty DATA, a PRIORITY, an unknown type): a flood of them is an
+    attack (CVE-2019-9518). ``on_window``: a send window that was spent has room again.
+    """
 
     def on_request(self, stream_id: int, fields: Fields, ended: bool) -> None: ...
     def on_data(self, stream_id: int, data: bytes, flowed: int, ended: bool) -> None: ...
     def on_trailers(self, stream_id: int, fields: Fields) -> None: ...
-    def on_reset(self, stream_id: int, remote: bool) -> None: ...
+    def on_reset(self, stream_id: int) -> None: ...
     def on_ping(self) -> None: ...
+    def on_idle_frame(self) -> None: ...
     def on_settings(self) -> None: ...
     def on_window(self) -> None: ...
     def on_goaway(self) -> None: ...
@@ -252,8 +266,11 @@ class H2Protocol:
                     dispatch[kind](flags, sid, payload)
                     if self.closed:
                         return
-                # (an unknown frame type is ignored: RFC 9113 5.5)
+                else:
+                    self.handler.on_idle_frame()  # (an unknown type is ignored: 5.5)
             self._buf = buf[pos:]
+            if len(self._out) > MAX_QUEUED:
+                raise H2ConnectionError(ENHANCE_YOUR_CALM, "a client that does not read")
         except H2ConnectionError as exc:
             self.close_connection(exc.error_code)
             self._buf = b""
@@ -289,6 +306,9 @@ class H2Protocol:
             self.acknowledge_received_data(flowed, sid)  # (the connection's share)
             return
         ended = flags & END_STREAM != 0
+        if not flowed and not ended:
+            self.handler.on_idle_frame()
+            return
         if stream.left >= 0:
             stream.left -= len(payload)
             if stream.left < 0 or (ended and stream.left):
@@ -364,12 +384,14 @@ class H2Protocol:
         if not sid & 1:
             raise H2ConnectionError(PROTOCOL_ERROR, f"stream {sid} opened by the client")
         if sid <= self.highest_inbound_stream_id:
+            if not ended:  # (trailers end their stream: this would open a new one)
+                raise H2ConnectionError(PROTOCOL_ERROR, f"stream {sid} opened out of order")
             return  # a closed stream's late trailers (decoded: HPACK's state moved on)
         self.highest_inbound_stream_id = sid
         if flags & PRIORITY_FLAG << 1:
-            self._out.append(frame(RST_STREAM, 0, sid, _U32.pack(PROTOCOL_ERROR)))
+            self._stream_error(sid, PROTOCOL_ERROR)
         elif len(self.streams) >= self.max_streams:
-            self._out.append(frame(RST_STREAM, 0, sid, _U32.pack(REFUSED_STREAM)))
+            self._stream_error(sid, REFUSED_STREAM)
         else:
             self.streams[sid] = _Stream(self.initial_out, ended)
             self.handler.on_request(sid, fields, ended)
@@ -381,7 +403,8 @@ class H2Protocol:
             raise H2ConnectionError(FRAME_SIZE_ERROR, "PRIORITY of a length other than 5")
         if _U32.unpack_from(payload)[0] & 0x7FFFFFFF == sid and sid in self.streams:
             self._stream_error(sid, PROTOCOL_ERROR)
-        # (priorities are otherwise ignored: RFC 9113 deprecates them)
+        else:  # (priorities are ignored: RFC 9113 deprecates them)
+            self.handler.on_idle_frame()
 
     def _rst_stream(self, flags: int, sid: int, payload: bytes) -> None:
         if sid == 0:
@@ -391,7 +414,7 @@ class H2Protocol:
         if sid > self.highest_inbound_stream_id or not sid & 1:
             raise H2ConnectionError(PROTOCOL_ERROR, f"RST_STREAM on idle stream {sid}")
         self.streams.pop(sid, None)
-        self.handler.on_reset(sid, True)
+        self.handler.on_reset(sid)
 
     def _settings(self, flags: int, sid: int, payload: bytes) -> None:
         if sid != 0:
@@ -402,6 +425,7 @@ class H2Protocol:
             return
         if len(payload) % 6:
             raise H2ConnectionError(FRAME_SIZE_ERROR, "SETTINGS of a length not a multiple of 6")
+        window = -1
         for at in range(0, len(payload), 6):
             code, value = _SETTING.unpack_from(payload, at)
             if code == INITIAL_WINDOW_SIZE:
@@ -409,12 +433,7 @@ class H2Protocol:
                     raise H2ConnectionError(
                         FLOW_CONTROL_ERROR, "SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1"
                     )
-                delta = value - self.initial_out
-                self.initial_out = value
-                for stream in self.streams.values():
-                    stream.outwin += delta
-                    if stream.outwin > MAX_WINDOW:
-                        raise H2ConnectionError(FLOW_CONTROL_ERROR, "a stream window over 2^31-1")
+                window = value  # (the last one counts: applied once, below)
             elif code == MAX_FRAME_SIZE:
                 if not DEFAULT_FRAME <= value <= 16777215:
                     raise H2ConnectionError(PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value}")
@@ -423,6 +442,13 @@ class H2Protocol:
                 self._table_update = True
             elif code in (ENABLE_PUSH, ENABLE_CONNECT_PROTOCOL) and value > 1:
                 raise H2ConnectionError(PROTOCOL_ERROR, f"setting {code} of value {value}")
+        if window >= 0 and window != self.initial_out:
+            delta = window - self.initial_out
+            self.initial_out = window
+            for stream in self.streams.values():
+                stream.outwin += delta
+                if stream.outwin > MAX_WINDOW:
+                    raise H2ConnectionError(FLOW_CONTROL_ERROR, "a stream window over 2^31-1")
         self._settled = True
         self._out.append(frame(SETTINGS, ACK, 0))
         self.handler.on_settings()
@@ -453,28 +479,31 @@ class H2Protocol:
         if sid == 0:
             if not grow:
                 raise H2ConnectionError(PROTOCOL_ERROR, "WINDOW_UPDATE of 0")
+            spent = self.out_window <= 0
             self.out_window += grow
             if self.out_window > MAX_WINDOW:
                 raise H2ConnectionError(FLOW_CONTROL_ERROR, "the connection window over 2^31-1")
         else:
             stream = self.streams.get(sid)
             if stream is None:
-                if sid > self.highest_inbound_stream_id:
+                if sid > self.highest_inbound_stream_id or not sid & 1:
                     raise H2ConnectionError(PROTOCOL_ERROR, f"WINDOW_UPDATE on idle stream {sid}")
                 return  # (a closed stream's)
-            stream.outwin += grow
             if not grow:
                 self._stream_error(sid, PROTOCOL_ERROR)
                 return
+            spent = stream.outwin <= 0 < self.out_window
+            stream.outwin += grow
             if stream.outwin > MAX_WINDOW:
                 self._stream_error(sid, FLOW_CONTROL_ERROR)
                 return
-        self.handler.on_window()
+        if spent:  # (a sender waits only on a spent window: waking them costs, else)
+            self.handler.on_window()
 
     def _stream_error(self, sid: int, code: int) -> None:
         self._out.append(frame(RST_STREAM, 0, sid, _U32.pack(code)))
-        if self.streams.pop(sid, None) is not None:
-            self.handler.on_reset(sid, False)
+        self.streams.pop(sid, None)
+        self.handler.on_reset(sid)
 
     def expect_length(self, stream_id: int, length: int) -> None:
         """The request's content-length: its DATA must add up to it (RFC 9113 8.1.1)."""
@@ -576,9 +605,11 @@ class H2Protocol:
         for field in fields:
             encoded = cache.get(field)
             if encoded is None:
-                if len(cache) >= FIELD_CACHE:
-                    cache.clear()
-                encoded = cache[field] = encode_field(*field)
+                encoded = encode_field(*field)
+                if len(encoded) <= CACHED_FIELD:
+                    if len(cache) >= FIELD_CACHE:
+                        cache.clear()
+                    cache[field] = encoded
             parts.append(encoded)
         return b"".join(parts)
 

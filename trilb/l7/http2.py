@@ -1,7 +1,7 @@
 """HTTP/2 from clients: one connection's frames, and each stream as a request.
 
-Theory of operation. The protocol is the `h2` library's (sans-IO): this module feeds it
-the client's bytes, acts on its events and writes what it has to send. A connection is
+Theory of operation. The protocol is l7/h2proto.py's (sans-IO): this module feeds it
+the client's bytes, acts on its calls (the on_* methods) and writes what it queued. A connection is
 one trio task (handed over by l7/client.py after the connection preface, or after a TLS
 handshake that chose "h2" by ALPN); each request stream is a task in the connection's
 nursery that runs the request half of the HTTP/1.1 path, Proxy.forward (route, balance,
@@ -10,21 +10,22 @@ source of the body. So HTTP/2 adds no second proxy: streams are multiplexed over
 keep-alive pools.
 
 - Request heads are built and checked by l7/h2head.py (RFC 9113's rules for header
-  blocks, in the one pass that builds the head; h2's own header validation is off);
-  h2 checks a content-length against the DATA. A malformed request gets a 400 (or a
-  stream or connection error from h2), never a backend request. Each stream's exchange
+  blocks, in the one pass that builds the head); the protocol checks a content-length
+  against the DATA. A malformed request gets a 400 (or a stream or connection error
+  from the protocol), never a backend request. Each stream's exchange
   is l7/h2stream.py's: in reactor callbacks when it can, else in a task.
 - Flow control is backpressure both ways: request DATA is acknowledged (WINDOW_UPDATE)
   only once relayed to the backend, and response DATA is sent only within the client's
   windows, so a client that stops reading stalls its stream (up to body_timeout) instead
   of making trilb buffer the response. One lock serializes writes to the socket; a
   writer that waits for room holds up the others, which is the backpressure.
-- Limits: at most MAX_STREAMS concurrent streams, a header list of max_header_size (h2
-  refuses a larger decoded list, the HPACK bomb, and more than 64 CONTINUATION frames
-  for one block); a client that resets streams faster than RESET_BUDGET per second (the
-  rapid-reset attack, CVE-2023-44487) or sends PING or SETTINGS faster than
-  CONTROL_BUDGET is sent GOAWAY (ENHANCE_YOUR_CALM) and dropped. A window pushed past
-  2^31-1 is h2's FLOW_CONTROL_ERROR.
+- Limits: at most MAX_STREAMS concurrent streams, a header list of max_header_size (the
+  protocol refuses a larger decoded list, the HPACK bomb, and more than 64 CONTINUATION
+  frames for one block); a client that causes stream resets (its own or trilb's)
+  faster than RESET_BUDGET per second (rapid reset, CVE-2023-44487, and MadeYouReset,
+  CVE-2025-8671), sends PING or SETTINGS faster than CONTROL_BUDGET or frames that
+  carry nothing faster than IDLE_BUDGET is sent GOAWAY (ENHANCE_YOUR_CALM) and
+  dropped. A window pushed past 2^31-1 is a FLOW_CONTROL_ERROR.
 - Drain and shutdown: GOAWAY with the last stream id; streams in flight finish.
 
 It does not parse HTTP/1.1 (l7/http1.py) or choose servers (l7/proxy.py).
@@ -71,9 +72,14 @@ RESET_BUDGET = 200
 # The receive window of a whole connection, above the 64 KiB of each stream: uploads on
 # several streams at once do not wait for each other (h2's default is 64 KiB for both).
 CONNECTION_WINDOW = 16 << 20
+# (It must stay above twice MAX_STREAMS x 64 KiB: the protocol gives windows back in
+# halves, so a connection window smaller than what all streams may hold could stall.)
 # PING and SETTINGS frames per second (each makes trilb answer): a client needs a few;
 # a flood of them is an attack on the CPU and on the write side (CVE-2019-9512/9515).
 CONTROL_BUDGET = 500
+# Frames that carry nothing (empty DATA, PRIORITY, unknown types) per second: browsers
+# send a few per request; a flood of them costs CPU for nothing (CVE-2019-9518).
+IDLE_BUDGET = 1000
 
 
 class H2Server:
@@ -106,6 +112,7 @@ class H2Server:
         self.writing = False
         self.resets = Budget(RESET_BUDGET)
         self.control = Budget(CONTROL_BUDGET)
+        self.idle = Budget(IDLE_BUDGET)
         # GOAWAY sent or received: no new streams; the connection ends with its last one.
         self.closing = False
         self.nursery: trio.Nursery | None = None
@@ -195,10 +202,14 @@ class H2Server:
             return
         stream.end_of_input()
 
-    def on_reset(self, stream_id: int, remote: bool) -> None:
+    def on_reset(self, stream_id: int) -> None:
         self._reset(stream_id)
-        if remote and not self.resets.spend(trio.current_time()):
+        if not self.resets.spend(trio.current_time()):
             raise H2ConnectionError(ENHANCE_YOUR_CALM, "too many stream resets in a second")
+
+    def on_idle_frame(self) -> None:
+        if not self.idle.spend(trio.current_time()):
+            raise H2ConnectionError(ENHANCE_YOUR_CALM, "too many empty frames in a second")
 
     def on_ping(self) -> None:
         if not self.control.spend(trio.current_time()):
@@ -232,6 +243,8 @@ class H2Server:
         except ProtocolError as exc:
             log.debug("http2 client: stream %d: %d: %s", sid, exc.status, exc)
             self.answer_error(sid, exc.status)
+            if not ended:  # (no body for a request refused: RFC 9113 8.1)
+                self.reset_stream(sid, NO_ERROR)
             return
         if head.content_length is not None:
             self.h2.expect_length(sid, head.content_length)
