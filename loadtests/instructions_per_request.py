@@ -3,16 +3,18 @@
 CPU time per request on this shared 2-core box moves by 30% or more between identical
 runs; an instruction count does not (two runs of the same code agree within 0.5%). So
 this is the figure to compare before and after a change to the per-request path, next
-to the side-by-side req/s of bench_l7.py. It runs one worker in this process's child
-(no master, no fork, so valgrind follows it), in front of the nginx origin of the
-benchmarks, and drives it with a few client threads on keep-alive connections and
-then with one connection per request. Counts are user-space instructions: the kernel's
-share (the syscalls) is not in them.
+to the side-by-side req/s of bench_l7.py and bench_h2.py. It runs one worker in this
+process's child (no master, no fork, so valgrind follows it), in front of the nginx
+origin of the benchmarks, and drives it with a few client threads on keep-alive
+connections, then with one connection per request, then with h2load over h2c (10
+streams in flight on each connection). Counts are user-space instructions: the
+kernel's share (the syscalls) is not in them.
 
     python loadtests/instructions_per_request.py [--requests 1000] [--clients 8]
+                                                 [--modes keep-alive,conn-per-req,h2c]
                                                  [--repo PATH] [--annotate PREFIX]
 
-Needs valgrind (apt-get install valgrind) and nginx.
+Needs valgrind (apt-get install valgrind), nginx, and h2load for h2c.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import threading
 import time
 import tomllib
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
 
 from bench_l7 import trilb_config
@@ -89,12 +92,32 @@ def per_request(port: int, count: int) -> None:
             exchange(sock, CLOSING)
 
 
-def load(fn: Callable[[int, int], None], port: int, total: int, clients: int) -> None:
+def load(fn: Callable[[int, int], None], port: int, total: int, clients: int) -> int:
+    """``total`` requests (rounded down to a multiple of ``clients``) in threads; the
+    count made."""
     threads = [threading.Thread(target=fn, args=(port, total // clients)) for _ in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
+    return total // clients * clients
+
+
+def h2c(port: int, total: int, clients: int) -> int:
+    """``total`` requests from h2load over h2c, ``clients`` connections; the count."""
+    out = subprocess.run(["h2load", f"-c{clients}", "-m10", "-n", str(total),
+                          f"http://127.0.0.1:{port}/small"],
+                         capture_output=True, text=True, timeout=START_TIMEOUT)  # fmt: skip
+    if f" {total} succeeded" not in out.stdout:
+        raise SystemExit(f"h2load: not all requests succeeded:\n{out.stdout[-600:]}")
+    return total
+
+
+MODES: dict[str, Callable[[int, int, int], int]] = {
+    "keep-alive": partial(load, keep_alive),
+    "conn-per-req": partial(load, per_request),
+    "h2c": h2c,
+}
 
 
 def total_instructions(dump: str) -> int:
@@ -109,6 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--requests", type=int, default=1000)
     p.add_argument("--clients", type=int, default=8)
+    p.add_argument(
+        "--modes", default=",".join(MODES), help="comma-separated, of: " + ", ".join(MODES)
+    )
     p.add_argument("--repo", type=Path, default=REPO, help="the trilb tree to measure")
     p.add_argument("--annotate", help="write callgrind_annotate output to PREFIX.MODE")
     p.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
@@ -137,10 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             time.sleep(0.5)
         port = int(port_file.read_text())
         ctl = ["callgrind_control"]
-        for mode, fn in (("keep-alive", keep_alive), ("conn-per-req", per_request)):
-            load(fn, port, WARMUP, args.clients)
+        for mode in args.modes.split(","):
+            drive = MODES[mode]
+            drive(port, WARMUP, args.clients)
             subprocess.run([*ctl, "-z", str(child.pid)], capture_output=True, timeout=60)
-            load(fn, port, args.requests, args.clients)
+            done = drive(port, args.requests, args.clients)
             before = set(glob.glob(f"{tmp}/cg.out.*"))
             subprocess.run([*ctl, "-d", str(child.pid)], capture_output=True, timeout=60)
             deadline = time.monotonic() + DUMP_TIMEOUT
@@ -150,7 +177,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                 time.sleep(0.5)
             time.sleep(1.0)  # let the dump finish
             dump = new.pop()
-            done = args.requests // args.clients * args.clients
             print(f"{mode}: {total_instructions(dump) / done:,.0f} instructions per request "
                   f"({done} requests, {args.clients} clients)", flush=True)  # fmt: skip
             if args.annotate:

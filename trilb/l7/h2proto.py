@@ -17,9 +17,10 @@ to a request (a 400, a reset) is in effect for the next frame already.
   error queues a RST_STREAM and tells the handler (``on_reset``).
 - Out: ``send_headers``, ``send_data``, ``end_stream``, ``reset_stream`` and
   ``close_connection`` queue frames; ``data_to_send`` takes them. Response header blocks
-  are encoded here as literals that never enter the client's dynamic table (what nginx
-  does for most fields): no encoder state to keep in step, and a cache of encoded fields
-  makes a repeated one a dict lookup. Request blocks are decoded by hpack's Decoder.
+  are encoded as literals that never enter the client's dynamic table (l7/h2hpack.py;
+  what nginx does for most fields): no encoder state to keep in step, and a cache of
+  encoded fields makes a repeated one a dict lookup. Request blocks are decoded by
+  l7/h2hpack.py too.
 - Flow control: the handler acknowledges request DATA once relayed
   (``acknowledge_received_data``); WINDOW_UPDATEs go out when half a window is owed.
   The send side keeps the client's windows; ``local_flow_control_window`` says how much
@@ -34,9 +35,13 @@ from __future__ import annotations
 import struct
 from typing import Final, Protocol
 
-import hpack
-import hpack.exceptions
-from hpack.table import HeaderTable
+from trilb.l7.h2hpack import (
+    TABLE_SIZE_ZERO,
+    CompressionError,
+    Decoder,
+    HeaderListTooLarge,
+    encode_field,
+)
 
 # Error codes (RFC 9113 section 7).
 NO_ERROR: Final = 0x0
@@ -179,7 +184,7 @@ class H2Protocol:
         self._block_flags = 0
         self._block: list[bytes] = []
         self._block_size = 0
-        self._decoder = hpack.Decoder(max_header_list_size=max_header_list)
+        self._decoder = Decoder(max_header_list)
         self._fields: dict[tuple[bytes, bytes], bytes] = {}
         # The client changed its header table size: the next block we send starts with a
         # size update to 0 (ours stays empty; nghttp2 insists on seeing one).
@@ -357,12 +362,10 @@ class H2Protocol:
 
     def _header_block(self, sid: int, flags: int, block: bytes) -> None:
         try:
-            fields: Fields = self._decoder.decode(block, raw=True)  # type: ignore[assignment]
-        except hpack.exceptions.OversizedHeaderListError:
+            fields = self._decoder.decode(block)
+        except HeaderListTooLarge:
             raise H2ConnectionError(ENHANCE_YOUR_CALM, "a header list over the limit") from None
-        except hpack.exceptions.HPACKError as exc:
-            raise H2ConnectionError(COMPRESSION_ERROR, f"header block: {exc}") from None
-        except (IndexError, ValueError, UnicodeError) as exc:  # (hpack's odd inputs)
+        except CompressionError as exc:
             raise H2ConnectionError(COMPRESSION_ERROR, f"header block: {exc}") from None
         ended = flags & END_STREAM != 0
         stream = self.streams.get(sid)
@@ -600,7 +603,7 @@ class H2Protocol:
 
     def _encode(self, fields: Fields) -> bytes:
         cache = self._fields
-        parts = [b"\x20"] if self._table_update else []  # (a table size update to 0)
+        parts = [TABLE_SIZE_ZERO] if self._table_update else []
         self._table_update = False
         for field in fields:
             encoded = cache.get(field)
@@ -612,37 +615,3 @@ class H2Protocol:
                     cache[field] = encoded
             parts.append(encoded)
         return b"".join(parts)
-
-
-# Static table indices (RFC 7541 appendix A): a status with its own entry, and each name's
-# first entry (literals name it by index).
-_STATUS: Final = {v: i for i, (n, v) in enumerate(HeaderTable.STATIC_TABLE, 1) if n == b":status"}
-_NAMES: Final[dict[bytes, int]] = {}
-for _i, (_name, _) in enumerate(HeaderTable.STATIC_TABLE, 1):
-    _NAMES.setdefault(_name, _i)
-
-
-def _integer(value: int, prefix: int, bits: int) -> bytes:
-    """HPACK's integer (RFC 7541 5.1) with a ``bits``-bit prefix under ``prefix``."""
-    top = (1 << bits) - 1
-    if value < top:
-        return bytes((prefix | value,))
-    out = bytearray((prefix | top,))
-    value -= top
-    while value >= 128:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def encode_field(name: bytes, value: bytes) -> bytes:
-    """One field as HPACK: the static entry when it is one, else a literal that is not
-    indexed (RFC 7541 6.2.2), its name by static index when it has one; no Huffman."""
-    if name == b":status":
-        index = _STATUS.get(value)
-        if index is not None:
-            return bytes((0x80 | index,))
-    index = _NAMES.get(name, 0)
-    head = _integer(index, 0, 4) if index else b"\x00" + _integer(len(name), 0, 7) + name
-    return head + _integer(len(value), 0, 7) + value

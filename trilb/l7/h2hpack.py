@@ -1,0 +1,201 @@
+"""HPACK (RFC 7541) for the client side of HTTP/2: request blocks in, response fields out.
+
+Theory of operation. Decoding is per connection (the client's dynamic table): a block is
+a run of representations (indexed, literal with or without indexing, table size update)
+whose fields are checked against the header list limit as they come, so a block that
+decodes to more than the limit (the HPACK bomb: a few bytes that index a large entry
+again and again) stops there. Huffman-coded strings go through hpack's table-driven
+decoder, which this module borrows (a Python port of the same table would only be
+slower). Encoding keeps no state: a field is its static entry when one matches whole,
+else a literal the client does not index, named by static index when it can be, with
+no Huffman coding; the same field always encodes to the same bytes, which lets the
+caller cache it.
+
+Every malformed input raises CompressionError (a connection error for HTTP/2: the
+table's state is lost); pure functions and one small class, no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Final
+
+import hpack.exceptions
+from hpack.huffman_table import decode_huffman
+from hpack.table import HeaderTable
+
+Fields = list[tuple[bytes, bytes]]
+
+STATIC: Final[tuple[tuple[bytes, bytes], ...]] = tuple(HeaderTable.STATIC_TABLE)
+# Each entry costs its name and value plus 32 bytes (RFC 7541 4.1), as SETTINGS_MAX_
+# HEADER_LIST_SIZE counts a list (RFC 9113 6.5.2).
+ENTRY_OVERHEAD: Final = 32
+
+
+class CompressionError(Exception):
+    """A header block that is not valid HPACK."""
+
+
+class HeaderListTooLarge(CompressionError):
+    """A header block that decodes to more than the header list limit."""
+
+
+class Decoder:
+    """One connection's HPACK decoder.
+
+    Args:
+      max_list: the largest decoded header list (name + value + 32 per field).
+      max_table: the dynamic table size we allow (SETTINGS_HEADER_TABLE_SIZE: 4096
+        unless we announce another).
+    """
+
+    __slots__ = ("limit", "max_list", "max_size", "size", "table")
+
+    def __init__(self, max_list: int, max_table: int = 4096) -> None:
+        self.max_list = max_list
+        self.limit = max_table
+        self.max_size = max_table
+        self.size = 0
+        self.table: deque[tuple[bytes, bytes]] = deque()  # newest first
+
+    def decode(self, data: bytes) -> Fields:
+        """The fields of one whole header block.
+
+        Raises:
+          HeaderListTooLarge: the list outgrows ``max_list``.
+          CompressionError: anything else malformed.
+        """
+        fields: Fields = []
+        pos, end = 0, len(data)
+        listed = 0
+        while pos < end:
+            byte = data[pos]
+            if byte & 0x80:  # an indexed field (6.1)
+                index, pos = _integer(data, pos, 0x7F)
+                field = self._entry(index)
+            elif byte & 0x40:  # a literal the table keeps (6.2.1)
+                index, pos = _integer(data, pos, 0x3F)
+                name, pos = (self._entry(index)[0], pos) if index else _string(data, pos)
+                value, pos = _string(data, pos)
+                field = (name, value)
+                self._add(field)
+            elif byte & 0x20:  # a dynamic table size update (6.3)
+                if fields:  # (only at the start of a block: 4.2)
+                    raise CompressionError("a table size update after a field")
+                size, pos = _integer(data, pos, 0x1F)
+                if size > self.limit:
+                    raise CompressionError(f"a table size of {size}, over {self.limit}")
+                self.max_size = size
+                self._evict(0)
+                continue
+            else:  # a literal not indexed (6.2.2) or never indexed (6.2.3)
+                index, pos = _integer(data, pos, 0x0F)
+                name, pos = (self._entry(index)[0], pos) if index else _string(data, pos)
+                value, pos = _string(data, pos)
+                field = (name, value)
+            listed += len(field[0]) + len(field[1]) + ENTRY_OVERHEAD
+            if listed > self.max_list:
+                raise HeaderListTooLarge(f"a header list over {self.max_list} bytes")
+            fields.append(field)
+        return fields
+
+    def _entry(self, index: int) -> tuple[bytes, bytes]:
+        if 0 < index <= 61:
+            return STATIC[index - 1]
+        at = index - 62
+        if index == 0 or at >= len(self.table):
+            raise CompressionError(f"no table entry {index}")
+        return self.table[at]
+
+    def _add(self, field: tuple[bytes, bytes]) -> None:
+        size = len(field[0]) + len(field[1]) + ENTRY_OVERHEAD
+        if size > self.max_size:  # (it empties the table and is not kept: 4.4)
+            self.table.clear()
+            self.size = 0
+            return
+        self._evict(size)
+        self.table.appendleft(field)
+        self.size += size
+
+    def _evict(self, room: int) -> None:
+        """Drop the oldest entries until ``room`` more bytes fit."""
+        table = self.table
+        while self.size + room > self.max_size:
+            name, value = table.pop()
+            self.size -= len(name) + len(value) + ENTRY_OVERHEAD
+
+
+def _integer(data: bytes, pos: int, mask: int) -> tuple[int, int]:
+    """An integer with a prefix of ``mask``'s bits at ``pos`` (5.1); it and the next pos."""
+    value = data[pos] & mask
+    pos += 1
+    if value < mask:
+        return value, pos
+    shift = 0
+    while True:
+        if pos >= len(data):
+            raise CompressionError("a truncated integer")
+        byte = data[pos]
+        pos += 1
+        value += (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+        shift += 7
+        if shift > 28:  # (no length or index of ours needs more than 4 bytes)
+            raise CompressionError("an integer too long")
+
+
+def _string(data: bytes, pos: int) -> tuple[bytes, int]:
+    """A string literal at ``pos`` (5.2), Huffman-decoded if it is coded; it and the next
+    pos."""
+    if pos >= len(data):
+        raise CompressionError("a truncated field")
+    coded = data[pos] & 0x80
+    length, pos = _integer(data, pos, 0x7F)
+    stop = pos + length
+    if stop > len(data):
+        raise CompressionError("a truncated string")
+    if not coded:
+        return data[pos:stop], stop
+    try:
+        return decode_huffman(data[pos:stop]), stop
+    except hpack.exceptions.HPACKError as exc:
+        raise CompressionError(f"a Huffman string: {exc}") from None
+
+
+# Static table indices (RFC 7541 appendix A): a status with its own entry, and each name's
+# first entry (literals name it by index).
+_STATUS: Final = {v: i for i, (n, v) in enumerate(STATIC, 1) if n == b":status"}
+_NAMES: Final[dict[bytes, int]] = {}
+for _i, (_name, _) in enumerate(STATIC, 1):
+    _NAMES.setdefault(_name, _i)
+
+
+def _prefixed(value: int, bits: int) -> bytes:
+    """An integer with a ``bits``-bit prefix (5.1), the rest of its first byte zero."""
+    top = (1 << bits) - 1
+    if value < top:
+        return bytes((value,))
+    out = bytearray((top,))
+    value -= top
+    while value >= 128:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def encode_field(name: bytes, value: bytes) -> bytes:
+    """One field as HPACK: the static entry when it is one, else a literal that is not
+    indexed (6.2.2), its name by static index when it has one; no Huffman coding."""
+    if name == b":status":
+        index = _STATUS.get(value)
+        if index is not None:
+            return bytes((0x80 | index,))
+    index = _NAMES.get(name, 0)
+    head = _prefixed(index, 4) if index else b"\x00" + _prefixed(len(name), 7) + name
+    return head + _prefixed(len(value), 7) + value
+
+
+# A dynamic table size update to 0 (6.3): sent when the client changed its table size.
+TABLE_SIZE_ZERO: Final = b"\x20"
