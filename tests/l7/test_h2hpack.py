@@ -8,7 +8,7 @@ import random
 import hpack
 import pytest
 
-from trilb.l7.h2hpack import CompressionError, Decoder, HeaderListTooLarge, encode_field
+from trilb.l7.h2hpack import CompressionError, Decoder, Encoder, HeaderListTooLarge, encode_field
 
 NAMES = [b":method", b":path", b":authority", b":scheme", b"accept", b"user-agent",
          b"cookie", b"x-request-id", b"content-type", b"authorization", b"x-a",
@@ -98,3 +98,36 @@ def test_every_status_and_field_encodes_as_hpack_decodes_it(status: bytes) -> No
     encoded = b"".join(encode_field(*f) for f in fields)
     assert hpack.Decoder().decode(encoded, raw=True) == fields
     assert Decoder(max_list=1 << 16).decode(encoded) == fields
+
+
+def test_responses_encoded_on_a_connection_decode_as_sent_and_repeats_shrink() -> None:
+    rng = random.Random(3)
+    encoder = Encoder()
+    theirs = hpack.Decoder()
+    common = [(b":status", b"200"), (b"server", b"nginx"), (b"content-type", b"text/html"),
+              (b"date", b"Fri, 27 Nov 2026 22:00:00 GMT")]  # fmt: skip
+    for step in range(600):
+        if step % 97 == 50:  # the client changes its table size (SETTINGS)
+            size = rng.choice((0, 100, 256, 4096, 65536))
+            theirs.max_allowed_table_size = size
+            encoder.resize(size)
+        fields = [*common, *random_fields(rng)[: rng.randrange(4)]]
+        if rng.random() < 0.3:
+            fields.append((b"x-long", b"l" * rng.randrange(100, 300)))
+        block = encoder.encode(fields)
+        assert [tuple(f) for f in theirs.decode(block, raw=True)] == fields, step
+        assert theirs.header_table._current_size == encoder.size <= encoder.max_size
+    # A response of fields seen before is one byte a field (once its entries are in).
+    assert len(encoder.encode(common)) == len(common)
+    assert len(encoder.encode(common)) == len(common)
+
+
+def test_a_table_too_small_for_a_field_leaves_it_a_literal() -> None:
+    encoder = Encoder()
+    encoder.resize(40)
+    theirs = hpack.Decoder()
+    theirs.max_allowed_table_size = 40
+    field = [(b"server", b"a-longer-name")]  # 6 + 13 + 32 = 51 > 40
+    for _ in range(3):
+        assert [tuple(f) for f in theirs.decode(encoder.encode(field), raw=True)] == field
+    assert not encoder.where and theirs.header_table._current_size == 0

@@ -6,10 +6,12 @@ whose fields are checked against the header list limit as they come, so a block 
 decodes to more than the limit (the HPACK bomb: a few bytes that index a large entry
 again and again) stops there. Huffman-coded strings go through hpack's table-driven
 decoder, which this module borrows (a Python port of the same table would only be
-slower). Encoding keeps no state: a field is its static entry when one matches whole,
-else a literal the client does not index, named by static index when it can be, with
-no Huffman coding; the same field always encodes to the same bytes, which lets the
-caller cache it.
+slower). Encoding is per connection too: a field is its static entry when one matches
+whole; the first time it is seen, a literal the client does not index (named by static
+index when it can be; no Huffman coding), cached; the second time, a literal the
+client adds to its dynamic table; from then on one or two bytes, its index. Only a
+field that repeats takes room in the table, so unique values (a request id, a cookie)
+do not push out the ones that recur (Server, Content-Type, Date within its second).
 
 Every malformed input raises CompressionError (a connection error for HTTP/2: the
 table's state is lost); pure functions and one small class, no I/O.
@@ -27,6 +29,12 @@ from hpack.table import HeaderTable
 Fields = list[tuple[bytes, bytes]]
 
 STATIC: Final[tuple[tuple[bytes, bytes], ...]] = tuple(HeaderTable.STATIC_TABLE)
+# The dynamic table trilb's encoder uses at most (the client may allow more).
+TABLE_SIZE: Final = 4096
+# Encoded fields kept per connection for reuse; emptied when full (bounded against
+# unique values). Only short fields: a long one is rarely repeated whole.
+FIELD_CACHE: Final = 1024
+CACHED_FIELD: Final = 128
 # Each entry costs its name and value plus 32 bytes (RFC 7541 4.1), as SETTINGS_MAX_
 # HEADER_LIST_SIZE counts a list (RFC 9113 6.5.2).
 ENTRY_OVERHEAD: Final = 32
@@ -171,12 +179,12 @@ for _i, (_name, _) in enumerate(STATIC, 1):
     _NAMES.setdefault(_name, _i)
 
 
-def _prefixed(value: int, bits: int) -> bytes:
-    """An integer with a ``bits``-bit prefix (5.1), the rest of its first byte zero."""
+def _prefixed(value: int, bits: int, flags: int = 0) -> bytes:
+    """An integer with a ``bits``-bit prefix (5.1) after the first byte's ``flags``."""
     top = (1 << bits) - 1
     if value < top:
-        return bytes((value,))
-    out = bytearray((top,))
+        return bytes((flags | value,))
+    out = bytearray((flags | top,))
     value -= top
     while value >= 128:
         out.append(value & 0x7F | 0x80)
@@ -197,5 +205,71 @@ def encode_field(name: bytes, value: bytes) -> bytes:
     return head + _prefixed(len(value), 7) + value
 
 
-# A dynamic table size update to 0 (6.3): sent when the client changed its table size.
-TABLE_SIZE_ZERO: Final = b"\x20"
+def _indexing_literal(name: bytes, value: bytes) -> bytes:
+    """A literal the decoder adds to its dynamic table (6.2.1)."""
+    index = _NAMES.get(name, 0)
+    head = _prefixed(index, 6, 0x40) if index else b"\x40" + _prefixed(len(name), 7) + name
+    return head + _prefixed(len(value), 7) + value
+
+
+class Encoder:
+    """One connection's HPACK encoder (see the module's theory for what goes how).
+
+    ``resize`` follows the client's SETTINGS_HEADER_TABLE_SIZE: the next block then
+    starts with the size update RFC 7541 4.2 asks for (nghttp2 refuses a block without).
+    """
+
+    __slots__ = ("entries", "inserted", "max_size", "seen", "size", "update", "where")
+
+    def __init__(self) -> None:
+        self.max_size = TABLE_SIZE
+        self.size = 0
+        self.inserted = 0  # entries ever added: the newest's ordinal is inserted - 1
+        self.entries: deque[tuple[tuple[bytes, bytes], int]] = deque()  # oldest first
+        self.where: dict[tuple[bytes, bytes], int] = {}  # field -> ordinal, while in it
+        self.seen: dict[tuple[bytes, bytes], bytes] = {}  # field -> its literal
+        self.update = -1  # a size update due at the next block's start
+
+    def resize(self, client_max: int) -> None:
+        self.max_size = min(client_max, TABLE_SIZE)
+        self.update = self.max_size
+        self._evict(0)
+
+    def encode(self, fields: Fields) -> bytes:
+        parts = []
+        if self.update >= 0:
+            parts.append(_prefixed(self.update, 5, 0x20))
+            self.update = -1
+        where, seen = self.where, self.seen
+        for field in fields:
+            ordinal = where.get(field)
+            if ordinal is not None:  # in the table: its index (the newest is 62)
+                index = 61 + self.inserted - ordinal
+                parts.append(bytes((0x80 | index,)) if index < 127 else _prefixed(index, 7, 0x80))
+                continue
+            literal = seen.get(field)
+            if literal is None:
+                literal = encode_field(*field)
+                if len(literal) <= CACHED_FIELD:
+                    if len(seen) >= FIELD_CACHE:
+                        seen.clear()
+                    seen[field] = literal
+            elif not literal[0] & 0x80:  # (a static entry is as short as it gets)
+                size = len(field[0]) + len(field[1]) + ENTRY_OVERHEAD
+                if size <= self.max_size:  # the second time: into the table
+                    literal = _indexing_literal(*field)
+                    self._evict(size)
+                    self.entries.append((field, self.inserted))
+                    where[field] = self.inserted
+                    self.inserted += 1
+                    self.size += size
+            parts.append(literal)
+        return b"".join(parts)
+
+    def _evict(self, room: int) -> None:
+        """Drop the oldest entries until ``room`` more bytes fit (as the decoder will)."""
+        while self.size + room > self.max_size:
+            field, ordinal = self.entries.popleft()
+            self.size -= len(field[0]) + len(field[1]) + ENTRY_OVERHEAD
+            if self.where.get(field) == ordinal:
+                del self.where[field]

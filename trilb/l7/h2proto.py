@@ -16,11 +16,8 @@ to a request (a 400, a reset) is in effect for the next frame already.
   handler. A connection error queues a GOAWAY and raises H2ConnectionError; a stream
   error queues a RST_STREAM and tells the handler (``on_reset``).
 - Out: ``send_headers``, ``send_data``, ``end_stream``, ``reset_stream`` and
-  ``close_connection`` queue frames; ``data_to_send`` takes them. Response header blocks
-  are encoded as literals that never enter the client's dynamic table (l7/h2hpack.py;
-  what nginx does for most fields): no encoder state to keep in step, and a cache of
-  encoded fields makes a repeated one a dict lookup. Request blocks are decoded by
-  l7/h2hpack.py too.
+  ``close_connection`` queue frames; ``data_to_send`` takes them. Header blocks are
+  encoded and decoded by l7/h2hpack.py.
 - Flow control: the handler acknowledges request DATA once relayed
   (``acknowledge_received_data``); WINDOW_UPDATEs go out when half a window is owed.
   The send side keeps the client's windows; ``local_flow_control_window`` says how much
@@ -35,13 +32,7 @@ from __future__ import annotations
 import struct
 from typing import Final, Protocol
 
-from trilb.l7.h2hpack import (
-    TABLE_SIZE_ZERO,
-    CompressionError,
-    Decoder,
-    HeaderListTooLarge,
-    encode_field,
-)
+from trilb.l7.h2hpack import CompressionError, Decoder, Encoder, HeaderListTooLarge
 
 # Error codes (RFC 9113 section 7).
 NO_ERROR: Final = 0x0
@@ -70,12 +61,6 @@ DEFAULT_WINDOW: Final = 65535
 DEFAULT_FRAME: Final = 16384
 # CONTINUATION frames one header block may take (h2's limit too): more is a flood.
 MAX_CONTINUATIONS: Final = 64
-# Encoded fields kept for reuse (Server, Date, Content-Type repeat from response to
-# response); the cache is emptied when full, which bounds it against unique values.
-FIELD_CACHE: Final = 1024
-# Only short fields are cached: unique long values (a new cookie per response) would
-# hold up to max_header_size each.
-CACHED_FIELD: Final = 128
 # Frames queued and not yet taken by the writer: a client that sends and does not read
 # makes trilb answer (acks, resets) into a queue only this long (then ENHANCE_YOUR_CALM).
 MAX_QUEUED: Final = 4096
@@ -185,10 +170,7 @@ class H2Protocol:
         self._block: list[bytes] = []
         self._block_size = 0
         self._decoder = Decoder(max_header_list)
-        self._fields: dict[tuple[bytes, bytes], bytes] = {}
-        # The client changed its header table size: the next block we send starts with a
-        # size update to 0 (ours stays empty; nghttp2 insists on seeing one).
-        self._table_update = False
+        self._encoder = Encoder()
         self.in_window = connection_window
         self._window_target = connection_window
         self._conn_credit = connection_window - DEFAULT_WINDOW  # given by ``initiate``
@@ -442,7 +424,7 @@ class H2Protocol:
                     raise H2ConnectionError(PROTOCOL_ERROR, f"SETTINGS_MAX_FRAME_SIZE {value}")
                 self.max_outbound_frame_size = value
             elif code == HEADER_TABLE_SIZE:
-                self._table_update = True
+                self._encoder.resize(value)
             elif code in (ENABLE_PUSH, ENABLE_CONNECT_PROTOCOL) and value > 1:
                 raise H2ConnectionError(PROTOCOL_ERROR, f"setting {code} of value {value}")
         if window >= 0 and window != self.initial_out:
@@ -545,7 +527,7 @@ class H2Protocol:
           StreamClosedError: the stream is not open for sending.
         """
         stream = self._sending(stream_id)
-        block = self._encode(fields)
+        block = self._encoder.encode(fields)
         flags = END_STREAM if end_stream else 0
         size = self.max_outbound_frame_size
         if len(block) <= size:
@@ -600,18 +582,3 @@ class H2Protocol:
           StreamClosedError: the stream is not open for sending.
         """
         return min(self.out_window, self._sending(stream_id).outwin)
-
-    def _encode(self, fields: Fields) -> bytes:
-        cache = self._fields
-        parts = [TABLE_SIZE_ZERO] if self._table_update else []
-        self._table_update = False
-        for field in fields:
-            encoded = cache.get(field)
-            if encoded is None:
-                encoded = encode_field(*field)
-                if len(encoded) <= CACHED_FIELD:
-                    if len(cache) >= FIELD_CACHE:
-                        cache.clear()
-                    cache[field] = encoded
-            parts.append(encoded)
-        return b"".join(parts)
