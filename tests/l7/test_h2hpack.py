@@ -131,3 +131,36 @@ def test_a_table_too_small_for_a_field_leaves_it_a_literal() -> None:
     for _ in range(3):
         assert [tuple(f) for f in theirs.decode(encoder.encode(field), raw=True)] == field
     assert not encoder.where and theirs.header_table._current_size == 0
+
+
+def test_a_table_shrunk_then_grown_between_two_blocks_is_signalled_both_ways() -> None:
+    encoder = Encoder()
+    theirs = hpack.Decoder()
+    for _ in range(2):  # (an entry in the table, to be evicted by the shrink)
+        theirs.decode(encoder.encode([(b"server", b"trilb")]))
+    encoder.resize(0)
+    encoder.resize(4096)
+    block = encoder.encode([(b"server", b"trilb")])
+    assert block.startswith(b"\x20\x3f\xe1\x1f")  # 0, then 4096 (RFC 7541 4.2)
+    assert [tuple(f) for f in theirs.decode(block, raw=True)] == [(b"server", b"trilb")]
+    # (emptied by the shrink; the field, seen before, went back in: both tables agree)
+    assert theirs.header_table._current_size == encoder.size == 6 + 5 + 32
+
+
+def test_credentials_cookies_and_marked_fields_are_never_indexed() -> None:
+    encoder = Encoder()
+    theirs = hpack.Decoder()
+    fields = [(b"set-cookie", b"sid=1"), (b"authorization", b"Basic eA=="),
+              hpack.NeverIndexedHeaderTuple(b"x-secret", b"s")]  # fmt: skip
+    for _ in range(3):
+        decoded = theirs.decode(encoder.encode(fields), raw=True)
+        assert decoded == fields
+        assert all(isinstance(f, hpack.NeverIndexedHeaderTuple) for f in decoded)
+    assert not encoder.where and not encoder.seen
+
+
+def test_fields_seen_once_are_remembered_in_bounded_room() -> None:
+    encoder = Encoder()
+    for i in range(5000):
+        encoder.encode([(b"x-request-id", b"%d" % i)])
+    assert len(encoder.seen) <= 512 and not encoder.where

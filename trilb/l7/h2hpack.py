@@ -1,4 +1,4 @@
-"""HPACK (RFC 7541) for the client side of HTTP/2: request blocks in, response fields out.
+"""HPACK (RFC 7541) for trilb's side of a client's HTTP/2: request blocks in, responses out.
 
 Theory of operation. Decoding is per connection (the client's dynamic table): a block is
 a run of representations (indexed, literal with or without indexing, table size update)
@@ -8,10 +8,13 @@ again and again) stops there. Huffman-coded strings go through hpack's table-dri
 decoder, which this module borrows (a Python port of the same table would only be
 slower). Encoding is per connection too: a field is its static entry when one matches
 whole; the first time it is seen, a literal the client does not index (named by static
-index when it can be; no Huffman coding), cached; the second time, a literal the
-client adds to its dynamic table; from then on one or two bytes, its index. Only a
-field that repeats takes room in the table, so unique values (a request id, a cookie)
-do not push out the ones that recur (Server, Content-Type, Date within its second).
+index when it can be; no Huffman coding); the second time, a literal the client adds
+to its dynamic table; from then on one or two bytes, its index. Only a field that
+repeats takes room in the table, so unique values (a request id) do not push out the
+ones that recur (Server, Content-Type, Date within its second). Credentials and
+cookies, and fields an HTTP/2 backend marked so, go as never-indexed literals (7.1.3).
+A request field's never-indexed mark is not kept: the request goes on over HTTP/1.1,
+or through h2, which marks credentials and short cookies itself.
 
 Every malformed input raises CompressionError (a connection error for HTTP/2: the
 table's state is lost); pure functions and one small class, no I/O.
@@ -24,6 +27,7 @@ from typing import Final
 
 import hpack.exceptions
 from hpack.huffman_table import decode_huffman
+from hpack.struct import NeverIndexedHeaderTuple
 from hpack.table import HeaderTable
 
 Fields = list[tuple[bytes, bytes]]
@@ -31,10 +35,16 @@ Fields = list[tuple[bytes, bytes]]
 STATIC: Final[tuple[tuple[bytes, bytes], ...]] = tuple(HeaderTable.STATIC_TABLE)
 # The dynamic table trilb's encoder uses at most (the client may allow more).
 TABLE_SIZE: Final = 4096
-# Encoded fields kept per connection for reuse; emptied when full (bounded against
-# unique values). Only short fields: a long one is rarely repeated whole.
-FIELD_CACHE: Final = 1024
-CACHED_FIELD: Final = 128
+# Fields seen once per connection (their hashes: a collision only indexes a field one
+# response early); emptied when full, which bounds it against unique values. Only short
+# fields: a long one is rarely repeated whole.
+SEEN: Final = 512
+SEEN_FIELD: Final = 128
+# Fields never put in a table (RFC 7541 7.1.3): secrets a table could leak to a
+# compression-ratio attack (CRIME) on a connection that mixes them with other data.
+NEVER_INDEXED: Final = frozenset(
+    (b"authorization", b"proxy-authorization", b"set-cookie", b"cookie")
+)
 # Each entry costs its name and value plus 32 bytes (RFC 7541 4.1), as SETTINGS_MAX_
 # HEADER_LIST_SIZE counts a list (RFC 9113 6.5.2).
 ENTRY_OVERHEAD: Final = 32
@@ -149,7 +159,7 @@ def _integer(data: bytes, pos: int, mask: int) -> tuple[int, int]:
         if not byte & 0x80:
             return value, pos
         shift += 7
-        if shift > 28:  # (no length or index of ours needs more than 4 bytes)
+        if shift > 28:  # (up to 5 bytes: more than any length or index of ours needs)
             raise CompressionError("an integer too long")
 
 
@@ -194,21 +204,22 @@ def _prefixed(value: int, bits: int, flags: int = 0) -> bytes:
 
 
 def encode_field(name: bytes, value: bytes) -> bytes:
-    """One field as HPACK: the static entry when it is one, else a literal that is not
-    indexed (6.2.2), its name by static index when it has one; no Huffman coding."""
+    """One field as HPACK without a table: the static entry when it is one, else a
+    literal that is not indexed (6.2.2), its name by static index when it has one."""
     if name == b":status":
         index = _STATUS.get(value)
         if index is not None:
             return bytes((0x80 | index,))
-    index = _NAMES.get(name, 0)
-    head = _prefixed(index, 4) if index else b"\x00" + _prefixed(len(name), 7) + name
-    return head + _prefixed(len(value), 7) + value
+    return _literal(name, value, 0, 4)
 
 
-def _indexing_literal(name: bytes, value: bytes) -> bytes:
-    """A literal the decoder adds to its dynamic table (6.2.1)."""
+def _literal(name: bytes, value: bytes, flags: int, bits: int) -> bytes:
+    """A literal field: indexed by the decoder (0x40, 6 bits), never indexed (0x10, 4)."""
     index = _NAMES.get(name, 0)
-    head = _prefixed(index, 6, 0x40) if index else b"\x40" + _prefixed(len(name), 7) + name
+    if index:
+        head = _prefixed(index, bits, flags)
+    else:
+        head = bytes((flags,)) + _prefixed(len(name), 7) + name
     return head + _prefixed(len(value), 7) + value
 
 
@@ -219,7 +230,7 @@ class Encoder:
     starts with the size update RFC 7541 4.2 asks for (nghttp2 refuses a block without).
     """
 
-    __slots__ = ("entries", "inserted", "max_size", "seen", "size", "update", "where")
+    __slots__ = ("entries", "inserted", "low", "max_size", "seen", "size", "update", "where")
 
     def __init__(self) -> None:
         self.max_size = TABLE_SIZE
@@ -227,43 +238,57 @@ class Encoder:
         self.inserted = 0  # entries ever added: the newest's ordinal is inserted - 1
         self.entries: deque[tuple[tuple[bytes, bytes], int]] = deque()  # oldest first
         self.where: dict[tuple[bytes, bytes], int] = {}  # field -> ordinal, while in it
-        self.seen: dict[tuple[bytes, bytes], bytes] = {}  # field -> its literal
-        self.update = -1  # a size update due at the next block's start
+        self.seen: set[int] = set()  # hashes of fields seen once
+        # Size updates due at the next block's start: the smallest since the last block
+        # and the last (RFC 7541 4.2: a client that went down and back up needs both).
+        self.low = -1
+        self.update = -1
 
     def resize(self, client_max: int) -> None:
         self.max_size = min(client_max, TABLE_SIZE)
         self.update = self.max_size
+        self.low = self.max_size if self.low < 0 else min(self.low, self.max_size)
         self._evict(0)
 
     def encode(self, fields: Fields) -> bytes:
+        """One header block. Every field's name and value must be bytes: the table's
+        state changes as fields are encoded, so one that fails half-way leaves it out of
+        step with the client's (the caller then ends the connection)."""
         parts = []
         if self.update >= 0:
+            if self.low < self.update:
+                parts.append(_prefixed(self.low, 5, 0x20))
             parts.append(_prefixed(self.update, 5, 0x20))
-            self.update = -1
+            self.update = self.low = -1
         where, seen = self.where, self.seen
         for field in fields:
+            name, value = field
+            if name in NEVER_INDEXED or field.__class__ is NeverIndexedHeaderTuple:
+                parts.append(_literal(name, value, 0x10, 4))
+                continue
             ordinal = where.get(field)
             if ordinal is not None:  # in the table: its index (the newest is 62)
                 index = 61 + self.inserted - ordinal
                 parts.append(bytes((0x80 | index,)) if index < 127 else _prefixed(index, 7, 0x80))
                 continue
-            literal = seen.get(field)
-            if literal is None:
-                literal = encode_field(*field)
-                if len(literal) <= CACHED_FIELD:
-                    if len(seen) >= FIELD_CACHE:
-                        seen.clear()
-                    seen[field] = literal
-            elif not literal[0] & 0x80:  # (a static entry is as short as it gets)
-                size = len(field[0]) + len(field[1]) + ENTRY_OVERHEAD
-                if size <= self.max_size:  # the second time: into the table
-                    literal = _indexing_literal(*field)
-                    self._evict(size)
-                    self.entries.append((field, self.inserted))
-                    where[field] = self.inserted
-                    self.inserted += 1
-                    self.size += size
-            parts.append(literal)
+            if name == b":status" and value in _STATUS:
+                parts.append(bytes((0x80 | _STATUS[value],)))
+                continue
+            size = len(name) + len(value) + ENTRY_OVERHEAD
+            key = hash(field)
+            if key in seen and size <= self.max_size:  # the second time: into the table
+                parts.append(_literal(name, value, 0x40, 6))
+                self._evict(size)
+                self.entries.append((field, self.inserted))
+                where[field] = self.inserted
+                self.inserted += 1
+                self.size += size
+                continue
+            if size <= SEEN_FIELD:
+                if len(seen) >= SEEN:
+                    seen.clear()
+                seen.add(key)
+            parts.append(_literal(name, value, 0, 4))
         return b"".join(parts)
 
     def _evict(self, room: int) -> None:

@@ -527,7 +527,11 @@ class H2Protocol:
           StreamClosedError: the stream is not open for sending.
         """
         stream = self._sending(stream_id)
-        block = self._encoder.encode(fields)
+        try:
+            block = self._encoder.encode(fields)
+        except Exception:  # (a field not bytes: a bug; the table is out of step now)
+            self.close_connection(INTERNAL_ERROR)
+            raise
         flags = END_STREAM if end_stream else 0
         size = self.max_outbound_frame_size
         if len(block) <= size:

@@ -380,7 +380,7 @@ class H2Stream:
     async def _download(self, exchange: Exchange, backend: HttpBackend) -> None:
         h2c = self.conn.h2
         fields = await exchange.response(backend.config.response_timeout)
-        out = [(n, v) for n, v in fields if n == b":status" or n[:1] != b":"]
+        out = [f for f in fields if f[0] == b":status" or f[0][:1] != b":"]  # (marks kept)
         done = exchange.ended and not exchange.data and exchange.trailers is None
         h2c.send_headers(self.id, out, end_stream=done)
         self.responding = True
