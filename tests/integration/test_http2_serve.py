@@ -94,6 +94,14 @@ class RawClient:
         self.conn.send_headers(sid, fields, end_stream=True)
         self.flush()
 
+    def post(self, sid: int, extra: tuple[bytes, bytes], body: bytes, end: bool) -> None:
+        """A POST to /up with one more field, and its body (ending the stream or not)."""
+        fields = [(b":method", b"POST"), (b":path", b"/up"), (b":scheme", b"http"),
+                  (b":authority", b"x"), extra]  # fmt: skip
+        self.conn.send_headers(sid, fields)
+        self.conn.send_data(sid, body, end_stream=end)
+        self.flush()
+
     def events(self, until: Callable[[h2.events.Event], bool], limit: float = 5) -> list[object]:
         """Events until ``until`` says stop, the connection ends, or ``limit`` seconds."""
         seen: list[object] = []
@@ -408,11 +416,7 @@ def test_a_client_that_reads_slowly_does_not_make_trilb_buffer_the_response(
 def test_a_body_shorter_than_its_content_length_is_refused(h2c: int) -> None:
     client = RawClient(h2c)
     try:
-        client.conn.send_headers(1, [(b":method", b"POST"), (b":path", b"/up"),
-                                     (b":scheme", b"http"), (b":authority", b"x"),
-                                     (b"content-length", b"10")])  # fmt: skip
-        client.conn.send_data(1, b"12345", end_stream=True)
-        client.flush()
+        client.post(1, (b"content-length", b"10"), b"12345", end=True)
         frames = read_frames(client.sock)
     finally:
         client.close()
@@ -601,11 +605,7 @@ def test_request_trailers_reach_an_http11_backend_as_chunked_trailers(
 def test_a_request_refused_before_its_body_tells_the_client_to_stop_sending(h2c: int) -> None:
     client = RawClient(h2c)
     try:
-        client.conn.send_headers(1, [(b":method", b"POST"), (b":path", b"/up"),
-                                     (b":scheme", b"http"), (b":authority", b"x"),
-                                     (b"connection", b"close")])  # fmt: skip
-        client.conn.send_data(1, b"x" * 1000)
-        client.flush()
+        client.post(1, (b"connection", b"close"), b"x" * 1000, end=False)
         events = client.events(lambda e: isinstance(e, h2.events.StreamReset))
     finally:
         client.close()
