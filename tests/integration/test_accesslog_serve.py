@@ -198,15 +198,21 @@ servers = ["{echo.address}"]
     with socket.create_connection(("127.0.0.1", web), timeout=5) as conn:
         conn.sendall(b"GET / HTTP/1.1\r\nno colon here\r\n\r\n")
         assert conn.recv(64).startswith(b"HTTP/1.1 400")
+    with socket.create_connection(("127.0.0.1", web), timeout=5) as conn:
+        # HTTP/2's preface, then a PING where its SETTINGS must be: a connection error.
+        conn.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\x08\x06\0\0\0\0\0" + b"12345678")
+        while conn.recv(4096):
+            pass  # (SETTINGS, GOAWAY, then the close)
     with socket.create_connection(("127.0.0.1", db), timeout=5) as conn:
         assert conn.recv(16) == b""  # no server: closed
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
         udp.settimeout(5)
         udp.sendto(b"ping", ("127.0.0.1", dns))
         assert udp.recv(64) == b"E:ping"
-        found = lines(log, 3)  # (the flow's line once it is idle, 0.5 s on)
+        found = lines(log, 4)  # (the flow's line once it is idle, 0.5 s on)
     text = "\n".join(found)
     assert ' web -/- 0/-1/0 400 - - "- <BADREQ> HTTP/-"' in text, text
+    assert ' web -/- 0/-1/0 400 - h2=PROTOCOL_ERROR "- <BADREQ> HTTP/-"' in text, text
     assert " db gone/- 0 0/0 no_server" in text, text
     assert f" dns echo/{echo.address} " in text and " 4/6 idle" in text, text
     echo.stop()

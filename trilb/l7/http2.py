@@ -43,6 +43,7 @@ from trilb.errors import ClientClosed, ClientTimeout, ProtocolError
 from trilb.l7.h2head import request_head, trailer_fields
 from trilb.l7.h2proto import (
     ENHANCE_YOUR_CALM,
+    ERROR_NAMES,
     INTERNAL_ERROR,
     NO_ERROR,
     PROTOCOL_ERROR,
@@ -174,6 +175,8 @@ class H2Server:
                 log.warning("http2 client %s: %s: connection closed", self.ip.decode(), exc)
             else:
                 log.debug("http2 client: protocol error: %s", exc)
+            if self.proxy.access is not None:  # (as HTTP/1.1's malformed requests are)
+                self.proxy.log_unparsed(self.ip, 400, f"h2={ERROR_NAMES[exc.error_code]}")
             await self.flush()
             return False
         self.kick()  # (the protocol's answers: SETTINGS and PING acks, WINDOW_UPDATEs)

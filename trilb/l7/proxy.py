@@ -392,12 +392,13 @@ class Proxy:
         if self.access is not None:
             self._log(head, run)
 
-    def log_unparsed(self, client_ip: bytes, status: int) -> None:
+    def log_unparsed(self, client_ip: bytes, status: int, notes: str = "") -> None:
         """The access log line of a request refused before its head was whole (a
-        malformed one, a header timeout): HAProxy's <BADREQ>."""
+        malformed one, a header timeout, an HTTP/2 connection error): HAProxy's
+        <BADREQ>."""
         assert self.access is not None
         record = HttpRecord(self.config.name, client_ip.decode("latin-1"), "-", "<BADREQ>",
-                            "-", status, "", "", 0.0, -1.0, 0.0, -1, "")  # fmt: skip
+                            "-", status, "", "", 0.0, -1.0, 0.0, -1, notes)  # fmt: skip
         self.access.add(http_line(record, time.time(), self.access.json))
 
     def _log(self, head: RequestHead, run: Run) -> None:
