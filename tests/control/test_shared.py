@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 
 from trilb.config.load import parse_config
-from trilb.config.schema import Config
+from trilb.config.schema import Address, Config
 from trilb.control.shared import DRAIN, MAINT, READY, SharedState
 from trilb.obs.counters import F_CONNECTIONS, S_TOTAL, SERVER_COUNTERS
 
@@ -80,3 +80,20 @@ def test_changes_the_old_generation_took_after_the_fork_are_replayed() -> None:
     assert new.server_state("b")[2] == [1, 8]
     old.close()
     new.close()
+
+
+def test_workers_wait_for_dns_only_while_an_entry_has_no_address_and_lookups_go_on() -> None:
+    plain = SharedState(config(["127.0.0.1:1"]), 1)
+    assert not plain.awaiting_dns(config(["127.0.0.1:1"]))
+    with_dns = config(["127.0.0.1:1", "dns:app.test:80", "dns:db.test:80"])
+    shared = SharedState(with_dns, 1)
+    assert shared.awaiting_dns(with_dns)
+    shared.set_address("a", 1, Address("127.0.0.2", 80))  # app.test has one; db.test none
+    assert shared.awaiting_dns(with_dns)
+    shared.set_address("a", 1 + with_dns.backends["a"].dns_slots, Address("127.0.0.3", 80))
+    assert not shared.awaiting_dns(with_dns)  # (a reload that inherits addresses: no wait)
+    empty = SharedState(with_dns, 1)
+    empty.resolved[0] = 1  # the control process's first lookups are over, answered or not
+    assert not empty.awaiting_dns(with_dns)
+    for state in (plain, shared, empty):
+        state.close()

@@ -27,10 +27,12 @@ class Zone(BaseResolver):  # type: ignore[misc]
         self.name = name
         self.addresses: list[str] = []
         self.mute = False
+        self.delay = 0.0  # seconds before each answer
         self.questions = 0
         self.lock = threading.Lock()
 
     def resolve(self, request: DNSRecord, handler: object) -> DNSRecord | None:
+        time.sleep(self.delay)
         with self.lock:
             self.questions += 1
             if self.mute:
@@ -112,6 +114,40 @@ dns_slots = 3
         assert conn.recv(16) == b""  # no server: L4 closes
     two.stop()
     three.stop()
+
+
+def test_at_a_first_start_clients_wait_for_the_first_answer_instead_of_being_refused(
+    trilb_factory: Callable[..., Trilb], zone: tuple[Zone, int]
+) -> None:
+    resolver, dns_port = zone
+    two = Backend("two", "127.0.0.2")
+    resolver.addresses = ["127.0.0.2"]
+    resolver.delay = 2.0
+    port = free_port()
+    started = time.monotonic()
+    trilb_factory(f"""
+[global]
+workers = 1
+
+[dns]
+nameservers = ["127.0.0.1:{dns_port}"]
+timeout = "4s"
+
+[frontends.front]
+mode = "tcp"
+bind = "127.0.0.1:{port}"
+default_backend = "app"
+
+[backends.app]
+servers = ["dns:app.test:{two.port}"]
+""", workers=None, ready=0)  # fmt: skip
+    # Connected while the first answer is still on its way: the connection waits in the
+    # listen queue until the worker has the server (it used to find none and close).
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        assert time.monotonic() - started < 2.0, "the question was answered already"
+        assert conn.recv(16) == b"two\n"
+    assert time.monotonic() - started >= 2.0
+    two.stop()
 
 
 def test_a_bad_dns_server_entry_is_a_config_error(tmp_path: object) -> None:

@@ -26,7 +26,7 @@ import trio
 from trilb.config.schema import Address, Backend, Config, Server
 from trilb.control.checks import CheckState, jittered, probe
 from trilb.control.resolve import keep_resolved
-from trilb.control.shared import UP, SharedState
+from trilb.control.shared import FIRST_LOOKUP_WAIT, UP, SharedState, dns_entries
 from trilb.obs.admin import AdminServer
 from trilb.obs.logging import setup_logging
 from trilb.obs.stats import Check
@@ -34,10 +34,6 @@ from trilb.tls import client_context
 from trilb.worker.main import die_with_parent
 
 log = logging.getLogger(__name__)
-
-# The longest a control process waits for its first DNS answers before saying ready
-# (the master gives a new generation 15 s in all).
-FIRST_LOOKUP_WAIT = 5.0
 
 
 def run_control(
@@ -69,11 +65,7 @@ async def _serve(
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGUSR2) as signals:
         async with trio.open_nursery() as nursery:
             for backend in config.backends.values():
-                entries: dict[str, list[int]] = {}  # dns: entry -> its slots
-                for index, server in enumerate(backend.servers):
-                    if server.dns:
-                        entries.setdefault(server.spec, []).append(index)
-                for slots in entries.values():
+                for slots in dns_entries(backend).values():
                     name = backend.servers[slots[0]].dns
                     first = trio.Event()
                     if all(shared.address(backend.name, i) is None for i in slots):
@@ -96,6 +88,7 @@ async def _serve(
             with trio.move_on_after(FIRST_LOOKUP_WAIT):
                 for first in lookups:
                     await first.wait()
+            shared.resolved[0] = 1  # (workers at a first start wait for it to accept)
             _ready(ready_fd)
             async for sig in signals:
                 if sig == signal.SIGTERM:

@@ -6,8 +6,9 @@ Layout, from the generation's config (so a reload that changes the servers never
 layouts): one health byte per server (1: up), one admin byte per server (ready, drain,
 maint), one u32 weight per server, one address record per server (``ADDRESS_SIZE``
 bytes: a ``dns:`` server's current address, written by the control process's
-resolver), then one block of u64 counters per worker slot: each server's
-(obs/counters.py ``SERVER_COUNTERS``), then each frontend's.
+resolver), the ``resolved`` byte (the control process's first lookups are over), then
+one block of u64 counters per worker slot: each server's (obs/counters.py
+``SERVER_COUNTERS``), then each frontend's.
 
 Every field has one writer: the control process writes health (its checks), the
 admin bytes and weights (the admin API) and the addresses (its resolver); a worker
@@ -23,7 +24,7 @@ from __future__ import annotations
 import mmap
 import socket
 
-from trilb.config.schema import Address, Config, Server
+from trilb.config.schema import Address, Backend, Config, Server
 from trilb.obs.counters import FRONTEND_COUNTERS, SERVER_COUNTERS
 
 UP = 1
@@ -36,6 +37,10 @@ MAINT = 2
 ADMIN_STATES = ("ready", "drain", "maint")
 # An address record: family (0: none, 4, 6), a pad byte, port (big endian), 16 bytes.
 ADDRESS_SIZE = 20
+# The longest the first lookups of a generation's dns: entries are waited for: by its
+# control process before it says ready (the master gives a generation 15 s in all), by
+# its workers before they accept (at a first start: no server to send to before).
+FIRST_LOOKUP_WAIT = 5.0
 
 
 def encode_address(address: Address | None) -> bytes:
@@ -54,6 +59,15 @@ def decode_address(record: bytes) -> Address | None:
     if family == 4:
         return Address(socket.inet_ntop(socket.AF_INET, record[4:8]), port)
     return Address(socket.inet_ntop(socket.AF_INET6, record[4:20]), port)
+
+
+def dns_entries(backend: Backend) -> dict[str, list[int]]:
+    """A backend's dns: entries (their specs) and the server slots each one became."""
+    entries: dict[str, list[int]] = {}
+    for index, server in enumerate(backend.servers):
+        if server.dns:
+            entries.setdefault(server.spec, []).append(index)
+    return entries
 
 
 def _align(n: int) -> int:
@@ -78,7 +92,8 @@ class SharedState:
         self.block = servers * SERVER_COUNTERS + len(self.frontends) * FRONTEND_COUNTERS
         weights_at = _align(2 * servers)
         addresses_at = _align(weights_at + 4 * servers)
-        counters_at = _align(addresses_at + ADDRESS_SIZE * servers)
+        resolved_at = addresses_at + ADDRESS_SIZE * servers
+        counters_at = _align(resolved_at + 1)
         size = counters_at + 8 * self.block * workers
         # MAP_SHARED | MAP_ANONYMOUS: forked children see the same pages.
         self.buf = mmap.mmap(-1, max(size, 8))
@@ -88,7 +103,9 @@ class SharedState:
         self.weights = view[weights_at : weights_at + 4 * servers].cast("I")
         self.addresses = view[addresses_at : addresses_at + ADDRESS_SIZE * servers]
         self.counters = view[counters_at:size].cast("Q")
-        self._views = [view, self.health, self.admin, self.weights, self.addresses, self.counters]
+        self.resolved = view[resolved_at : resolved_at + 1]
+        self._views = [view, self.health, self.admin, self.weights, self.addresses, self.counters,
+                       self.resolved]  # fmt: skip
         self.health[:] = bytes([UP]) * servers  # servers start up, as HAProxy's do
         for backend in config.backends.values():
             start = self.first[backend.name]
@@ -168,6 +185,17 @@ class SharedState:
     def address(self, backend: str, index: int) -> Address | None:
         at = (self.first[backend] + index) * ADDRESS_SIZE
         return decode_address(bytes(self.addresses[at : at + ADDRESS_SIZE]))
+
+    def awaiting_dns(self, config: Config) -> bool:
+        """Some dns: entry has no address at all, and the control process's first lookups
+        are not over."""
+        if self.resolved[0]:
+            return False
+        return any(
+            all(self.address(backend.name, i) is None for i in slots)
+            for backend in config.backends.values()
+            for slots in dns_entries(backend).values()
+        )
 
     def backend_addresses(self, backend: str) -> bytes:
         """``backend``'s address records, one after the other."""

@@ -18,7 +18,7 @@ import trio
 
 from trilb.balance.backend import BackendState
 from trilb.config.schema import Config
-from trilb.control.shared import SharedState
+from trilb.control.shared import FIRST_LOOKUP_WAIT, SharedState
 from trilb.l4.accept import Acceptor
 from trilb.l4.idle import MAX_TICK, MIN_TICK, IdleSweeper
 from trilb.l4.pump import Pools
@@ -56,6 +56,13 @@ async def serve_worker(
     frontends = _frontends(config, reactor, sweeper, server_tls(config) if tls is None else tls)
     if shared is not None:  # the control process's view in, this worker's counters out
         publish = Publisher(shared, slot, _backend_states(frontends), frontends)
+        if shared.awaiting_dns(config):
+            # A first start: a dns: entry has no server until its first answer; clients
+            # wait in the listen queue for it rather than get 503s (a reload inherits the
+            # addresses known, so it does not wait).
+            with trio.move_on_after(FIRST_LOOKUP_WAIT):
+                while shared.awaiting_dns(config):
+                    await trio.sleep(0.02)
         publish()  # (before the first request too)
         sweeper.chores.append(publish)
     access = None
