@@ -615,3 +615,69 @@ def test_a_request_refused_before_its_body_tells_the_client_to_stop_sending(h2c:
     assert [e.error_code for e in events if isinstance(e, h2.events.StreamReset)] == [
         h2.errors.ErrorCodes.NO_ERROR
     ]
+
+
+def test_random_frames_from_many_clients_never_break_a_worker(
+    trilb_factory: Factory, origin: int
+) -> None:
+    """Each connection sends the preface, then a few frames, valid (requests, bodies,
+    resets, window updates) or not (any type, flags, stream and payload): trilb answers,
+    refuses or drops each connection, and its workers neither fail nor log a traceback."""
+    import random
+    import struct
+    import threading
+
+    port = free_port()
+    trilb = trilb_factory(h2_config(port, origin), workers=1, ready=1)
+    started = trilb.log().count(" ready (generation")
+
+    def frame(kind: int, flags: int, sid: int, payload: bytes) -> bytes:
+        return (
+            struct.pack(">HBBBL", len(payload) >> 8, len(payload) & 0xFF, kind, flags, sid)
+            + payload
+        )
+
+    def client(seed: int) -> None:
+        rng = random.Random(seed)
+        encoder = Encoder()
+        out = [b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", frame(4, 0, 0, b"")]
+        for _ in range(rng.randrange(1, 8)):
+            sid = rng.choice((1, 3, 5, 0, 2, 2**31 - 1))
+            pick = rng.random()
+            if pick < 0.3:  # a request (its block is the connection's: HPACK state)
+                fields = [(b":method", rng.choice((b"GET", b"POST"))), (b":path", b"/f"),
+                          (b":scheme", b"http"), (b":authority", b"x")]  # fmt: skip
+                flags = rng.choice((4, 5, 0x24, 0x25))
+                priority = struct.pack(">LB", rng.choice((0, sid)), 16) if flags & 0x20 else b""
+                out.append(frame(1, flags, sid, priority + encoder.encode(fields)))
+            elif pick < 0.45:
+                out.append(
+                    frame(0, rng.choice((0, 1, 8, 9)), sid, rng.randbytes(rng.randrange(40)))
+                )
+            elif pick < 0.55:
+                out.append(frame(8, 0, sid, struct.pack(">L", rng.choice((0, 1, 2**31 - 1)))))
+            elif pick < 0.62:
+                out.append(frame(3, 0, sid, struct.pack(">L", rng.randrange(14))))
+            else:
+                size = rng.choice((0, 4, 5, 6, 8, rng.randrange(30)))
+                out.append(frame(rng.randrange(12), rng.randrange(256), sid, rng.randbytes(size)))
+        with socket.create_connection(("127.0.0.1", port), timeout=2) as conn:
+            try:
+                conn.sendall(b"".join(out))
+                deadline = time.monotonic() + 0.5
+                while time.monotonic() < deadline and conn.recv(65536):
+                    pass
+            except OSError:
+                pass  # (reset or timed out: dropped, as it may be)
+
+    for batch in range(6):  # 144 connections, 24 at a time
+        threads = [threading.Thread(target=client, args=(batch * 24 + i,)) for i in range(24)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=10)
+    out = curl("--http2-prior-knowledge", f"http://127.0.0.1:{port}/after")
+    assert out.stdout.startswith(b"/after ")
+    log = trilb.log()
+    assert "Traceback" not in log and " ERROR " not in log, log[-3000:]
+    assert log.count(" ready (generation") == started  # no worker died and came back
