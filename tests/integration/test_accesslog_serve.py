@@ -235,3 +235,49 @@ servers = ["127.0.0.1:2"]
     done: Any = subprocess.run([sys.executable, "-m", "trilb", "check", "-c", str(config)],
                                capture_output=True, text=True, timeout=30)  # fmt: skip
     assert done.returncode != 0 and "access_log.path" in done.stderr
+
+
+def test_a_stdout_log_nobody_reads_does_not_stall_the_workers(tmp_path: Path) -> None:
+    # A log collector that stops reading: trilb's stdout is a pipe this test leaves full.
+    port = free_port()
+    origin = HttpOrigin("one")
+    config = tmp_path / "trilb.toml"
+    config.write_text(f"""
+[access_log]
+format = "json"
+
+[frontends.web]
+mode = "http"
+bind = "127.0.0.1:{port}"
+default_backend = "app"
+
+[backends.app]
+servers = ["{origin.address}"]
+""")  # fmt: skip
+    errors = tmp_path / "trilb.log"
+    with errors.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, "-m", "trilb", "serve", "-c", str(config),
+                                 "--workers", "1"], stdout=subprocess.PIPE, stderr=err)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 20
+        while " ready (generation" not in errors.read_text():
+            assert time.monotonic() < deadline and proc.poll() is None, errors.read_text()
+            time.sleep(0.05)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        for _ in range(6000):  # ~1.4 MB of lines: the 64 KiB pipe fills at ~300
+            conn.request("GET", "/a")
+            assert conn.getresponse().read() == b"one"
+        conn.close()
+        assert proc.stdout is not None
+        os.set_blocking(proc.stdout.fileno(), False)
+        first = proc.stdout.read(65536) or b""  # the reader wakes up: whole lines
+        assert first.count(b"\n") > 100
+        for line in first.split(b"\n")[:-1]:
+            assert json.loads(line)["target"] == "/a"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        proc.wait(timeout=20)
+        origin.stop()
+    assert "line(s) dropped" in errors.read_text()

@@ -7,8 +7,17 @@ import json
 import os
 from pathlib import Path
 
+import pytest
+
 from trilb.config.schema import AccessLog as Config
-from trilb.obs.accesslog import FLUSH_AT, AccessLog, HttpRecord, http_line, tcp_line
+from trilb.obs.accesslog import (
+    FLUSH_AT,
+    MAX_PENDING,
+    AccessLog,
+    HttpRecord,
+    http_line,
+    tcp_line,
+)
 
 NOW = 1795723501.25  # 2026-11-26T20:05:01.250 UTC
 
@@ -66,3 +75,38 @@ def test_lines_are_batched_and_a_reopen_follows_a_rename(tmp_path: Path) -> None
     assert (tmp_path / "access.log.1").read_text() == "one\ntwo\n"
     assert path.read_text().startswith("three\nxxx")
     writer.close()
+
+
+def test_a_pipe_that_stops_reading_never_blocks_and_its_lines_stay_whole(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    read, write = os.pipe()
+    os.set_blocking(write, False)
+    os.set_blocking(read, False)
+    writer = AccessLog(Config(path=str(tmp_path / "unused.log")))
+    writer.fd, writer.pipe = write, True  # (what _stdout gives a worker whose stdout is a pipe)
+    total = 8000  # ~1.7 MB: over the pipe (64 KiB) and MAX_PENDING (1 MiB)
+    for i in range(total):
+        writer.add(f"{i:06d} " + "x" * 200)
+        if i % 500 == 499:
+            writer.flush()  # never blocks: nobody reads
+    writer.flush()
+    dropped = writer.dropped
+    assert dropped and writer.pending_size <= MAX_PENDING
+    buffered = b""
+    for _ in range(100):  # the reader catches up
+        while True:
+            try:
+                buffered += os.read(read, 1 << 16)
+            except BlockingIOError:
+                break
+        if not writer.pending:
+            break
+        writer.flush()
+    *whole, rest = buffered.split(b"\n")
+    assert rest == b"" and all(len(line) == 207 for line in whole)  # none cut, none mixed
+    numbers = [int(line[:6]) for line in whole]
+    assert numbers == sorted(numbers) and len(numbers) + dropped == total
+    assert "line(s) dropped: its reader fell behind" in caplog.text
+    writer.close()
+    os.close(read)

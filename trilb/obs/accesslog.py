@@ -4,8 +4,13 @@ HAProxy's shape, to stdout or a file that SIGUSR1 reopens (after logrotate moved
 Lines are formatted when the exchange ends and written in batches: once per sweeper
 tick (at most a second late), or sooner when a batch passes 64 KiB, and at the end of
 the worker. A file is opened O_APPEND, so the workers' batches land whole and never
-interleave inside a line. Formatting is pure (``http_line``, ``tcp_line``); the writer
-only holds a descriptor.
+interleave inside a line. A log never stalls traffic: stdout that is a pipe (a log
+collector) is written through a non-blocking description of its own, in chunks of at
+most PIPE_BUF cut at line ends (each lands whole, never split by another worker's);
+what the pipe does not take waits for the next flush, up to MAX_PENDING, and lines
+beyond that are dropped and counted in a warning (HAProxy drops log lines rather than
+block too). Formatting is pure (``http_line``, ``tcp_line``); the writer only holds a
+descriptor.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import select
+import stat
 import time
 from dataclasses import dataclass
 
@@ -21,6 +28,8 @@ from trilb.config.schema import AccessLog as AccessLogConfig
 log = logging.getLogger(__name__)
 
 FLUSH_AT = 65536
+# What a pipe that does not read may hold back before lines are dropped.
+MAX_PENDING = 1 << 20
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -120,12 +129,17 @@ class AccessLog:
         self.lines: list[str] = []
         self.size = 0
         self.fd = -1
+        self.pipe = False  # chunked, non-blocking writes (see the module's theory)
+        self.pending: list[bytes] = []  # chunks a pipe did not take yet
+        self.pending_size = 0
+        self.dropped = 0  # lines dropped since the last warning
         self.reopen()
 
     def reopen(self) -> None:
         """(Re)open the file: after logrotate renamed it, lines go to a new one."""
         if self.path == "stdout":
-            self.fd = 1
+            if self.fd < 0:
+                self.fd, self.pipe = _stdout()
             return
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
@@ -145,6 +159,9 @@ class AccessLog:
 
     def flush(self, now: float = 0.0) -> None:
         """Write the batch (a sweeper chore: ``now`` is unused)."""
+        if self.pipe:
+            self._flush_pipe()
+            return
         if not self.lines:
             return
         data = ("\n".join(self.lines) + "\n").encode("utf-8", "backslashreplace")
@@ -154,15 +171,76 @@ class AccessLog:
             return
         try:
             view = memoryview(data)
-            while view:  # (a file takes it whole; a pipe on stdout may take part)
+            while view:  # (a file takes it whole)
                 view = view[os.write(self.fd, view) :]
-        except BlockingIOError:
-            pass  # (a non-blocking stdout that is full: the batch is dropped)
         except OSError as exc:
             log.error("access log %s: write failed: %s", self.path, exc.strerror)
 
+    def _flush_pipe(self) -> None:
+        """Chunks of whole lines, each at most PIPE_BUF (a line longer goes alone), what
+        waited first; what the pipe does not take waits, within MAX_PENDING."""
+        lines = self.lines
+        if lines:
+            self.lines = []
+            self.size = 0
+            chunk: list[str] = []
+            size = 0
+            for line in lines:
+                if chunk and size + len(line) + 1 > select.PIPE_BUF:
+                    self._queue(chunk)
+                    chunk, size = [], 0
+                chunk.append(line)
+                size += len(line) + 1
+            self._queue(chunk)
+        pending = self.pending
+        try:
+            while pending:
+                sent = os.write(self.fd, pending[0])
+                if sent < len(pending[0]):  # (only a chunk over PIPE_BUF can be cut)
+                    pending[0] = pending[0][sent:]
+                else:
+                    self.pending_size -= len(pending.pop(0))
+        except BlockingIOError:
+            pass  # the reader is behind: the rest waits
+        except OSError as exc:
+            log.error("access log stdout: write failed: %s", exc.strerror)
+            pending.clear()
+            self.pending_size = 0
+        if self.dropped and not pending:
+            log.warning("access log stdout: %d line(s) dropped: its reader fell behind",
+                        self.dropped)  # fmt: skip
+            self.dropped = 0
+
+    def _queue(self, chunk: list[str]) -> None:
+        data = ("\n".join(chunk) + "\n").encode("utf-8", "backslashreplace")
+        if self.pending_size + len(data) > MAX_PENDING:
+            self.dropped += len(chunk)
+            return
+        self.pending.append(data)
+        self.pending_size += len(data)
+
     def close(self) -> None:
         self.flush()
+        if self.dropped or self.pending:
+            log.warning("access log stdout: %d line(s) dropped, %d bytes not taken at exit",
+                        self.dropped, self.pending_size)  # fmt: skip
         if self.fd > 2:
             os.close(self.fd)
         self.fd = -1
+
+
+def _stdout() -> tuple[int, bool]:
+    """A descriptor for stdout, and whether it is a pipe written without blocking.
+
+    A pipe is opened again through /proc: a file description of this worker's own,
+    non-blocking, where setting O_NONBLOCK on fd 1 would change the one the master and
+    the other workers share. Anything else (a file, a terminal, a socket /proc cannot
+    open) is fd 1 as it is.
+    """
+    try:
+        if not stat.S_ISFIFO(os.fstat(1).st_mode):
+            return 1, False
+        fd = os.open("/proc/self/fd/1", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return 1, False
+    return fd, True
