@@ -237,8 +237,10 @@ servers = ["127.0.0.1:2"]
     assert done.returncode != 0 and "access_log.path" in done.stderr
 
 
-def test_a_stdout_log_nobody_reads_does_not_stall_the_workers(tmp_path: Path) -> None:
-    # A log collector that stops reading: trilb's stdout is a pipe this test leaves full.
+@pytest.mark.parametrize("kind", ["pipe", "socket"])
+def test_a_stdout_log_nobody_reads_does_not_stall_the_workers(tmp_path: Path, kind: str) -> None:
+    # A log collector that stops reading: trilb's stdout is a pipe (or a socket, as
+    # systemd's journal gives) this test leaves full.
     port = free_port()
     origin = HttpOrigin("one")
     config = tmp_path / "trilb.toml"
@@ -255,9 +257,17 @@ default_backend = "app"
 servers = ["{origin.address}"]
 """)  # fmt: skip
     errors = tmp_path / "trilb.log"
+    if kind == "pipe":
+        read, write = os.pipe()
+    else:
+        ours, theirs = socket.socketpair()
+        read, write = os.dup(ours.fileno()), os.dup(theirs.fileno())
+        ours.close()
+        theirs.close()
     with errors.open("wb") as err:
         proc = subprocess.Popen([sys.executable, "-m", "trilb", "serve", "-c", str(config),
-                                 "--workers", "1"], stdout=subprocess.PIPE, stderr=err)  # fmt: skip
+                                 "--workers", "1"], stdout=write, stderr=err)  # fmt: skip
+    os.close(write)
     try:
         deadline = time.monotonic() + 20
         while " ready (generation" not in errors.read_text():
@@ -268,16 +278,14 @@ servers = ["{origin.address}"]
             conn.request("GET", "/a")
             assert conn.getresponse().read() == b"one"
         conn.close()
-        assert proc.stdout is not None
-        os.set_blocking(proc.stdout.fileno(), False)
-        first = proc.stdout.read(65536) or b""  # the reader wakes up: whole lines
+        first = os.read(read, 65536)  # the reader wakes up: whole lines
         assert first.count(b"\n") > 100
-        for line in first.split(b"\n")[:-1]:
+        *whole, _ = first.split(b"\n")
+        for line in whole:
             assert json.loads(line)["target"] == "/a"
     finally:
         proc.send_signal(signal.SIGTERM)
-        if proc.stdout is not None:
-            proc.stdout.close()
+        os.close(read)
         proc.wait(timeout=20)
         origin.stop()
     assert "line(s) dropped" in errors.read_text()

@@ -176,7 +176,9 @@ class H2Server:
             else:
                 log.debug("http2 client: protocol error: %s", exc)
             if self.proxy.access is not None:  # (as HTTP/1.1's malformed requests are)
-                self.proxy.log_unparsed(self.ip, 400, f"h2={ERROR_NAMES[exc.error_code]}")
+                self.proxy.log_unparsed(
+                    self.ip, 400, f"h2={ERROR_NAMES.get(exc.error_code, hex(exc.error_code))}"
+                )
             await self.flush()
             return False
         self.kick()  # (the protocol's answers: SETTINGS and PING acks, WINDOW_UPDATEs)

@@ -6,11 +6,12 @@ tick (at most a second late), or sooner when a batch passes 64 KiB, and at the e
 the worker. A file is opened O_APPEND, so the workers' batches land whole and never
 interleave inside a line. A log never stalls traffic: stdout that is a pipe (a log
 collector) is written through a non-blocking description of its own, in chunks of at
-most PIPE_BUF cut at line ends (each lands whole, never split by another worker's);
-what the pipe does not take waits for the next flush, up to MAX_PENDING, and lines
-beyond that are dropped and counted in a warning (HAProxy drops log lines rather than
-block too). Formatting is pure (``http_line``, ``tcp_line``); the writer only holds a
-descriptor.
+most PIPE_BUF bytes cut at line ends (each lands whole, never split by another
+worker's; a longer line goes alone and may be); a socket (systemd's journal) is
+written with MSG_DONTWAIT, per call. What the reader does not take waits for the next
+flush, up to MAX_PENDING; lines beyond that are dropped and counted in a warning (at
+most every WARN_EVERY seconds), as HAProxy drops log lines rather than block.
+Formatting is pure (``http_line``, ``tcp_line``); the writer only holds a descriptor.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ import json
 import logging
 import os
 import select
+import socket
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from trilb.config.schema import AccessLog as AccessLogConfig
@@ -30,6 +33,10 @@ log = logging.getLogger(__name__)
 FLUSH_AT = 65536
 # What a pipe that does not read may hold back before lines are dropped.
 MAX_PENDING = 1 << 20
+# The dropped lines' warning, at most this often while a reader stays behind.
+WARN_EVERY = 10.0
+# How long a worker's last lines may wait for a slow reader at its exit.
+EXIT_DRAIN = 1.0
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
 
 
@@ -129,17 +136,27 @@ class AccessLog:
         self.lines: list[str] = []
         self.size = 0
         self.fd = -1
-        self.pipe = False  # chunked, non-blocking writes (see the module's theory)
+        # A pipe or socket on stdout: chunked writes that never block (``send``).
+        self.pipe = False
+        self.send: Callable[[bytes], int] = self._write
         self.pending: list[bytes] = []  # chunks a pipe did not take yet
         self.pending_size = 0
         self.dropped = 0  # lines dropped since the last warning
+        self.warned = 0.0  # (monotonic)
+        self.sock: socket.socket | None = None  # stdout, when it is a socket
         self.reopen()
 
     def reopen(self) -> None:
         """(Re)open the file: after logrotate renamed it, lines go to a new one."""
         if self.path == "stdout":
             if self.fd < 0:
-                self.fd, self.pipe = _stdout()
+                self.fd, sock = _stdout()
+                if sock is not None:
+                    self.pipe = True
+                    self.sock = sock
+                    self.send = self._send_dontwait
+                else:
+                    self.pipe = self.fd != 1
             return
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
@@ -173,8 +190,17 @@ class AccessLog:
             view = memoryview(data)
             while view:  # (a file takes it whole)
                 view = view[os.write(self.fd, view) :]
+        except BlockingIOError:
+            pass  # (a stdout someone made non-blocking, full: the batch is dropped)
         except OSError as exc:
             log.error("access log %s: write failed: %s", self.path, exc.strerror)
+
+    def _write(self, data: bytes) -> int:
+        return os.write(self.fd, data)
+
+    def _send_dontwait(self, data: bytes) -> int:
+        assert self.sock is not None
+        return self.sock.send(data, socket.MSG_DONTWAIT)
 
     def _flush_pipe(self) -> None:
         """Chunks of whole lines, each at most PIPE_BUF (a line longer goes alone), what
@@ -183,19 +209,20 @@ class AccessLog:
         if lines:
             self.lines = []
             self.size = 0
-            chunk: list[str] = []
+            chunk: list[bytes] = []
             size = 0
             for line in lines:
-                if chunk and size + len(line) + 1 > select.PIPE_BUF:
+                encoded = line.encode("utf-8", "backslashreplace") + b"\n"
+                if chunk and size + len(encoded) > select.PIPE_BUF:
                     self._queue(chunk)
                     chunk, size = [], 0
-                chunk.append(line)
-                size += len(line) + 1
+                chunk.append(encoded)
+                size += len(encoded)
             self._queue(chunk)
         pending = self.pending
         try:
             while pending:
-                sent = os.write(self.fd, pending[0])
+                sent = self.send(pending[0])
                 if sent < len(pending[0]):  # (only a chunk over PIPE_BUF can be cut)
                     pending[0] = pending[0][sent:]
                 else:
@@ -206,13 +233,14 @@ class AccessLog:
             log.error("access log stdout: write failed: %s", exc.strerror)
             pending.clear()
             self.pending_size = 0
-        if self.dropped and not pending:
+        if self.dropped and (not pending or time.monotonic() - self.warned >= WARN_EVERY):
             log.warning("access log stdout: %d line(s) dropped: its reader fell behind",
                         self.dropped)  # fmt: skip
             self.dropped = 0
+            self.warned = time.monotonic()
 
-    def _queue(self, chunk: list[str]) -> None:
-        data = ("\n".join(chunk) + "\n").encode("utf-8", "backslashreplace")
+    def _queue(self, chunk: list[bytes]) -> None:
+        data = b"".join(chunk)
         if self.pending_size + len(data) > MAX_PENDING:
             self.dropped += len(chunk)
             return
@@ -221,26 +249,39 @@ class AccessLog:
 
     def close(self) -> None:
         self.flush()
+        if self.pending:  # a slow reader: a last moment for it (bounded)
+            poller = select.poll()
+            poller.register(self.fd, select.POLLOUT)
+            deadline = time.monotonic() + EXIT_DRAIN
+            while self.pending and (left := deadline - time.monotonic()) > 0:
+                if poller.poll(left * 1000):
+                    self.flush()
         if self.dropped or self.pending:
             log.warning("access log stdout: %d line(s) dropped, %d bytes not taken at exit",
                         self.dropped, self.pending_size)  # fmt: skip
-        if self.fd > 2:
+        if self.sock is not None:
+            self.sock.close()
+        elif self.fd > 2:
             os.close(self.fd)
         self.fd = -1
 
 
-def _stdout() -> tuple[int, bool]:
-    """A descriptor for stdout, and whether it is a pipe written without blocking.
+def _stdout() -> tuple[int, socket.socket | None]:
+    """A descriptor for stdout, and the socket to send on when it is one.
 
     A pipe is opened again through /proc: a file description of this worker's own,
     non-blocking, where setting O_NONBLOCK on fd 1 would change the one the master and
-    the other workers share. Anything else (a file, a terminal, a socket /proc cannot
-    open) is fd 1 as it is.
+    the other workers share. A socket cannot be reopened so; it is sent on with
+    MSG_DONTWAIT, which asks per call. Anything else (a file, a terminal) is fd 1 as it
+    is (fd 1 itself: written as a file, and it may block).
     """
     try:
-        if not stat.S_ISFIFO(os.fstat(1).st_mode):
-            return 1, False
-        fd = os.open("/proc/self/fd/1", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        mode = os.fstat(1).st_mode
+        if stat.S_ISSOCK(mode):
+            sock = socket.socket(fileno=os.dup(1))
+            return sock.fileno(), sock
+        if stat.S_ISFIFO(mode):
+            return os.open("/proc/self/fd/1", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC), None
     except OSError:
-        return 1, False
-    return fd, True
+        pass
+    return 1, None

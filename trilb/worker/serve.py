@@ -60,7 +60,9 @@ async def serve_worker(
             # A first start: a dns: entry has no server until its first answer; clients
             # wait in the listen queue for it rather than get 503s (a reload inherits the
             # addresses known, so it does not wait).
-            with trio.move_on_after(FIRST_LOOKUP_WAIT):
+            # (Longer than the control process's own bound: it starts after the workers,
+            # and says it is over, answered or not, when its bound passes.)
+            with trio.move_on_after(FIRST_LOOKUP_WAIT + 2):
                 while shared.awaiting_dns(config):
                     await trio.sleep(0.02)
         publish()  # (before the first request too)
