@@ -68,7 +68,7 @@ async def _serve(
                 for slots in dns_entries(backend).values():
                     name = backend.servers[slots[0]].dns
                     first = trio.Event()
-                    if all(shared.address(backend.name, i) is None for i in slots):
+                    if shared.unresolved(backend.name, slots):
                         lookups.append(first)  # (none inherited from a reload)
                     nursery.start_soon(keep_resolved, config, backend, name, slots, shared,
                                        first)  # fmt: skip

@@ -192,10 +192,14 @@ class SharedState:
         if self.resolved[0]:
             return False
         return any(
-            all(self.address(backend.name, i) is None for i in slots)
+            self.unresolved(backend.name, slots)
             for backend in config.backends.values()
             for slots in dns_entries(backend).values()
         )
+
+    def unresolved(self, backend: str, slots: list[int]) -> bool:
+        """No slot of a dns: entry has an address."""
+        return all(self.address(backend, i) is None for i in slots)
 
     def backend_addresses(self, backend: str) -> bytes:
         """``backend``'s address records, one after the other."""

@@ -17,7 +17,7 @@ A request field's never-indexed mark is not kept: the request goes on over HTTP/
 or through h2, which marks credentials and short cookies itself.
 
 Every malformed input raises CompressionError (a connection error for HTTP/2: the
-table's state is lost); pure functions and one small class, no I/O.
+table's state is lost). Two small classes and their helpers; no I/O.
 """
 
 from __future__ import annotations
@@ -59,20 +59,18 @@ class HeaderListTooLarge(CompressionError):
 
 
 class Decoder:
-    """One connection's HPACK decoder.
+    """One connection's HPACK decoder, its dynamic table at most TABLE_SIZE (the
+    default SETTINGS_HEADER_TABLE_SIZE, which trilb does not change).
 
     Args:
       max_list: the largest decoded header list (name + value + 32 per field).
-      max_table: the dynamic table size we allow (SETTINGS_HEADER_TABLE_SIZE: 4096
-        unless we announce another).
     """
 
-    __slots__ = ("limit", "max_list", "max_size", "size", "table")
+    __slots__ = ("max_list", "max_size", "size", "table")
 
-    def __init__(self, max_list: int, max_table: int = 4096) -> None:
+    def __init__(self, max_list: int) -> None:
         self.max_list = max_list
-        self.limit = max_table
-        self.max_size = max_table
+        self.max_size = TABLE_SIZE
         self.size = 0
         self.table: deque[tuple[bytes, bytes]] = deque()  # newest first
 
@@ -88,9 +86,13 @@ class Decoder:
         listed = 0
         while pos < end:
             byte = data[pos]
-            if byte & 0x80:  # an indexed field (6.1)
-                index, pos = _integer(data, pos, 0x7F)
-                field = self._entry(index)
+            if byte & 0x80:  # an indexed field (6.1): most of a connection's, after its first
+                if byte < 0xFF:  # (its index in the byte itself)
+                    pos += 1
+                    field = STATIC[byte - 0x81] if 0x80 < byte < 0xBE else self._entry(byte & 0x7F)
+                else:
+                    index, pos = _integer(data, pos, 0x7F)
+                    field = self._entry(index)
             elif byte & 0x40:  # a literal the table keeps (6.2.1)
                 index, pos = _integer(data, pos, 0x3F)
                 name, pos = (self._entry(index)[0], pos) if index else _string(data, pos)
@@ -101,8 +103,8 @@ class Decoder:
                 if fields:  # (only at the start of a block: 4.2)
                     raise CompressionError("a table size update after a field")
                 size, pos = _integer(data, pos, 0x1F)
-                if size > self.limit:
-                    raise CompressionError(f"a table size of {size}, over {self.limit}")
+                if size > TABLE_SIZE:
+                    raise CompressionError(f"a table size of {size}, over {TABLE_SIZE}")
                 self.max_size = size
                 self._evict(0)
                 continue
@@ -181,9 +183,9 @@ def _string(data: bytes, pos: int) -> tuple[bytes, int]:
         raise CompressionError(f"a Huffman string: {exc}") from None
 
 
-# Static table indices (RFC 7541 appendix A): a status with its own entry, and each name's
-# first entry (literals name it by index).
-_STATUS: Final = {v: i for i, (n, v) in enumerate(STATIC, 1) if n == b":status"}
+# Static table indices (RFC 7541 appendix A): a status with its own entry (as the one
+# byte that sends it), and each name's first entry (literals name it by index).
+_STATUS: Final = {v: bytes((0x80 | i,)) for i, (n, v) in enumerate(STATIC, 1) if n == b":status"}
 _NAMES: Final[dict[bytes, int]] = {}
 for _i, (_name, _) in enumerate(STATIC, 1):
     _NAMES.setdefault(_name, _i)
@@ -201,16 +203,6 @@ def _prefixed(value: int, bits: int, flags: int = 0) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
-
-
-def encode_field(name: bytes, value: bytes) -> bytes:
-    """One field as HPACK without a table: the static entry when it is one, else a
-    literal that is not indexed (6.2.2), its name by static index when it has one."""
-    if name == b":status":
-        index = _STATUS.get(value)
-        if index is not None:
-            return bytes((0x80 | index,))
-    return _literal(name, value, 0, 4)
 
 
 def _literal(name: bytes, value: bytes, flags: int, bits: int) -> bytes:
@@ -263,6 +255,9 @@ class Encoder:
         where, seen = self.where, self.seen
         for field in fields:
             name, value = field
+            if name == b":status" and value in _STATUS:
+                parts.append(_STATUS[value])
+                continue
             if name in NEVER_INDEXED or field.__class__ is NeverIndexedHeaderTuple:
                 parts.append(_literal(name, value, 0x10, 4))
                 continue
@@ -270,9 +265,6 @@ class Encoder:
             if ordinal is not None:  # in the table: its index (the newest is 62)
                 index = 61 + self.inserted - ordinal
                 parts.append(bytes((0x80 | index,)) if index < 127 else _prefixed(index, 7, 0x80))
-                continue
-            if name == b":status" and value in _STATUS:
-                parts.append(bytes((0x80 | _STATUS[value],)))
                 continue
             size = len(name) + len(value) + ENTRY_OVERHEAD
             key = hash(field)

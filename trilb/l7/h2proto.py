@@ -32,7 +32,7 @@ from __future__ import annotations
 import struct
 from typing import Final, Protocol
 
-from trilb.l7.h2hpack import CompressionError, Decoder, Encoder, HeaderListTooLarge
+from trilb.l7.h2hpack import CompressionError, Decoder, Encoder, Fields, HeaderListTooLarge
 
 # Error codes (RFC 9113 section 7).
 NO_ERROR: Final = 0x0
@@ -75,8 +75,6 @@ MAX_QUEUED: Final = 4096
 _HEAD = struct.Struct(">HBBBL")
 _U32 = struct.Struct(">L")
 _SETTING = struct.Struct(">HL")
-
-Fields = list[tuple[bytes, bytes]]
 
 
 class H2Error(Exception):
@@ -208,6 +206,15 @@ class H2Protocol:
         if not self.closed:
             self.closed = True
             self._out.append(goaway_frame(self.highest_inbound_stream_id, error_code))
+
+    def goaway(self, last_stream_id: int) -> None:
+        """Queue a GOAWAY (NO_ERROR) that keeps the connection open: the streams up to
+        ``last_stream_id`` go on (a drain)."""
+        self._out.append(goaway_frame(last_stream_id))
+
+    @property
+    def has_data_to_send(self) -> bool:
+        return bool(self._out)
 
     def data_to_send(self) -> bytes:
         out = b"".join(self._out)

@@ -12,8 +12,8 @@ task of the connection's nursery: Proxy.forward, then the body relays, with the 
 reading and writing like a socket (it is a Peer). A stream in the reactor's hands that
 the client resets, or whose connection ends, gives its backend connection back unclean.
 
-It does not speak the HTTP/2 framing (l7/http2.py does, through h2) and does not choose
-servers or statuses (l7/proxy.py).
+It does not speak the HTTP/2 framing (l7/http2.py does, through l7/h2proto.py) and does
+not choose servers or statuses (l7/proxy.py).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from trilb.errors import (
 from trilb.l7.body import relay_chunked, relay_length, relay_until_close
 from trilb.l7.bodyphase import BodyPass
 from trilb.l7.forward import forward_response_fields
-from trilb.l7.h2proto import H2Error
+from trilb.l7.h2proto import FlowControlError, H2Error
 from trilb.l7.h2upstream import Exchange, request_fields
 from trilb.l7.phases import Flow, PluginReply, reply_fields
 from trilb.l7.proxy import IDEMPOTENT, status_for
@@ -541,8 +541,7 @@ class H2Stream:
             self._abort(exc)
             return
         except H2Error:
-            # Reset by the client, or the connection closed; else (a broken backend's
-            # response h2 refused) the client hears of it.
+            # The stream was reset (by the client) or the connection closed.
             self.conn.reset_stream(self.id)
             self.conn.stream_done(self)
             return
@@ -597,13 +596,11 @@ class H2Stream:
             return True
         h2c.send_headers(self.id, fields)
         self.conn.kick()
-        if (
-            framing is Framing.LENGTH
-            and n is not None
-            and len(body) == n
-            and n <= min(h2c.local_flow_control_window(self.id), h2c.max_outbound_frame_size)
-        ):  # the whole body is here and fits one frame: head and body in one write
-            h2c.send_data(self.id, body, end_stream=True)
+        if framing is Framing.LENGTH and len(body) == n:
+            try:  # the whole body is here: head and body in one write, if one frame fits
+                h2c.send_data(self.id, body, end_stream=True)
+            except FlowControlError:
+                return False
             return True
         return False
 

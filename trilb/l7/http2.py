@@ -51,7 +51,6 @@ from trilb.l7.h2proto import (
     H2ConnectionError,
     H2Error,
     H2Protocol,
-    goaway_frame,
 )
 from trilb.l7.h2stream import H2Stream
 from trilb.l7.h2write import FrameWriter
@@ -71,7 +70,7 @@ MAX_STREAMS = 100
 # browser cancelling navigations does, far below a rapid-reset flood (thousands/s).
 RESET_BUDGET = 200
 # The receive window of a whole connection, above the 64 KiB of each stream: uploads on
-# several streams at once do not wait for each other (h2's default is 64 KiB for both).
+# several streams at once do not wait for each other (RFC 9113's default is 64 KiB for both).
 CONNECTION_WINDOW = 16 << 20
 # (It must stay above twice MAX_STREAMS x 64 KiB: the protocol gives windows back in
 # halves, so a connection window smaller than what all streams may hold could stall.)
@@ -117,11 +116,8 @@ class H2Server:
         # GOAWAY sent or received: no new streams; the connection ends with its last one.
         self.closing = False
         self.nursery: trio.Nursery | None = None
-        # A drain's GOAWAY (sent before h2's bytes), and the last stream it accepts.
-        self.goaway = b""
+        # The last stream a drain's GOAWAY accepts.
         self.last_stream = 2**31 - 1
-        # The server preface (SETTINGS) is out: a GOAWAY may go before h2's bytes now.
-        self.greeted = False
 
     async def serve(self, first: bytes) -> None:
         """Run the connection until the client closes, misbehaves or goes idle."""
@@ -181,7 +177,8 @@ class H2Server:
                 )
             await self.flush()
             return False
-        self.kick()  # (the protocol's answers: SETTINGS and PING acks, WINDOW_UPDATEs)
+        if self.h2.has_data_to_send:  # (its answers: SETTINGS and PING acks, resets...)
+            self.kick()
         return True
 
     # --- what the client sent (called by H2Protocol.receive_data) ----------------------
@@ -300,7 +297,7 @@ class H2Server:
     # --- writing ---------------------------------------------------------------------
 
     async def flush(self) -> None:
-        """Write what h2 has to send now; one writer at a time, in order.
+        """Write what the protocol queued; one writer at a time, in order.
 
         Only tasks that no stream reset can cancel call it (the writer, the reader, the
         start and end of the connection): a write cut off half-way over TLS must be
@@ -309,14 +306,7 @@ class H2Server:
         """
         async with self.send_lock:
             data = self.h2.data_to_send()
-            if self.goaway:
-                # Ahead of what h2 queued since the drain (a REFUSED_STREAM for a stream
-                # opened after it must not reach the client first: clients retry a stream
-                # above the GOAWAY's last id), but never ahead of the server preface.
-                data = self.goaway + data if self.greeted else data + self.goaway
-                self.goaway = b""
             if data:
-                self.greeted = True
                 self.writing = True
                 sent = self.client.send_nowait(data)
                 if sent < len(data):
@@ -334,7 +324,7 @@ class H2Server:
                 self.client.touch()
 
     def kick(self) -> None:
-        """h2 has bytes to send: the writer sends them."""
+        """The protocol has bytes to send: the writer sends them."""
         self.writer.kick()
 
     async def _writer(self) -> None:
@@ -383,16 +373,15 @@ class H2Server:
 
     def drain(self) -> None:
         """GOAWAY with the last stream id; streams in flight finish, then it closes.
-
-        The frame is written here, not by h2: h2's close_connection also closes its
-        state machine, after which the streams in flight could send nothing more.
-        """
+        (Queued after the server preface, which ``serve`` queued before the nursery,
+        and before any REFUSED_STREAM for a stream opened after it: clients retry a
+        stream above the GOAWAY's last id.)"""
         if self.closing or self.nursery is None:
             self.closing = True
             return
         self.closing = True
         self.last_stream = self.h2.highest_inbound_stream_id
-        self.goaway = goaway_frame(self.last_stream)
+        self.h2.goaway(self.last_stream)
         self.kick()
         self._end_if_done()
 
