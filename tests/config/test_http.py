@@ -74,6 +74,7 @@ servers = ["127.0.0.1:53"]
 APP = '[backends.app]\nservers = ["127.0.0.1:9001"]\n'
 API = '[backends.api]\nservers = ["127.0.0.1:9101"]\n'
 WEB = '[frontends.web]\nmode = "http"\nbind = "127.0.0.1:8080"\ndefault_backend = "app"\n'
+STREAMS = "frontends.web.max_concurrent_streams"
 
 
 def load(tmp_path: Path, text: str) -> Config:
@@ -134,6 +135,7 @@ def test_every_http_key_is_read(tmp_path: Path) -> None:
     max_request_line = "4KiB"
     max_header_size = "16KiB"
     max_headers = 50
+    max_concurrent_streams = 32
     max_body_size = "100MiB"
 
     [[frontends.web.routes]]
@@ -171,6 +173,7 @@ def test_every_http_key_is_read(tmp_path: Path) -> None:
     assert (web.header_timeout, web.body_timeout, web.keepalive_timeout) == (5.0, 30.0, 120.0)
     assert (web.max_request_line, web.max_header_size, web.max_headers) == (4096, 16384, 50)
     assert web.max_body_size == 100 * 1024 * 1024
+    assert web.max_concurrent_streams == 32
     first, second = web.routes
     assert first == Route(
         backend="api",
@@ -360,6 +363,8 @@ ERRORS = [
     pytest.param(web('max_request_line = "8TiB"'), "frontends.web.max_request_line", "a size"),
     pytest.param(web('max_header_size = "2GiB"'), "frontends.web.max_header_size", "from 64 to"),
     pytest.param(web("max_headers = 0"), "frontends.web.max_headers", "from 1 to"),
+    pytest.param(web("max_concurrent_streams = 0"), STREAMS, "from 1 to 128"),
+    pytest.param(web("max_concurrent_streams = 129"), STREAMS, "from 1 to 128"),
     pytest.param(web("max_body_size = -1"), "frontends.web.max_body_size", "a size"),
     pytest.param(
         WEB.replace('"app"', '"nope"') + APP,

@@ -26,6 +26,7 @@ from hyperframe.frame import (
     GoAwayFrame,
     HeadersFrame,
     PingFrame,
+    RstStreamFrame,
     SettingsFrame,
     WindowUpdateFrame,
 )
@@ -600,6 +601,34 @@ def test_request_trailers_reach_an_http11_backend_as_chunked_trailers(
         h2.errors.ErrorCodes.PROTOCOL_ERROR
     ]
     backend.stop()
+
+
+def test_max_concurrent_streams_is_what_a_client_is_told_and_held_to(
+    trilb_factory: Factory, origin: int
+) -> None:
+    port = free_port()
+    config = h2_config(port, origin).replace(
+        'default_backend = "app"', 'default_backend = "app"\nmax_concurrent_streams = 2'
+    )
+    trilb_factory(config, workers=1, ready=1)
+    client = RawClient(port)
+    try:
+        client.events(lambda e: isinstance(e, h2.events.RemoteSettingsChanged))
+        assert client.conn.remote_settings.max_concurrent_streams == 2
+        for sid in (1, 3):  # two bodies not ended: both streams stay open
+            client.post(sid, (b"content-length", b"10"), b"12345", end=False)
+        # A third, framed by hand (h2 itself keeps to the limit): refused, the others go on.
+        block = Encoder().encode([(b":method", b"GET"), (b":path", b"/third"),
+                                  (b":scheme", b"http"), (b":authority", b"x")])  # fmt: skip
+        third = HeadersFrame(5, block)
+        third.flags.add("END_STREAM")
+        third.flags.add("END_HEADERS")
+        client.sock.sendall(third.serialize())
+        frames = read_frames(client.sock, limit=1.5)  # (h2's client drops a reset of a
+    finally:  # stream it did not open: read as frames)
+        client.close()
+    resets = [(f.stream_id, f.error_code) for f in frames if isinstance(f, RstStreamFrame)]
+    assert resets == [(5, h2.errors.ErrorCodes.REFUSED_STREAM)]
 
 
 def test_a_request_refused_before_its_body_tells_the_client_to_stop_sending(h2c: int) -> None:

@@ -36,11 +36,15 @@ HTTP_ONLY = (
     "max_request_line",
     "max_header_size",
     "max_headers",
+    "max_concurrent_streams",
     "max_body_size",
     "tls",
     "websocket",
 )
 
+# The most HTTP/2 streams a frontend may allow at once (l7/http2.py sizes a connection's
+# receive window from it).
+MAX_H2_STREAMS = 128
 # Why 1 GiB: a request line or header block that large is an attack, never a request;
 # the cap only catches a unit typo ("8GiB" for "8KiB") before it becomes a memory bill.
 _MAX_HEAD = 1 << 30
@@ -71,6 +75,7 @@ def parse_http_keys(t: Table, base: str) -> None:
     t.take("max_request_line", parse_size_limit(16, _MAX_HEAD))
     t.take("max_header_size", parse_size_limit(64, _MAX_HEAD))
     t.take("max_headers", parse_int(1, 100_000))
+    t.take("max_concurrent_streams", parse_int(1, MAX_H2_STREAMS))
     t.take("max_body_size", parse_size)
     t.take("tls", lambda v, p: parse_tls(v, p, base))
     t.take("websocket", parse_websocket)

@@ -338,6 +338,9 @@ class Frontend:
     max_header_size: int = 32768
     # More header fields than this: 431. HAProxy's tune.http.maxhdr is 101.
     max_headers: int = 100
+    # HTTP/2 streams a client may have open at once (SETTINGS_MAX_CONCURRENT_STREAMS;
+    # more are refused): HAProxy's tune.h2.max-concurrent-streams default.
+    max_concurrent_streams: int = 100
     # TLS termination (None: cleartext).
     tls: Tls | None = None
     # A body above it: 413; 0 = unlimited, as HAProxy (nginx's client_max_body_size is

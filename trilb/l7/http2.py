@@ -19,7 +19,7 @@ keep-alive pools.
   windows, so a client that stops reading stalls its stream (up to body_timeout) instead
   of making trilb buffer the response. One lock serializes writes to the socket; a
   writer that waits for room holds up the others, which is the backpressure.
-- Limits: at most MAX_STREAMS concurrent streams, a header list of max_header_size (the
+- Limits: at most max_concurrent_streams streams, a header list of max_header_size (the
   protocol refuses a larger decoded list, the HPACK bomb, and more than 64 CONTINUATION
   frames for one block); a client that causes stream resets (its own or trilb's)
   faster than RESET_BUDGET per second (rapid reset, CVE-2023-44487, and MadeYouReset,
@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from trilb.config.http import MAX_H2_STREAMS
 from trilb.errors import ClientClosed, ClientTimeout, ProtocolError
 from trilb.l7.h2head import request_head, trailer_fields
 from trilb.l7.h2proto import (
@@ -64,16 +65,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Concurrent streams a client may open: HAProxy's tune.h2.max-concurrent-streams (100).
-MAX_STREAMS = 100
 # Stream resets a client may cause per second before it is cut off: far above what a
 # browser cancelling navigations does, far below a rapid-reset flood (thousands/s).
 RESET_BUDGET = 200
-# The receive window of a whole connection, above the 64 KiB of each stream: uploads on
-# several streams at once do not wait for each other (RFC 9113's default is 64 KiB for both).
-CONNECTION_WINDOW = 16 << 20
-# (It must stay above twice MAX_STREAMS x 64 KiB: the protocol gives windows back in
-# halves, so a connection window smaller than what all streams may hold could stall.)
+# The receive window of a whole connection (16 MiB), above the 64 KiB of each stream:
+# uploads on several streams at once do not wait for each other (RFC 9113's default is
+# 64 KiB for both). Twice what the most streams a frontend may allow can hold: the
+# protocol gives windows back in halves, so a smaller one could stall them.
+CONNECTION_WINDOW = 2 * MAX_H2_STREAMS * (64 << 10)
 # PING and SETTINGS frames per second (each makes trilb answer): a client needs a few;
 # a flood of them is an attack on the CPU and on the write side (CVE-2019-9512/9515).
 CONTROL_BUDGET = 500
@@ -104,7 +103,9 @@ class H2Server:
         # Fields are checked by request_head (l7/h2head.py) in the pass that builds the
         # head; outbound fields come from a response llhttp accepted, names lowercased
         # and hop-by-hop fields dropped by forward_response_fields.
-        self.h2 = H2Protocol(self, MAX_STREAMS, proxy.config.max_header_size, CONNECTION_WINDOW)
+        config = proxy.config
+        self.h2 = H2Protocol(self, config.max_concurrent_streams, config.max_header_size,
+                             CONNECTION_WINDOW)  # fmt: skip
         self.streams: dict[int, H2Stream] = {}
         self.send_lock = trio.Lock()
         # The one task that writes (l7/h2write.py); ``writing`` while a write runs.
