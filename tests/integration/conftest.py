@@ -195,6 +195,22 @@ servers = [{listed}]
 """
 
 
+def http_config(port: int, servers: list[str], head: str = "", backend: str = "") -> str:
+    """An http frontend "web" on ``port`` in front of the backend "app" of ``servers``;
+    ``head``: what goes before it ([global], [access_log]...), ``backend``: more keys
+    of [backends.app]."""
+    listed = ", ".join(f'"{s}"' for s in servers)
+    return f"""{head}
+[frontends.web]
+mode = "http"
+bind = "127.0.0.1:{port}"
+default_backend = "app"
+
+[backends.app]
+servers = [{listed}]
+{backend}"""
+
+
 @pytest.fixture
 def backends() -> Iterator[list[Backend]]:
     pair = [Backend("A"), Backend("B")]

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.conftest import Backend, HttpOrigin, Trilb, free_port
+from tests.integration.conftest import Backend, HttpOrigin, Trilb, free_port, http_config
 from tests.integration.test_udp_serve import Echo, free_udp_port
 
 pytestmark = pytest.mark.slow
@@ -244,18 +244,7 @@ def test_a_stdout_log_nobody_reads_does_not_stall_the_workers(tmp_path: Path, ki
     port = free_port()
     origin = HttpOrigin("one")
     config = tmp_path / "trilb.toml"
-    config.write_text(f"""
-[access_log]
-format = "json"
-
-[frontends.web]
-mode = "http"
-bind = "127.0.0.1:{port}"
-default_backend = "app"
-
-[backends.app]
-servers = ["{origin.address}"]
-""")  # fmt: skip
+    config.write_text(http_config(port, [origin.address], '[access_log]\nformat = "json"\n'))
     errors = tmp_path / "trilb.log"
     if kind == "pipe":
         read, write = os.pipe()

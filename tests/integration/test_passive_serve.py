@@ -10,7 +10,14 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from tests.integration.conftest import Backend, HttpOrigin, Trilb, free_port, tcp_config
+from tests.integration.conftest import (
+    Backend,
+    HttpOrigin,
+    Trilb,
+    free_port,
+    http_config,
+    tcp_config,
+)
 from tests.integration.test_plugins_serve import echoes
 
 pytestmark = pytest.mark.slow
@@ -45,18 +52,9 @@ def test_a_refusing_server_is_ejected_then_tried_again_tcp(trilb_factory: Factor
 def test_a_refusing_server_is_ejected_http(trilb_factory: Factory, echoes: list[int]) -> None:
     dead = free_port()
     port = free_port()
-    trilb = trilb_factory(f"""
-[frontends.web]
-mode = "http"
-bind = "127.0.0.1:{port}"
-default_backend = "app"
-
-[backends.app]
-servers = ["127.0.0.1:{dead}", "127.0.0.1:{echoes[0]}"]
-eject_after = 1
-eject_for = "30s"
-pool_max_idle = 0
-""", workers=1)  # fmt: skip
+    servers = [f"127.0.0.1:{dead}", f"127.0.0.1:{echoes[0]}"]
+    ejecting = 'eject_after = 1\neject_for = "30s"\npool_max_idle = 0\n'
+    trilb = trilb_factory(http_config(port, servers, backend=ejecting), workers=1)
     with httpx.Client() as client:
         for _ in range(5):
             assert client.get(f"http://127.0.0.1:{port}/").json()["server"] == "one"
@@ -68,18 +66,9 @@ def test_5xx_answers_eject_a_server_with_eject_on_5xx(trilb_factory: Factory) ->
     bad, good = HttpOrigin("bad"), HttpOrigin("good")
     bad.status = b"500 Internal Server Error"
     port = free_port()
-    trilb = trilb_factory(f"""
-[frontends.web]
-mode = "http"
-bind = "127.0.0.1:{port}"
-default_backend = "app"
-
-[backends.app]
-servers = ["{bad.address}", "{good.address}"]
-eject_after = 2
-eject_for = "1s"
-eject_on_5xx = true
-""", workers=1)  # fmt: skip
+    ejecting = 'eject_after = 2\neject_for = "1s"\neject_on_5xx = true\n'
+    config = http_config(port, [bad.address, good.address], backend=ejecting)
+    trilb = trilb_factory(config, workers=1)
     try:
         with httpx.Client() as client:
             # Round robin: the bad server answers 500 twice (the client sees them: a 5xx

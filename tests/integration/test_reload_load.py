@@ -60,7 +60,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 from wsproto.utilities import LocalProtocolError, RemoteProtocolError
 
-from tests.integration.conftest import ThreadedServer, Trilb, free_port
+from tests.integration.conftest import ThreadedServer, Trilb, free_port, http_config
 
 pytestmark = pytest.mark.slow
 
@@ -398,19 +398,7 @@ def generation_pids(log: str, number: int, role: str = r"\w+(?: \d+)?") -> set[i
 
 
 def config(port: int, origins: list[Origin]) -> str:
-    servers = ", ".join(f'"{o.address}"' for o in origins)
-    return f"""
-[global]
-grace = "{GRACE:g}s"
-
-[frontends.web]
-mode = "http"
-bind = "127.0.0.1:{port}"
-default_backend = "app"
-
-[backends.app]
-servers = [{servers}]
-"""
+    return http_config(port, [o.address for o in origins], f'[global]\ngrace = "{GRACE:g}s"\n')
 
 
 def test_reloads_under_http1_http2_and_websocket_load_fail_nothing(
